@@ -3,6 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from raygen.configbase import ConfigError
+
 
 @dataclass
 class SyntheticConfig:
@@ -20,6 +22,20 @@ class SyntheticConfig:
     """Longest user sequence (items)."""
     transition_prob: float = 0.6
     """Probability that the next item follows the item-to-item transition graph of the previous item."""
+
+    def validate(self) -> None:
+        from raygen.data.synthetic import MAX_CATEGORIES
+
+        if not 1 <= self.n_categories <= MAX_CATEGORIES:
+            raise ConfigError(f"data.synthetic.n_categories must be in 1..{MAX_CATEGORIES}, got {self.n_categories}")
+        if self.n_items < max(self.n_categories, self.max_seq_len):
+            raise ConfigError("data.synthetic.n_items must be >= n_categories and >= max_seq_len")
+        if self.n_users < 1 or self.n_tastes < 1:
+            raise ConfigError("data.synthetic.n_users and n_tastes must be >= 1")
+        if not 2 <= self.min_seq_len <= self.max_seq_len:
+            raise ConfigError("data.synthetic needs 2 <= min_seq_len <= max_seq_len")
+        if not 0.0 <= self.transition_prob <= 1.0:
+            raise ConfigError("data.synthetic.transition_prob must be in [0, 1]")
 
 
 @dataclass
@@ -47,3 +63,12 @@ class DataConfig:
     def __post_init__(self):
         if self.synthetic is None:
             self.synthetic = SyntheticConfig()
+
+    def validate(self) -> None:
+        for name in ("min_interactions", "max_history", "max_description_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.source != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required for source {self.source!r}")
+        if self.source == "amazon2023" and not self.category:
+            raise ConfigError("data.category is required for source 'amazon2023' (e.g. Industrial_and_Scientific)")

@@ -1,0 +1,150 @@
+"""Helpers shared by the data loaders: line reading, text clean-up, sample building, report.
+
+Every loader turns its source into per-user chronological item sequences (or, for MiniOneRec,
+ready-made evaluation rows) and uses the functions here to cut them into samples, so history
+truncation and the leave-one-out split are written once.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raygen.data.schema import SPLITS, SkipLog
+
+
+def iter_lines(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each line of a text file (``.gz`` decompressed transparently).
+
+    Lines are decoded one by one as UTF-8; a line with invalid bytes is decoded with
+    ``errors='replace'`` and counted under ``non_utf8_line`` with its ``file:line``.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="replace")
+                skips.add("non_utf8_line", f"{path.name}:{lineno}")
+            yield lineno, text
+
+
+def read_text(path: str | Path, skips: SkipLog) -> str:
+    """The whole file as text, decoded per line as in :func:`iter_lines`."""
+    return "".join(text for _, text in iter_lines(path, skips))
+
+
+def _split_broken_literal(s: str) -> list[str] | str:
+    """Best-effort parts of a list literal that ``ast.literal_eval`` rejects (e.g. an unescaped
+    quote inside ``"['It's ...']"``): strip the brackets and outer quotes, split on ``', '``.
+    Returns ``s`` itself when it does not look like a list of quoted strings."""
+    if len(s) < 4 or s[1] not in ("'", '"') or s[1] != s[-2]:
+        return s
+    return [p.replace("\\n", " ") for p in re.split(r"""['"], ['"]""", s[2:-2])]
+
+
+def clean_description(value, max_chars: int, skips: SkipLog, where: str) -> str:
+    """Normalise a description to one string.
+
+    Accepts a list of strings, a Python-list literal string (``"['a', 'b']"``, parsed with
+    ``ast.literal_eval``), a plain string or None. Parts are joined with a space and runs of
+    whitespace collapsed. A literal that does not parse is split by hand when it looks like a
+    list of quoted strings (``description_literal_repaired``), else kept verbatim
+    (``description_unparsed``); text longer than ``max_chars`` is truncated
+    (``description_truncated``).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        s = value.strip()
+        if s.startswith("[") and s.endswith("]"):
+            try:
+                value = ast.literal_eval(s)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                value = _split_broken_literal(s)
+                skips.add("description_unparsed" if value is s else "description_literal_repaired", where)
+        else:
+            value = s
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(p).strip() for p in value if p is not None and str(p).strip())
+    text = " ".join(str(value).split())  # one line, single spaces
+    if len(text) > max_chars:
+        skips.add("description_truncated", where)
+        text = text[:max_chars].rstrip()
+    return text
+
+
+def clean_categories(value) -> list[str]:
+    """Categories as a list of non-empty strings (from a list, a list-literal string, '' or None)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return []
+        if s.startswith("["):
+            try:
+                value = ast.literal_eval(s)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                return [s]
+        else:
+            return [s]
+    if isinstance(value, (list, tuple)):
+        return [str(c).strip() for c in value if c is not None and str(c).strip()]
+    return [str(value)]
+
+
+def truncate(history: Sequence[int], max_history: int) -> list[int]:
+    """The most recent ``max_history`` items of a chronological history."""
+    return list(history[-max_history:]) if max_history > 0 else list(history)
+
+
+def sample(user: str, history: Sequence[int], target: int, split: str, max_history: int) -> dict:
+    """One samples-table row with the history truncated."""
+    return {"user_id": user, "history": truncate(history, max_history), "target": int(target), "split": split}
+
+
+def prefix_samples(user: str, seq: Sequence[int], max_history: int, split: str = "train") -> list[dict]:
+    """Every prefix of a chronological sequence as a sample: ``seq[:i] -> seq[i]`` for ``i >= 1``."""
+    return [sample(user, seq[:i], seq[i], split, max_history) for i in range(1, len(seq))]
+
+
+def loo_samples(user: str, seq: Sequence[int], max_history: int) -> list[dict]:
+    """Leave-one-out split of one user's chronological sequence.
+
+    The last item is the test target, the second last the valid target, and every earlier
+    position ``i >= 1`` a training target; each history is everything before its target.
+    A sequence of two items yields only a test sample, of one item nothing.
+    """
+    n = len(seq)
+    out = []
+    for i in range(1, n):
+        split = "test" if i == n - 1 else "valid" if i == n - 2 else "train"
+        out.append(sample(user, seq[:i], seq[i], split, max_history))
+    return out
+
+
+def split_counts(samples: pa.Table) -> dict:
+    """Number of samples per split (every split named, zero when empty)."""
+    vc = pc.value_counts(samples["split"]).to_pylist() if samples.num_rows else []
+    counts = {d["values"]: d["counts"] for d in vc}
+    return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+
+def make_report(source: str, items: pa.Table, samples: pa.Table, skips: SkipLog, **extra) -> dict:
+    """The JSON-able data report for metrics.json."""
+    return {
+        "source": source,
+        "items": items.num_rows,
+        "samples": split_counts(samples),
+        "users": len(pc.unique(samples["user_id"])) if samples.num_rows else 0,
+        "skips": skips.to_dict(),
+        **extra,
+    }

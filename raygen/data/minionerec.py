@@ -1,0 +1,150 @@
+"""Loader for the MiniOneRec release of Amazon-18 Industrial_and_Scientific (items.json, valid.csv, test.csv).
+
+The release has no training file. Following the data README, training samples are rebuilt
+without leaking evaluation targets: for each user, the history of that user's earliest row in
+valid.csv (else test.csv) happened before every evaluation target of that user, so each of its
+prefixes ``history[:i] -> history[i]`` (i >= 1) is a training sample. Rows are in time order
+within each file, and all valid rows precede all test rows, so "earliest" is the first row
+(of that user) that survived checking, in file order.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+
+from raygen.data.common import clean_categories, clean_description, make_report, prefix_samples, read_text, sample
+from raygen.data.config import DataConfig
+from raygen.data.schema import DataError, SkipLog, items_table, samples_table
+
+CSV_COLUMNS = ("user_id", "history_item_id", "item_id")
+
+
+def _no_duplicate_keys(file: str, text: str):
+    """json object_pairs_hook that refuses duplicate keys (json.loads would silently keep the last).
+
+    For a duplicate item id the error names the line of its second occurrence (found by a
+    text search, since the json module does not report positions to hooks).
+    """
+
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                line = None
+                if k.isdigit():  # an item id: its key text is unique enough to locate
+                    hits = [m.start() for m in re.finditer(re.escape(json.dumps(k)) + r"\s*:", text)]
+                    line = text.count("\n", 0, hits[1]) + 1 if len(hits) > 1 else None
+                raise DataError(file, line, k, f"duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def read_items(path: Path, max_description_chars: int, skips: SkipLog) -> tuple[list[dict], set[int]]:
+    """Parse items.json into item rows; returns ``(rows, ids_skipped_for_missing_title)``."""
+    text = read_text(path, skips)
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys(path.name, text))
+    except json.JSONDecodeError as e:
+        raise DataError(path.name, e.lineno, None, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}")
+    if not isinstance(raw, dict):
+        raise DataError(path.name, None, None, "expected a JSON object mapping item id -> item")
+    rows, no_title = [], set()
+    for key, rec in raw.items():
+        try:
+            item_id = int(key)
+        except ValueError:
+            raise DataError(path.name, None, key, f"item id {key!r} is not an integer") from None
+        where = f"{path.name} item {key}"
+        if not isinstance(rec, dict):
+            raise DataError(path.name, None, key, f"item {key} is not a JSON object")
+        title = rec.get("title")
+        if not isinstance(title, str) or not title.strip():
+            skips.add("item_missing_title", where)
+            no_title.add(item_id)
+            continue
+        rows.append({
+            "item_id": item_id,
+            "title": title.strip(),
+            "description": clean_description(rec.get("description"), max_description_chars, skips, where),
+            "brand": str(rec.get("brand") or "").strip(),
+            "categories": clean_categories(rec.get("categories")),
+        })
+    rows.sort(key=lambda r: r["item_id"])
+    return rows, no_title
+
+
+def _parse_ids(text: str) -> list[int] | None:
+    """A list literal of ints (``"[1, 2]"``) -> list; anything else -> None."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None
+    return list(value)
+
+
+def read_rows(path: Path, known: set[int], no_title: set[int], skips: SkipLog) -> list[tuple[str, list[int], int]]:
+    """Checked ``(user_id, history, target)`` rows of valid.csv/test.csv, in file order.
+
+    A row is skipped (counted, with ``file:line``) when its history literal does not parse,
+    its history is empty, its target is not an integer, or it references an item that is
+    not in the catalog (``sample_unknown_item``) or was dropped for a missing title
+    (``sample_references_skipped_item``).
+    """
+    reader = csv.DictReader(io.StringIO(read_text(path, skips), newline=""))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(path.name, 1, missing[0], f"missing column(s) {missing}; header is {reader.fieldnames}")
+    rows = []
+    for rec in reader:
+        where = f"{path.name}:{reader.line_num}"
+        user = (rec.get("user_id") or "").strip()
+        hist = _parse_ids(rec.get("history_item_id") or "")
+        target = (rec.get("item_id") or "").strip()
+        if not user:
+            skips.add("sample_missing_user", where)
+        elif hist is None:
+            skips.add("sample_bad_history_literal", where)
+        elif not hist:
+            skips.add("sample_empty_history", where)
+        elif not target.lstrip("-").isdigit():
+            skips.add("sample_bad_target", where)
+        elif any(i in no_title for i in (*hist, int(target))):
+            skips.add("sample_references_skipped_item", where)
+        elif any(i not in known for i in (*hist, int(target))):
+            skips.add("sample_unknown_item", where)
+        else:
+            rows.append((user, hist, int(target)))
+    return rows
+
+
+def load_minionerec(cfg: DataConfig) -> tuple[pa.Table, pa.Table, dict]:
+    """Items and train/valid/test samples from a MiniOneRec-format folder."""
+    root = Path(cfg.path)
+    for name in ("items.json", "valid.csv", "test.csv"):
+        if not (root / name).is_file():
+            raise DataError(str(root / name), None, None, "file not found (data.path must hold items.json, valid.csv, test.csv)")
+    skips = SkipLog()
+    item_rows, no_title = read_items(root / "items.json", cfg.max_description_chars, skips)
+    known = {r["item_id"] for r in item_rows}
+    evals = {split: read_rows(root / f"{split}.csv", known, no_title, skips) for split in ("valid", "test")}
+
+    first_history: dict[str, list[int]] = {}
+    for split in ("valid", "test"):
+        for user, hist, _ in evals[split]:
+            first_history.setdefault(user, hist)
+    rows = [s for user, hist in first_history.items() for s in prefix_samples(user, hist, cfg.max_history)]
+    for split in ("valid", "test"):
+        rows += [sample(user, hist, target, split, cfg.max_history) for user, hist, target in evals[split]]
+
+    items, samples = items_table(item_rows), samples_table(rows)
+    return items, samples, make_report("minionerec", items, samples, skips, path=str(root))
