@@ -13,7 +13,9 @@ from pathlib import Path
 from raygen.configbase import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from raygen.corpus.config import CorpusConfig
 from raygen.data.config import DataConfig
+from raygen.lm.config import LmConfig
 from raygen.sid.config import SidConfig
+from raygen.tasks.config import TasksConfig
 
 __all__ = ["RayConfig", "PipelineConfig", "load_config", "ConfigError", "to_dict"]
 
@@ -40,6 +42,8 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     sids: SidConfig = field(default_factory=SidConfig)
+    lm: LmConfig = field(default_factory=LmConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

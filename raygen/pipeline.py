@@ -1,4 +1,4 @@
-"""The raygen stage graph: data -> corpus -> sids -> lm_init -> align -> sft -> rl -> eval -> report.
+"""The raygen stage graph: data -> corpus -> sids -> lm -> align -> sft -> rl -> eval -> report.
 
 Each entry names the stage, the stages it reads and the config sections that enter its
 cache key (see raygen.runner). The run functions live in each stage's subpackage.
@@ -25,6 +25,7 @@ STAGES: list[Stage] = [
     Stage("data", _lazy("raygen.data.stage:run_data"), deps=(), sections=("data",)),
     Stage("corpus", _lazy("raygen.corpus.stage:run_corpus"), deps=("data",), sections=("corpus",)),
     Stage("sids", _lazy("raygen.sid.stage:run_sids"), deps=("corpus",), sections=("sids",)),
+    Stage("lm", _lazy("raygen.lm.stage:run_lm_init"), deps=("sids",), sections=("lm",)),
 ]
 
 

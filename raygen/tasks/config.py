@@ -1,0 +1,53 @@
+"""Config of the SFT task builders: templates, which alignment directions, mixing ratios, lengths."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raygen.configbase import ConfigError
+from raygen.tasks.templates import ALIGN_DIRECTIONS, TOKEN_DIRECTIONS, check_templates, merged_templates
+
+
+@dataclass
+class TasksConfig:
+    templates: dict[str, list[str]] = field(default_factory=dict)
+    """Instruction templates per task, replacing raygen.tasks.templates.DEFAULT_TEMPLATES for the tasks
+    named (others keep the defaults); one template is drawn at random per example."""
+    align_directions: list[str] = field(default_factory=lambda: list(ALIGN_DIRECTIONS))
+    """STAR item-text <-> SID alignment directions used (subset of title2sid, desc2sid, titledesc2sid,
+    sid2title, sid2desc, sid2titledesc); empty = no item alignment task."""
+    token_directions: list[str] = field(default_factory=lambda: list(TOKEN_DIRECTIONS))
+    """TS-Align single-token directions used (subset of token2desc, desc2token); empty = none."""
+    align_ratio: float = 0.5
+    """Item-alignment examples mixed into SFT per seqrec example (0 = none)."""
+    token_ratio: float = 0.25
+    """Token-alignment examples mixed into SFT per seqrec example (0 = none)."""
+    max_history: int = 20
+    """Most recent history items shown in a seqrec prompt."""
+    history_sep: str = ", "
+    """Separator between history SIDs in a seqrec prompt."""
+    max_text_chars: int = 256
+    """Item titles/descriptions and token descriptions are cut to this many characters."""
+    max_len: int = 512
+    """Token budget of an encoded example (prompt left-truncated to fit, answer kept whole)."""
+    system_prompt: str = ""
+    """System message put before every prompt ('' = none; a chat template may add its own default)."""
+    seed: int = 0
+    """Seed of template choice, sampling and shuffling."""
+
+    def validate(self) -> None:
+        check_templates(self.templates)
+        for name, chosen, valid in (("align_directions", self.align_directions, ALIGN_DIRECTIONS),
+                                    ("token_directions", self.token_directions, TOKEN_DIRECTIONS)):
+            bad = [d for d in chosen if d not in valid]
+            if bad:
+                raise ConfigError(f"tasks.{name}: unknown direction(s) {bad}; valid: {list(valid)}")
+        for name in ("align_ratio", "token_ratio"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tasks.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("max_history", "max_text_chars", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tasks.{name}: must be >= 1, got {getattr(self, name)}")
+
+    def all_templates(self) -> dict[str, list[str]]:
+        """Templates of every task (defaults plus this config's replacements)."""
+        return merged_templates(self.templates)

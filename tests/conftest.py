@@ -1,0 +1,139 @@
+"""Shared test fixtures: a tiny offline tokenizer, tiny Llama models, a tiny catalog. No downloads.
+
+Stable names (other test files rely on them):
+
+- ``tiny_tokenizer``: a FRESH ``PreTrainedTokenizerFast`` per test (byte-level BPE, ~600 ids, trained
+  offline in ~0.1 s once per session) with special tokens ``<|endoftext|>`` (unk/bos), ``<|im_start|>``,
+  ``<|im_end|>`` (= eos), ``<pad>`` (= pad) and a ChatML-like Jinja ``chat_template``. Fresh because
+  tests add SID tokens to it.
+- ``tiny_tokenizer_json``: the trained ``tokenizers`` JSON (session), if you need to build your own.
+- ``tiny_llama``: factory ``tiny_llama(vocab_size=None, tie_word_embeddings=True, seed=0, **config)``
+  -> a new ``LlamaForCausalLM`` (2 layers, hidden 64, 4 heads, intermediate 128, vocab = tokenizer size
+  by default), in eval mode. Extra keyword arguments go to ``LlamaConfig``.
+- ``tiny_model_dir``: a folder with ``save_pretrained`` of a tied tiny Llama and the tiny tokenizer
+  (session scoped: treat it as READ-ONLY; load it with ``from_pretrained``).
+- ``tiny_catalog``: dict of Arrow tables ``items`` (ITEMS_SCHEMA), ``samples`` (SAMPLES_SCHEMA),
+  ``codes`` (item_id, codes list<int32>, 3 levels), ``tokens`` (level, code, token, keywords,
+  description: 4 codes per level, like the sids stage's tokens.parquet). Session scoped, read-only.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+ADJECTIVES = ("red blue green black white small large light heavy soft warm cool classic modern waterproof "
+              "wireless portable durable organic premium cotton leather steel wooden plastic glass silver "
+              "golden vintage compact electric rechargeable stainless comfortable lightweight").split()
+NOUNS = ("shoes boots sneakers jacket shirt dress hat gloves socks scarf wallet bag backpack watch phone "
+         "charger cable speaker headphones camera lamp chair table desk pillow blanket towel mug cup bottle "
+         "pan knife spoon plate bowl kettle blender toaster coffee tea book novel pen notebook guitar drum "
+         "ball racket bike helmet tent lantern toy puzzle game candle soap shampoo brush").split()
+FILLER = ("the a an and or of for with to in on is are this that user item items next title description "
+          "which what give predict recommend history bought has interacted these order here code level "
+          "kind stand group described product products answer id its then sequence purchase matches "
+          "describe grouped under like").split()
+
+
+def _corpus() -> list[str]:
+    lines = []
+    for i, (adj, noun) in enumerate(itertools.product(ADJECTIVES, NOUNS)):
+        f = FILLER[i % len(FILLER)]
+        lines.append(f"{f} {adj} {noun} {FILLER[(i * 7) % len(FILLER)]} {noun}.")
+    return lines + [" ".join(FILLER)] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    return tok.to_str()
+
+
+def make_tiny_tokenizer(tokenizer_json: str):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer_json), bos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_json):
+    return make_tiny_tokenizer(tiny_tokenizer_json)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_tokenizer_json):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    default_vocab = len(make_tiny_tokenizer(tiny_tokenizer_json))
+
+    def make(vocab_size: int | None = None, tie_word_embeddings: bool = True, seed: int = 0, **config):
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(vocab_size=vocab_size or default_vocab, hidden_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=4, intermediate_size=128,
+                          max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings,
+                          bos_token_id=0, eos_token_id=2, pad_token_id=3, **config)
+        return LlamaForCausalLM(cfg).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_llama, tiny_tokenizer_json) -> Path:
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_llama().save_pretrained(path)
+    make_tiny_tokenizer(tiny_tokenizer_json).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog() -> dict[str, pa.Table]:
+    from raygen.data.schema import items_table, samples_table
+
+    n_items, levels, k = 12, 3, 4
+    items = items_table([{
+        "item_id": 100 + i,
+        "title": f"{ADJECTIVES[i]} {NOUNS[i]}",
+        "description": "" if i == 5 else f"A {ADJECTIVES[i + 1]} {NOUNS[i]} for the {NOUNS[i + 12]}.",
+        "brand": "acme", "categories": ["home"]} for i in range(n_items)])
+    codes = [[i % k, (i // k) % k, i % 3] for i in range(n_items)]  # unique rows, all codes used
+    codes_tbl = pa.table({"item_id": pa.array([100 + i for i in range(n_items)], pa.int64()),
+                          "codes": pa.array(codes, pa.list_(pa.int32()))})
+    rows = []
+    for level in range(levels):
+        for code in range(k):
+            words = [NOUNS[(level * k + code) % len(NOUNS)], ADJECTIVES[(level * k + code) % len(ADJECTIVES)]]
+            rows.append({"level": level, "code": code, "token": f"<{'abc'[level]}_{code}>", "keywords": words,
+                         "description": "" if (level, code) == (2, 3) else f"{words[1]} {words[0]} items"})
+    rows[-1]["keywords"] = []  # <c_3>: no keywords and no description
+    tokens = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("level", pa.int32()), ("code", pa.int32()), ("token", pa.string()),
+        ("keywords", pa.list_(pa.string())), ("description", pa.string())]))
+    samples = samples_table([
+        {"user_id": "u1", "history": [100, 101, 102], "target": 103, "split": "train"},
+        {"user_id": "u1", "history": [100, 101, 102, 103], "target": 104, "split": "valid"},
+        {"user_id": "u2", "history": [105], "target": 106, "split": "train"},
+        {"user_id": "u2", "history": [105, 106], "target": 107, "split": "test"},
+        {"user_id": "u3", "history": [108, 109, 110, 111, 100, 101], "target": 102, "split": "train"},
+        {"user_id": "u4", "history": [], "target": 100, "split": "train"},
+        {"user_id": "u5", "history": [999], "target": 100, "split": "train"},
+    ])
+    return {"items": items, "samples": samples, "codes": codes_tbl, "tokens": tokens}
