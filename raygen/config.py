@@ -13,9 +13,11 @@ from pathlib import Path
 from raygen.configbase import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from raygen.corpus.config import CorpusConfig
 from raygen.data.config import DataConfig
+from raygen.eval.config import EvalConfig
 from raygen.lm.config import LmConfig
 from raygen.sid.config import SidConfig
 from raygen.tasks.config import TasksConfig
+from raygen.train.stages import AlignConfig, SftConfig
 
 __all__ = ["RayConfig", "PipelineConfig", "load_config", "ConfigError", "to_dict"]
 
@@ -44,6 +46,9 @@ class PipelineConfig:
     sids: SidConfig = field(default_factory=SidConfig)
     lm: LmConfig = field(default_factory=LmConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

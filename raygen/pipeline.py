@@ -26,6 +26,11 @@ STAGES: list[Stage] = [
     Stage("corpus", _lazy("raygen.corpus.stage:run_corpus"), deps=("data",), sections=("corpus",)),
     Stage("sids", _lazy("raygen.sid.stage:run_sids"), deps=("corpus",), sections=("sids",)),
     Stage("lm", _lazy("raygen.lm.stage:run_lm_init"), deps=("sids",), sections=("lm",)),
+    Stage("align", _lazy("raygen.train.stages:run_align"), deps=("lm",), sections=("align", "tasks")),
+    Stage("sft", _lazy("raygen.train.stages:run_sft"), deps=("align",), sections=("sft", "tasks")),
+    Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl",)),
+    Stage("eval", _lazy("raygen.eval.stage:run_eval"), deps=("rl",), sections=("eval", "tasks")),
+    Stage("report", _lazy("raygen.report.stage:run_report"), deps=("eval",), sections=()),
 ]
 
 

@@ -41,6 +41,8 @@ class StageContext:
     run_dir: Path
     out: Path
     stage: str
+    key: str = ""
+    """This stage's cache key (e.g. to name resumable training runs)."""
     metrics: dict = field(default_factory=dict)
 
     def input(self, stage: str) -> Path:
@@ -100,7 +102,7 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        ctx = StageContext(cfg=cfg, run_dir=run_dir, out=tmp, stage=st.name)
+        ctx = StageContext(cfg=cfg, run_dir=run_dir, out=tmp, stage=st.name, key=key)
         log.info("stage %-8s running (key %s)", st.name, key)
         t0 = time.time()
         metrics = st.run(ctx) or {}

@@ -3,6 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from raygen.configbase import ConfigError
+
 
 @dataclass
 class CorpusConfig:
@@ -15,6 +17,10 @@ class CorpusConfig:
     """Number of embedding actors in the Ray Data pool."""
     embed_num_gpus: float = 0.0
     """GPUs per embedding actor (0 on CPU-only clusters)."""
+    embed_num_cpus: float = 0.0
+    """CPUs reserved per embedding actor; the actor's torch uses that many threads. 0 = auto:
+    on CPU, the cluster's available CPUs split over embed_concurrency (capped at one node's);
+    with GPUs, 1."""
     embed_max_chars: int = 512
     """Item text (title, brand, categories, description) is cut to this many characters."""
     normalize: bool = True
@@ -30,6 +36,16 @@ class CorpusConfig:
     """Number of teacher actors."""
     keyword_num_gpus: float = 0.0
     """GPUs per teacher actor."""
+    keyword_num_cpus: float = 0.0
+    """CPUs reserved per teacher actor (torch threads); 0 = auto, as for embed_num_cpus."""
+    keyword_max_chars: int = 256
+    """Item text in the teacher prompt is cut to this many characters (prompt length dominates
+    the teacher's cost on CPU)."""
+    keyword_min_keywords: int = 2
+    """A teacher answer with fewer usable keywords than this falls back to the extractor."""
+    keyword_grounded: bool = True
+    """Keep a teacher keyword only if one of its words occurs in the item's own text (small
+    teachers hallucinate and copy the prompt's worked example)."""
     max_new_tokens: int = 24
     """Generation budget per item for the teacher's keyword list."""
     n_keywords: int = 5
@@ -37,3 +53,13 @@ class CorpusConfig:
     keyword_max_items: int = 0
     """If > 0, only the first N items go through the teacher; the rest use the fallback
     extractor (recorded as source='fallback'). Keeps CPU runs short."""
+
+    def validate(self) -> None:
+        for name in ("embed_batch_size", "embed_concurrency", "embed_max_chars", "keyword_batch_size",
+                     "keyword_concurrency", "max_new_tokens", "n_keywords", "keyword_max_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"corpus.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("embed_num_gpus", "embed_num_cpus", "keyword_num_gpus", "keyword_num_cpus",
+                     "keyword_max_items", "keyword_min_keywords"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"corpus.{name} must be >= 0, got {getattr(self, name)}")

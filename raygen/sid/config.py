@@ -24,6 +24,12 @@ class SidConfig:
     """RQ-VAE learning rate."""
     beta: float = 0.25
     """Commitment loss weight."""
+    device: str = "cpu"
+    """Torch device for RQ-VAE training: 'cpu', 'cuda' or 'auto' (cuda when available).
+    CPU training is bit-for-bit reproducible for a seed; CUDA may differ in the last bits."""
+    num_threads: int = 0
+    """CPU threads for RQ-VAE training (0 = torch's default, which Ray sets from the task's CPUs).
+    The model is small, so 1-2 threads are nearly as fast and far better on a busy machine."""
     kmeans_iters: int = 50
     """k-means iterations (RQ-KMeans levels and RQ-VAE codebook init)."""
     sinkhorn: bool = True

@@ -1,0 +1,96 @@
+"""Top-K ranking metrics (HR@K, NDCG@K) for next-item prediction, and the predictions table.
+
+One relevant item per row: HR@K = 1 if the target is among the first K predictions, and
+NDCG@K = 1 / log2(rank + 2) for a 0-based hit rank < K (the ideal DCG is 1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from raygen.io import write_parquet
+
+DEFAULT_KS = (1, 3, 5, 10)
+PAD_ITEM = -1
+"""Marks an unfilled slot (the catalog had fewer items than the beam width)."""
+
+
+def hit_ranks(topk_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target in its prediction list, or -1 if absent."""
+    topk_items = np.asarray(topk_items)
+    targets = np.asarray(targets)
+    if topk_items.ndim != 2 or targets.shape != (topk_items.shape[0],):
+        raise ValueError(f"need topk_items [N, K] and targets [N], got {topk_items.shape} and {targets.shape}")
+    hit = topk_items == targets[:, None]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+
+
+def ranking_metrics(topk_items: np.ndarray, targets: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
+    """HR@K and NDCG@K averaged over rows. K larger than the list width scores the whole list."""
+    ranks = hit_ranks(topk_items, targets)
+    if len(ranks) == 0:
+        raise ValueError("no rows to evaluate")
+    found = ranks >= 0
+    gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    out = {}
+    for k in ks:
+        inside = found & (ranks < k)
+        out[f"hr@{k}"] = float(inside.mean())
+        out[f"ndcg@{k}"] = float(np.where(inside, gain, 0.0).mean())
+    return out
+
+
+def count_invalid(topk_items: np.ndarray, catalog_item_ids: Sequence[int] | np.ndarray) -> dict:
+    """Predictions outside the catalog (``invalid``), unfilled slots, and rows repeating an item."""
+    topk_items = np.asarray(topk_items)
+    filled = topk_items != PAD_ITEM
+    in_catalog = np.isin(topk_items, np.asarray(catalog_item_ids))
+    dup_rows = sum(len(set(r[f].tolist())) < int(f.sum()) for r, f in zip(topk_items, filled))
+    return {"invalid": int((filled & ~in_catalog).sum()), "unfilled": int((~filled).sum()),
+            "rows_with_duplicates": int(dup_rows)}
+
+
+def evaluate_rankings(topk_items: np.ndarray, targets: np.ndarray,
+                      catalog_item_ids: Sequence[int] | np.ndarray | None = None,
+                      ks: Iterable[int] = DEFAULT_KS) -> dict:
+    """All evaluation metrics for item-id predictions ``topk_items`` [N, K] and ``targets`` [N].
+
+    Invalid predictions (not in ``catalog_item_ids``) are counted, never dropped: they simply
+    cannot be hits. Returns ``{"n": N, "hr@K": .., "ndcg@K": .., "invalid": .., ...}``.
+    """
+    topk_items = np.asarray(topk_items)
+    out = {"n": int(topk_items.shape[0]), **ranking_metrics(topk_items, targets, ks)}
+    if catalog_item_ids is not None:
+        out.update(count_invalid(topk_items, catalog_item_ids))
+    return out
+
+
+def indices_to_item_ids(topk_index: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Map item row indices (as returned by the beam search; -1 = unfilled) to item ids."""
+    topk_index = np.asarray(topk_index)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    return np.where(topk_index >= 0, item_ids[np.maximum(topk_index, 0)], PAD_ITEM)
+
+
+def predictions_table(row_ids: Sequence[int], targets: Sequence[int], topk_items: np.ndarray,
+                      scores: np.ndarray) -> pa.Table:
+    """(row_id int64, target int64, topk list<int64>, scores list<float32>) per row."""
+    topk_items, scores = np.asarray(topk_items, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+    if topk_items.shape != scores.shape or topk_items.shape[0] != len(row_ids) or len(row_ids) != len(targets):
+        raise ValueError(f"shape mismatch: {len(row_ids)} row_ids, {len(targets)} targets, "
+                         f"topk {topk_items.shape}, scores {scores.shape}")
+    return pa.table({
+        "row_id": pa.array(np.asarray(row_ids, dtype=np.int64)),
+        "target": pa.array(np.asarray(targets, dtype=np.int64)),
+        "topk": pa.array(list(topk_items), type=pa.list_(pa.int64())),
+        "scores": pa.array(list(scores), type=pa.list_(pa.float32())),
+    })
+
+
+def write_predictions(path: str | Path, row_ids: Sequence[int], targets: Sequence[int],
+                      topk_items: np.ndarray, scores: np.ndarray) -> None:
+    """Write :func:`predictions_table` atomically to ``path`` (Parquet)."""
+    write_parquet(path, predictions_table(row_ids, targets, topk_items, scores))

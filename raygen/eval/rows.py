@@ -1,0 +1,64 @@
+"""Next-item evaluation rows: prompts, targets and histories of one split, and the SID catalog."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from raygen.data.schema import SkipLog
+from raygen.lm.vocab import sid_matrix
+from raygen.tasks.builders import seqrec_examples, sids_by_item
+from raygen.tasks.encode import encode_prompt
+
+
+@dataclass
+class Catalog:
+    item_ids: np.ndarray
+    """int64 [n_items]: item id of each row of ``sid_matrix``."""
+    sid_matrix: torch.Tensor
+    """LongTensor [n_items, L]: SID token ids per item."""
+
+    @classmethod
+    def from_codes(cls, codes: pa.Table, tokenizer) -> "Catalog":
+        item_ids = np.asarray(codes.column("item_id").to_numpy(), dtype=np.int64)
+        matrix = np.asarray(codes.column("codes").to_pylist(), dtype=np.int64)
+        return cls(item_ids=item_ids, sid_matrix=sid_matrix(tokenizer, matrix))
+
+    def index_of(self) -> dict[int, int]:
+        return {int(i): k for k, i in enumerate(self.item_ids)}
+
+
+@dataclass
+class Rows:
+    row_ids: np.ndarray
+    """Row numbers in samples.parquet."""
+    prompt_ids: list[list[int]]
+    targets: np.ndarray
+    histories: list[list[int]]
+
+
+def split_rows(samples: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split: str, max_rows: int = 0,
+               seed: int = 0, skips: SkipLog | None = None) -> Rows:
+    """Prompts of ``split`` in the same chat format SFT trains on; at most ``max_rows`` (seeded sample)."""
+    samples = samples.append_column("row_id", pa.array(np.arange(len(samples)), pa.int64()))
+    part = samples.filter(pc.equal(samples.column("split"), split))
+    sids = sids_by_item(codes)
+    ok = [all(h in sids for h in r["history"]) and r["target"] in sids and len(r["history"]) > 0
+          for r in part.select(["history", "target"]).to_pylist()]
+    if skips is not None:
+        for rid, good in zip(part.column("row_id").to_pylist(), ok):
+            if not good:
+                skips.add(f"eval {split}: row without SID or history", f"samples row {rid}")
+    part = part.filter(pa.array(ok, pa.bool_()))
+    if max_rows and len(part) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(part), max_rows, replace=False))
+        part = part.take(pa.array(keep))
+    examples = seqrec_examples(part, sids, tasks_cfg, split=split)
+    assert len(examples) == len(part), "seqrec_examples dropped rows that were checked usable"
+    return Rows(row_ids=np.asarray(part.column("row_id").to_numpy(), dtype=np.int64),
+                prompt_ids=[encode_prompt(tokenizer, ex["messages"]) for ex in examples],
+                targets=np.asarray(part.column("target").to_numpy(), dtype=np.int64),
+                histories=[list(h) for h in part.column("history").to_pylist()])

@@ -1,0 +1,136 @@
+"""A small SASRec (Kang & McAuley 2018) baseline in plain torch, trained on CPU in seconds.
+
+Items are row indices ``0..n_items-1`` (map item ids to indices first); index 0 of the
+embedding table is padding, so item ``i`` is embedding row ``i + 1``. Sequences are left-padded
+to ``max_len`` (most recent item last). Training: every sample ``history + [target]`` is a
+sequence; each position predicts the next item with softmax cross-entropy over the full catalog
+(item embeddings are shared between input and output). Hand-written because the model is a
+few dozen lines of torch and the recommender libraries that ship SASRec pull in heavy stacks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SASRecConfig:
+    hidden: int = 64
+    """Embedding / model width."""
+    n_layers: int = 2
+    """Causal self-attention blocks."""
+    n_heads: int = 2
+    """Attention heads per block."""
+    max_len: int = 20
+    """Most recent items kept per history."""
+    dropout: float = 0.2
+    """Dropout on embeddings and inside the blocks."""
+    epochs: int = 10
+    """Passes over the training samples."""
+    batch_size: int = 128
+    """Samples per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    all_positions: bool = True
+    """Train every position to predict its next item (standard SASRec); False: only the target."""
+    seed: int = 0
+    """Seed for initialisation and shuffling."""
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items: int, cfg: SASRecConfig):
+        super().__init__()
+        self.n_items, self.cfg = n_items, cfg
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.n_heads, dim_feedforward=cfg.hidden, dropout=cfg.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, T, H] of left-padded index sequences [B, T] (0 = padding)."""
+        b, t = seq.shape
+        pos = torch.arange(t, device=seq.device)
+        x = self.item_emb(seq) * math.sqrt(self.cfg.hidden) + self.pos_emb(pos)[None]
+        x = self.drop(x) * (seq > 0)[..., None]
+        # Causal, and padding keys hidden -- except each position always sees itself, so that a
+        # padded query never has an all-masked row (which would give NaN).
+        causal = torch.ones(t, t, dtype=torch.bool, device=seq.device).triu(1)
+        pad_key = (seq == 0)[:, None, :] & ~torch.eye(t, dtype=torch.bool, device=seq.device)[None]
+        mask = (causal[None] | pad_key).repeat_interleave(self.cfg.n_heads, dim=0)
+        return self.norm(self.blocks(x, mask=mask))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Scores over the catalog (padding row excluded) for hidden states [..., H]."""
+        return h @ self.item_emb.weight[1:].T
+
+
+def _pad_sequences(seqs: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
+    """Left-pad/truncate 0-based item index lists to [N, max_len] of embedding rows (index + 1)."""
+    out = torch.zeros(len(seqs), max_len, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        s = list(s)[-max_len:]
+        if s:
+            out[i, max_len - len(s):] = torch.as_tensor(s, dtype=torch.long) + 1
+    return out
+
+
+def _check_range(seqs: Sequence[Sequence[int]], n_items: int, what: str) -> None:
+    for i, s in enumerate(seqs):
+        for x in s:
+            if not 0 <= int(x) < n_items:
+                raise ValueError(f"{what}[{i}] holds item index {x}, outside [0, {n_items})")
+
+
+def fit_sasrec(train_histories: Sequence[Sequence[int]], train_targets: Sequence[int], n_items: int,
+               cfg: SASRecConfig | None = None) -> SASRec:
+    """Train a :class:`SASRec` on (history -> target) samples of 0-based item indices."""
+    cfg = cfg or SASRecConfig()
+    if len(train_histories) != len(train_targets) or len(train_targets) == 0:
+        raise ValueError(f"need as many histories as targets (>0), got {len(train_histories)}, {len(train_targets)}")
+    _check_range(train_histories, n_items, "train_histories")
+    _check_range([train_targets], n_items, "train_targets")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    full = _pad_sequences([list(h) + [t] for h, t in zip(train_histories, train_targets)], cfg.max_len + 1)
+    inputs, labels = full[:, :-1], full[:, 1:] - 1  # label -1 = padding, ignored
+    if not cfg.all_positions:
+        labels = torch.full_like(labels, -1)
+        labels[:, -1] = full[:, -1] - 1
+    model = SASRec(n_items, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    for _ in range(cfg.epochs):
+        for idx in torch.randperm(len(inputs), generator=gen).split(cfg.batch_size):
+            h = model(inputs[idx])
+            y = labels[idx]
+            keep = y >= 0
+            loss = F.cross_entropy(model.logits(h[keep]), y[keep])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.inference_mode()
+def sasrec_rank(model: SASRec, histories: Sequence[Sequence[int]], k: int, batch_size: int = 1024) -> np.ndarray:
+    """Top-``k`` item indices [N, k] for each history (0-based indices, best first)."""
+    _check_range(histories, model.n_items, "histories")
+    model.eval()
+    seqs = _pad_sequences(histories, model.cfg.max_len)
+    out = []
+    for s in range(0, len(seqs), batch_size):
+        h = model(seqs[s:s + batch_size])[:, -1]
+        out.append(model.logits(h).topk(min(k, model.n_items), dim=-1).indices)
+    return torch.cat(out).numpy() if out else np.zeros((0, k), dtype=np.int64)

@@ -1,0 +1,100 @@
+"""Configuration of the RL stage: GRPO refinement of the SFT policy (MiniOneRec-style)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from raygen.configbase import ConfigError
+
+
+@dataclass
+class RlConfig:
+    group_size: int = 8
+    """G: candidates generated per prompt; advantages are normalised within each group (>= 2)."""
+    kl_beta: float = 0.04
+    """Weight of the k3 KL estimate to the frozen reference (SFT) policy in the loss (0 = no KL term)."""
+    clip_eps: float = 0.2
+    """PPO clip range of the per-token importance ratio: ratios are clipped to [1 - eps, 1 + eps]."""
+    lr: float = 1e-6
+    """AdamW learning rate of the policy update."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip per optimizer step (0 = off)."""
+    steps: int = 100
+    """RL steps; each step = one rollout batch + ``inner_epochs`` optimizer steps + one weight sync."""
+    rollout_batch: int = 16
+    """Prompts per step (each yields ``group_size`` completions)."""
+    inner_epochs: int = 1
+    """Optimizer steps on each rollout batch (GRPO's mu). With 1 the policy is updated once, exactly on-policy."""
+    micro_batch: int = 32
+    """Sequences (prompt + completion) per forward/backward on the learner; gradients are accumulated."""
+    rollout_mode: Literal["beam", "sample"] = "beam"
+    """'beam': the G best catalog items by constrained beam search (MiniOneRec's default, distinct items,
+    deterministic); 'sample': G independent constrained samples at ``temperature`` (may repeat items)."""
+    temperature: float = 1.0
+    """Sampling temperature of 'sample' rollouts (ignored by 'beam')."""
+    rewards: dict[str, float] = field(default_factory=lambda: {"rule": 1.0, "ranking": 0.5, "semantic": 0.0})
+    """Reward name -> weight; the names are keys of raygen.rl.rewards' registry (rule, ranking, semantic,
+    or any reward registered with ``register_reward``). Zero weights are skipped."""
+    num_rollout_actors: int = 1
+    """Ray actors generating rollouts (0 = generate in the driver process, no Ray; for debugging)."""
+    rollout_backend: Literal["hf", "vllm"] = "hf"
+    """'hf': transformers + raygen's tensor-masked constrained decoding (CPU or GPU);
+    'vllm': vLLM engine with a SID-prefix logits processor (GPU only, needs ``pip install vllm``)."""
+    rollout_num_gpus: float = 0.0
+    """GPUs per rollout actor (fractions share a GPU, e.g. 0.5). 0 = CPU; 'vllm' needs > 0."""
+    rollout_num_cpus: float = 1.0
+    """CPUs reserved per rollout actor."""
+    rollout_batch_size: int = 16
+    """Prompts per forward pass inside a rollout actor (each costs ``group_size`` sequences)."""
+    train_workers: int = 0
+    """Where the policy update runs: 0 = in the driver process; 1 = one Ray actor (with a GPU when
+    ``use_gpu``), for clusters whose head node has no GPU. Multi-worker (DeepSpeed) updates are not
+    implemented yet."""
+    use_gpu: bool = False
+    """Run the policy update on CUDA (falls back to CPU with a warning when none is visible)."""
+    lora: bool = False
+    """Train a fresh LoRA adapter on top of the (merged) SFT policy instead of all weights; the
+    reference is then the same model with the adapter disabled (no second copy in memory)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha (scaling = alpha / r)."""
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                             "gate_proj", "up_proj", "down_proj"])
+    """Module names that get LoRA adapters."""
+    checkpoint_every: int = 50
+    """Write a resumable checkpoint every N steps (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept on disk."""
+    eval_every: int = 0
+    """Evaluate HR/NDCG on the held-out prompts every N steps (0 = never; needs eval prompts)."""
+    eval_beam: int = 10
+    """Beam width (= K of HR@K/NDCG@K) of the periodic evaluation."""
+    seed: int = 0
+    """Seed of the prompt order, sampling rollouts and LoRA init."""
+
+    def validate(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(f"rl.group_size: GRPO needs at least 2 candidates per prompt, got {self.group_size}")
+        for name in ("steps", "rollout_batch", "inner_epochs", "micro_batch", "rollout_batch_size", "eval_beam"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.num_rollout_actors < 0:
+            raise ConfigError(f"rl.num_rollout_actors: must be >= 0, got {self.num_rollout_actors}")
+        if self.train_workers not in (0, 1):
+            raise ConfigError(f"rl.train_workers: 0 (driver) or 1 (one Ray actor) are supported, got "
+                              f"{self.train_workers}")
+        if not 0.0 <= self.clip_eps < 1.0:
+            raise ConfigError(f"rl.clip_eps: must be in [0, 1), got {self.clip_eps}")
+        if self.kl_beta < 0:
+            raise ConfigError(f"rl.kl_beta: must be >= 0, got {self.kl_beta}")
+        if self.temperature <= 0:
+            raise ConfigError(f"rl.temperature: must be > 0, got {self.temperature}")
+        if self.rollout_backend == "vllm" and self.rollout_num_gpus <= 0:
+            raise ConfigError("rl.rollout_backend: 'vllm' needs rl.rollout_num_gpus > 0")
+        if self.rollout_backend == "vllm" and self.num_rollout_actors < 1:
+            raise ConfigError("rl.rollout_backend: 'vllm' runs in Ray actors; set rl.num_rollout_actors >= 1")
+        if not any(w != 0 for w in self.rewards.values()):
+            raise ConfigError(f"rl.rewards: at least one reward needs a non-zero weight, got {self.rewards}")

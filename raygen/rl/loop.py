@@ -1,0 +1,438 @@
+"""The GRPO loop: rollouts on Ray actors -> rewards -> advantages -> policy update -> weight sync.
+
+Design (simplest robust one): the learner is ONE process holding the policy, the frozen reference
+and the optimizer: by default the driver itself (``train_workers = 0``), or a single Ray actor with a
+GPU (``train_workers = 1``, for clusters whose head node has none). The expensive, embarrassingly
+parallel part, generation, is what is spread over ``num_rollout_actors`` Ray actors; the update of a
+135M-1B policy on B*G short sequences fits one device. A multi-worker DeepSpeed learner would add
+an all-gather of ZeRO shards before every sync and is not implemented (see ``RlConfig.train_workers``).
+
+One step::
+
+    prompts (B, from a seeded per-epoch permutation) --pool.generate--> items [B, G], tokens [B, G, L]
+    rewards [B, G] = combine(cfg.rewards)(items, targets, ctx)
+    advantages     = group_advantages(rewards)
+    learner.train_step: ref (and, if inner_epochs > 1, old) log-probs without grad, then
+                        inner_epochs x (micro-batched grpo_loss, AdamW step)
+    pool.broadcast_weights(merged policy weights, version = step)         # one ray.put
+
+Rollouts come from exactly the weights of the previous update (the sync is synchronous), so with
+``inner_epochs = 1`` the update is on-policy and ``old_logp`` equals the learner's own log-probs. In
+'beam' mode the candidates are the policy's top-G rather than samples (MiniOneRec), so the objective
+is the usual GRPO surrogate applied to beam candidates, not an unbiased policy gradient.
+
+Checkpoints (``out_dir/checkpoints/step_NNNNNN``: trainable parameters as safetensors, AdamW state,
+``state.json``) are written atomically every ``checkpoint_every`` steps; a rerun resumes from the
+latest one and first pushes the resumed weights to the actors. The final policy (LoRA merged) is
+saved with ``save_pretrained`` to ``out_dir/model``; per-step metrics go to ``out_dir/metrics.jsonl``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from raygen.io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from raygen.rl.config import RlConfig
+from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
+from raygen.rl.rewards import RewardContext, combine
+from raygen.rl.sync import is_peft_model, merged_state_dict, state_checksum
+
+log = logging.getLogger("raygen")
+
+__all__ = ["GrpoLearner", "run_grpo", "batch_indices", "latest_checkpoint"]
+
+_CKPT = re.compile(r"^step_(\d{6,})$")
+
+
+def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
+    """Prompt indices of RL step ``step`` (0-based): consecutive slices of per-epoch seeded permutations.
+
+    A pure function of its arguments, so a resumed run sees exactly the prompts it would have seen.
+    """
+    out = np.empty(batch, dtype=np.int64)
+    for j in range(batch):
+        q = step * batch + j
+        epoch, pos = divmod(q, n)
+        out[j] = np.random.default_rng([seed, epoch]).permutation(n)[pos]
+    return out
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The complete checkpoint folder with the highest step under ``root``, or None."""
+    if not root.exists():
+        return None
+    done = [p for p in root.iterdir() if _CKPT.match(p.name) and (p / "state.json").exists()]
+    return max(done, key=lambda p: int(_CKPT.match(p.name).group(1)), default=None)
+
+
+class GrpoLearner:
+    """Policy + frozen reference + AdamW; GRPO updates, weight export and checkpoints."""
+
+    def __init__(self, model_dir: str, cfg: RlConfig, pad_id: int, work_dir: str):
+        from transformers import AutoModelForCausalLM
+
+        self.cfg, self.pad_id = cfg, int(pad_id)
+        want_gpu = cfg.use_gpu and torch.cuda.is_available()
+        if cfg.use_gpu and not want_gpu:
+            log.warning("rl.use_gpu is set but no CUDA device is visible; updating the policy on CPU")
+        self.device = torch.device("cuda" if want_gpu else "cpu")
+        model_dir = Path(model_dir)
+        if (model_dir / "adapter_config.json").exists() and not (model_dir / "config.json").exists():
+            # A PEFT (SFT LoRA) folder: merge it into its base, so the RL policy starts from the SFT
+            # policy and the actors can load a plain model folder.
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).merge_and_unload()
+            self.plain_dir = str(Path(work_dir) / "init_model")
+            _save_pretrained_atomic(model, Path(self.plain_dir), str(model_dir))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+            self.plain_dir = str(model_dir)
+        self.reference = None
+        if cfg.lora:
+            from peft import LoraConfig, get_peft_model
+
+            torch.manual_seed(cfg.seed)
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                                     target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
+        elif cfg.kl_beta > 0:
+            self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.device)
+        self.model = model.to(self.device).eval()  # eval: no dropout, so old/new log-probs agree exactly
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # -- log-probs ---------------------------------------------------------------------------
+    def _chunks(self, n: int) -> list[slice]:
+        mb = self.cfg.micro_batch
+        return [slice(s, min(s + mb, n)) for s in range(0, n, mb)]
+
+    @torch.no_grad()
+    def _logprobs(self, ids, att, cmask, reference: bool) -> torch.Tensor:
+        if reference and self.reference is None and not is_peft_model(self.model):
+            raise RuntimeError("no reference model (kl_beta = 0)")
+        model = self.reference if (reference and self.reference is not None) else self.model
+        ctx = self.model.disable_adapter() if (reference and self.reference is None) else nullcontext()
+        with ctx:
+            return torch.cat([sequence_logprobs(model, ids[c], att[c], cmask[c]) for c in self._chunks(len(ids))])
+
+    # -- update ------------------------------------------------------------------------------
+    def train_step(self, prompts: list[list[int]], tokens: torch.Tensor, advantages: torch.Tensor) -> dict:
+        """One GRPO update on N = len(prompts) sequences ``prompt + tokens[i]`` with ``advantages[i]``."""
+        cfg = self.cfg
+        ids, att, cmask = (t.to(self.device) for t in build_sequences(prompts, tokens, self.pad_id))
+        adv = advantages.to(self.device, torch.float32)
+        # With one optimizer step per batch the rollout policy IS the current policy, so old_logp is
+        # the update pass's own log-probs, detached (ratio == 1): saves a full forward pass.
+        old = None if cfg.inner_epochs == 1 else self._logprobs(ids, att, cmask, reference=False)
+        ref = self._logprobs(ids, att, cmask, reference=True) if cfg.kl_beta > 0 else None
+        total_tok = float(cmask.sum())
+        stats: dict[str, float] = {}
+        for _ in range(cfg.inner_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            acc = {"loss": 0.0}
+            for c in self._chunks(len(ids)):
+                logp = sequence_logprobs(self.model, ids[c], att[c], cmask[c])
+                loss, st = grpo_loss(logp, logp.detach() if old is None else old[c],
+                                     None if ref is None else ref[c], adv[c], cmask[c], cfg.clip_eps, cfg.kl_beta)
+                w = float(cmask[c].sum()) / total_tok
+                (loss * w).backward()
+                acc["loss"] += float(loss.detach()) * w
+                for k, v in st.items():
+                    acc[k] = acc.get(k, 0.0) + v * w
+            if cfg.max_grad_norm > 0:
+                acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            self.optimizer.step()
+            stats = acc
+        return stats
+
+    # -- weights -----------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Full plain-model weights (LoRA merged) on CPU, for the rollout actors."""
+        return merged_state_dict(self.model)
+
+    def weights_ref(self) -> list:
+        """``[ObjectRef]`` of :meth:`weights` put from this process (used when the learner is an actor)."""
+        import ray
+
+        return [ray.put(self.weights())]
+
+    def checksum(self) -> str:
+        return state_checksum(self.weights())
+
+    def actor_model_dir(self) -> str:
+        return self.plain_dir
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, root: str, step: int, extra: dict) -> str:
+        root = Path(root)
+        final = root / f"step_{step:06d}"
+        tmp = root / f".step_{step:06d}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+        save_tensors(tmp / "trainable.safetensors", trainable)
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {"step": step, **extra})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        done = sorted((p for p in root.iterdir() if _CKPT.match(p.name)), key=lambda p: p.name)
+        for old in done[:-max(1, self.cfg.keep_checkpoints)]:
+            shutil.rmtree(old)
+        return str(final)
+
+    def load_checkpoint(self, path: str) -> dict:
+        path = Path(path)
+        tensors = load_tensors(path / "trainable.safetensors")
+        named = dict(self.model.named_parameters())
+        missing = [n for n, p in named.items() if p.requires_grad and n not in tensors]
+        unknown = [n for n in tensors if n not in named]
+        if missing or unknown:
+            raise ValueError(f"{path}: checkpoint does not match the policy (missing {missing[:3]}, "
+                             f"unknown {unknown[:3]}); was it written with another rl.lora setting?")
+        with torch.no_grad():
+            for n, t in tensors.items():
+                named[n].copy_(t.to(named[n].device, named[n].dtype))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device,
+                                                  weights_only=True))
+        return read_json(path / "state.json")
+
+    def save_final(self, path: str, tokenizer_dir: str) -> str:
+        """``save_pretrained`` of the plain (merged) policy to ``path``; a LoRA adapter also to ``path``/adapter."""
+        from transformers import AutoModelForCausalLM
+
+        if is_peft_model(self.model):
+            plain = AutoModelForCausalLM.from_pretrained(self.plain_dir, dtype=torch.float32)
+            plain.load_state_dict(self.weights(), strict=True)
+            _save_pretrained_atomic(plain, Path(path), tokenizer_dir)
+            self.model.save_pretrained(str(Path(path) / "adapter"))
+        else:
+            _save_pretrained_atomic(self.model, Path(path), tokenizer_dir)
+        return path
+
+
+def _save_pretrained_atomic(model, path: Path, tokenizer_dir: str | None) -> None:
+    tmp = path.parent / f".{path.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if tokenizer_dir:
+        try:
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(tmp))
+        except (OSError, ValueError) as e:  # a bare model folder (tests) has no tokenizer
+            log.info("no tokenizer saved with %s (%s)", path, type(e).__name__)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+class _Remote:
+    """Calls a Ray actor's methods synchronously, so the loop reads the same for both learner kinds."""
+
+    def __init__(self, handle):
+        self._h = handle
+
+    def __getattr__(self, name):
+        import ray
+
+        method = getattr(self._h, name)
+        return lambda *a, **k: ray.get(method.remote(*a, **k))
+
+
+def _default_pad_id(model_dir: str) -> int:
+    cfg_path = Path(model_dir) / "config.json"
+    if cfg_path.exists():
+        c = json.loads(cfg_path.read_text())
+        for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+            v = c.get(key)
+            v = v[0] if isinstance(v, list) and v else v
+            if isinstance(v, int):
+                return v
+    return 0  # any id works: padded positions are masked out
+
+
+def _check_inputs(prompts, targets, sid_matrix, item_embeddings, cfg: RlConfig) -> None:
+    if len(prompts) == 0 or len(prompts) != len(targets):
+        raise ValueError(f"need one target per prompt and at least one prompt, got {len(prompts)} prompts "
+                         f"and {len(targets)} targets")
+    empty = [i for i, p in enumerate(prompts) if len(p) == 0]
+    if empty:
+        raise ValueError(f"prompt {empty[0]} is empty ({len(empty)} empty prompts); every prompt needs tokens")
+    n_items = sid_matrix.shape[0]
+    bad = [i for i, t in enumerate(targets) if not 0 <= int(t) < n_items]
+    if bad:
+        raise ValueError(f"target of prompt {bad[0]} is {int(targets[bad[0]])}, outside the catalog of "
+                         f"{n_items} items ({len(bad)} such rows)")
+    if cfg.rollout_mode == "beam" and n_items < cfg.group_size:
+        raise ValueError(f"beam rollouts need at least group_size={cfg.group_size} catalog items, got {n_items}")
+    if cfg.rewards.get("semantic", 0) != 0:
+        if item_embeddings is None:
+            raise ValueError("rl.rewards.semantic > 0 needs item_embeddings (corpus stage embeddings)")
+        if item_embeddings.shape[0] != n_items:
+            raise ValueError(f"item_embeddings has {item_embeddings.shape[0]} rows but the catalog has {n_items}")
+
+
+def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence[int], sid_matrix,
+             item_embeddings, cfg: RlConfig, out_dir: str, *, pad_id: int | None = None,
+             eval_prompts: Sequence[Sequence[int]] | None = None, eval_targets: Sequence[int] | None = None,
+             backend_kwargs: dict | None = None, verify_sync: bool = False) -> dict[str, Any]:
+    """GRPO-refine the causal LM in ``model_dir`` (see module doc); returns summary metrics.
+
+    Args:
+        model_dir: ``save_pretrained`` folder of the SFT policy (plain model or PEFT adapter).
+        prompts: encoded prompts (token-id lists ending where the target SID starts).
+        targets: catalog row index (into ``sid_matrix``) of each prompt's true next item.
+        sid_matrix: [n_items, L] SID token ids of the catalog, one distinct row per item.
+        item_embeddings: [n_items, D] item embeddings for the 'semantic' reward, or None.
+        cfg: the RL config; out_dir: where checkpoints, metrics.jsonl and ``model/`` go.
+        pad_id: padding token id (default: the model config's pad/eos id).
+        eval_prompts, eval_targets: held-out rows for HR/NDCG@eval_beam every ``eval_every`` steps.
+        backend_kwargs: extra keyword arguments of the rollout backend (e.g. ``dtype``, ``autocast_dtype``).
+        verify_sync: also return ``learner_checksum`` and every actor's ``actor_checksums`` (a SHA-256 of
+            all weights) after the last sync, to check the actors hold exactly the trained policy.
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = [list(map(int, p)) for p in prompts]
+    targets_t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    sid = torch.as_tensor(np.asarray(sid_matrix), dtype=torch.long)
+    emb = None if item_embeddings is None else torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
+    _check_inputs(prompts, targets_t, sid, emb, cfg)
+    pad_id = _default_pad_id(model_dir) if pad_id is None else int(pad_id)
+    reward_fn = combine(cfg.rewards)
+    bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
+
+    learner, learner_handle = _make_learner(model_dir, cfg, pad_id, out)
+    ckpt_root = out / "checkpoints"
+    start, history = 0, []
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None:
+        start = int(learner.load_checkpoint(str(latest))["step"])
+        history = [h for h in _read_jsonl(out / "metrics.jsonl") if h.get("step", 0) <= start]
+        log.info("rl: resumed from %s (step %d)", latest, start)
+
+    pool = _make_pool(cfg, learner.actor_model_dir(), sid, pad_id, bkw)
+    try:
+        sync = _sync(pool, learner, learner_handle, version=start)  # actors start from the learner's weights
+        log.info("rl: initial weight sync %.2fs to %d actor(s)", sync["sync_s"], len(pool))
+        n_tok = sid.shape[1]
+        for step in range(start, cfg.steps):
+            idx = batch_indices(len(prompts), min(cfg.rollout_batch, len(prompts)), step, cfg.seed)
+            batch = [prompts[i] for i in idx]
+            t0 = time.perf_counter()
+            ro = pool.generate(batch, cfg.group_size, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + step)
+            rollout_s = time.perf_counter() - t0
+            tgt = targets_t[torch.as_tensor(idx)]
+            rewards = reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=emb,
+                                                              prompt_index=torch.as_tensor(idx)))
+            adv = group_advantages(rewards)
+            g = cfg.group_size
+            t1 = time.perf_counter()
+            stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),
+                                       adv.reshape(-1))
+            train_s = time.perf_counter() - t1
+            sync = _sync(pool, learner, learner_handle, version=step + 1)
+            hit = (ro.items == tgt[:, None]).any(dim=1).float()
+            m = {"step": step + 1, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+                 "hit_rate": float(hit.mean()), "groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
+                 "unique_items_per_group": float(np.mean([len(set(r.tolist())) for r in ro.items])),
+                 **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": sync["sync_s"],
+                 "rollout_tokens_per_s": ro.items.numel() * n_tok / max(rollout_s, 1e-9),
+                 "rollouts_per_s": ro.items.numel() / max(rollout_s, 1e-9),
+                 "weights_version": min(sync["versions"])}
+            if cfg.eval_every and eval_prompts is not None and (step + 1) % cfg.eval_every == 0:
+                m.update(_evaluate(pool, eval_prompts, eval_targets, cfg))
+            history.append(m)
+            _write_jsonl(out / "metrics.jsonl", history)
+            log.info("rl step %d/%d reward %.3f hit %.3f kl %.4f | rollout %.2fs train %.2fs sync %.2fs",
+                     step + 1, cfg.steps, m["reward_mean"], m["hit_rate"], m.get("kl", 0.0), rollout_s, train_s,
+                     m["sync_s"])
+            last = step + 1 == cfg.steps
+            if (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or last:
+                learner.save_checkpoint(str(ckpt_root), step + 1, {"weights_version": step + 1})
+        final_dir = str(out / "model")
+        learner.save_final(final_dir, model_dir)
+        summary = {"steps": cfg.steps, "resumed_from": start if latest is not None else None,
+                   "model_dir": final_dir, "actor_versions": pool.weights_versions(), "history": history}
+        if history:
+            summary["final"] = history[-1]
+        if verify_sync:
+            summary["learner_checksum"] = learner.checksum()
+            summary["actor_checksums"] = pool.checksums()
+        if eval_prompts is not None and cfg.eval_every:
+            done = {k: v for k, v in summary.get("final", {}).items() if k.startswith("eval_")}
+            summary["eval"] = done or _evaluate(pool, eval_prompts, eval_targets, cfg)
+        write_json(out / "rl_summary.json", {k: v for k, v in summary.items() if k != "history"})
+        return summary
+    finally:
+        pool.shutdown()
+        if learner_handle is not None:
+            import ray
+
+            ray.kill(learner_handle)
+
+
+def _make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path):
+    if cfg.train_workers == 0:
+        return GrpoLearner(model_dir, cfg, pad_id, str(out)), None
+    import ray
+
+    from raygen.ray_utils import init_ray
+
+    init_ray()
+    handle = ray.remote(num_gpus=1 if cfg.use_gpu else 0, num_cpus=1)(GrpoLearner).remote(
+        model_dir, cfg, pad_id, str(out))
+    return _Remote(handle), handle
+
+
+def _make_pool(cfg: RlConfig, model_dir: str, sid: torch.Tensor, pad_id: int, bkw: dict):
+    from raygen.rl.rollout import LocalPool, RolloutPool
+
+    if cfg.num_rollout_actors == 0:
+        return LocalPool(cfg.rollout_backend, model_dir, sid, pad_id, bkw)
+    from raygen.ray_utils import init_ray
+
+    init_ray()
+    return RolloutPool(cfg.num_rollout_actors, cfg.rollout_backend, model_dir, sid, pad_id,
+                       num_gpus=cfg.rollout_num_gpus, num_cpus=cfg.rollout_num_cpus, backend_kwargs=bkw)
+
+
+def _sync(pool, learner, learner_handle, version: int) -> dict:
+    if learner_handle is not None and hasattr(pool, "actors"):
+        return pool.broadcast_weights(learner.weights_ref()[0], version)   # put once, in the learner actor
+    return pool.broadcast_weights(learner.weights(), version)
+
+
+def _evaluate(pool, eval_prompts, eval_targets, cfg: RlConfig) -> dict:
+    from raygen.eval.metrics import ranking_metrics
+
+    ro = pool.generate([list(p) for p in eval_prompts], cfg.eval_beam, "beam")
+    ks = [k for k in (1, 5, 10, 20) if k <= cfg.eval_beam] or [cfg.eval_beam]
+    res = ranking_metrics(ro.items.numpy(), np.asarray(eval_targets, dtype=np.int64), ks=ks)
+    return {f"eval_{k}": v for k, v in res.items()}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

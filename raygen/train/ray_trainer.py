@@ -1,0 +1,359 @@
+"""Thin Ray layer: STAR alignment / SFT on Ray Train (V2 API) with DeepSpeed or torch DDP.
+
+    result = train(model_dir, examples, sid_ids, cfg, out_dir="runs/x/sft", storage_path="runs/x/ray")
+
+``examples`` (a Ray Dataset or a list of ``{"input_ids", "labels"}`` dicts) is sharded over the
+workers by Ray Train (``datasets={"train": ds}``); each worker collates its shard with
+:mod:`raygen.train.collate` inside ``iter_torch_batches`` (a background thread), runs
+:func:`raygen.train.loop.train_steps` on a DeepSpeed engine (or a DDP-wrapped module), reports
+loss / tokens/s / lr with ``ray.train.report`` and a checkpoint every ``checkpoint_every`` steps,
+and resumes from ``ray.train.get_checkpoint()`` after a failure or when the same run
+(``storage_path``/``name``) is started again. Rank 0 finally writes a plain transformers folder
+(``out_dir/model``: fp32 safetensors + tokenizer).
+
+Checkpoint layout (one folder per report, merged by Ray over ranks):
+``trainable.safetensors`` (rank 0: trainable params, SID rows only in 'embeddings' mode, gathered
+under ZeRO-3), ``state.json`` (step), and either ``optimizer.pt`` (torch path; tensors only, loaded
+with ``weights_only=True``) or ``deepspeed/`` (DeepSpeed's own per-rank ZeRO shards, written by
+``engine.save_checkpoint`` and read back by ``engine.load_checkpoint``, which unpickles them: they
+are files this run wrote into its own storage).
+
+``out_dir`` and ``storage_path`` must be visible to every worker (a shared file system on a
+multi-node cluster).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from raygen.configbase import from_dict
+from raygen.io import load_tensors, read_json, save_tensors, write_json
+from raygen.train.collate import make_collate
+from raygen.train.config import TrainConfig
+from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
+from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, has_tokenizer, linear_schedule,
+                               steps_per_epoch, train_steps)
+from raygen.train.masks import as_ids, count_trainable, load_trainable_state, prepare_trainable, sid_weights, \
+    trainable_state_dict
+
+log = logging.getLogger("raygen")
+
+
+# ----------------------------------------------------------------------------------------- driver
+
+def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: TrainConfig, out_dir: str | Path,
+          storage_path: str | Path, resume: bool = True, name: str = "train") -> dict:
+    """Train ``model_dir`` on encoded ``examples`` with Ray Train; return a summary dict.
+
+    ``resume=True`` continues the run ``storage_path/name`` from its latest checkpoint when one
+    exists (Ray Train V2 restores a run started again with the same name and storage path);
+    ``resume=False`` deletes that run folder first. The summary holds the exported model folder,
+    steps, final metrics, tokens/s and the latest checkpoint path.
+    """
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg.validate()
+    ids = as_ids(sid_ids).tolist()
+    ds = examples if isinstance(examples, ray.data.Dataset) else ray.data.from_items(_checked_rows(examples))
+    n = ds.count()
+    if n < cfg.num_workers:
+        raise ValueError(f"{n} training examples cannot be split over {cfg.num_workers} workers")
+    spe = steps_per_epoch(n, cfg.num_workers, cfg.batch_size, cfg.grad_accum)
+    total = cfg.max_steps or cfg.epochs * spe
+    storage = Path(storage_path).resolve()
+    if not resume and (storage / name).exists():
+        shutil.rmtree(storage / name)
+    # Materialised up front so no Ray Data task competes with the workers for CPUs mid-training.
+    ds = (ds.random_shuffle(seed=cfg.seed) if cfg.shuffle else ds).materialize()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loop_config = {"model_dir": str(Path(model_dir).resolve()), "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
+                   "out_dir": str(out_dir), "total_steps": total, "steps_per_epoch": spe}
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=dist_backend(cfg)),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                             worker_runtime_env={"env_vars": worker_env(cfg)}),
+        datasets={"train": ds},
+    )
+    t0 = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    summary = dict(result.return_value or {})
+    summary.update(wall_s=round(time.time() - t0, 2), examples=n, total_steps=total, steps_per_epoch=spe,
+                   checkpoint=result.checkpoint.path if result.checkpoint else None,
+                   metrics=dict(result.metrics or {}), run_path=str(storage / name))
+    return summary
+
+
+def _checked_rows(examples: Any) -> list[dict]:
+    rows = []
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, dict) or "input_ids" not in ex or "labels" not in ex:
+            raise ValueError(f"example {i}: expected a dict with 'input_ids' and 'labels', got {type(ex).__name__}")
+        rows.append({"input_ids": list(map(int, ex["input_ids"])), "labels": list(map(int, ex["labels"]))})
+    if not rows:
+        raise ValueError("no training examples")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- worker
+
+def _ray_collate(pad_to: str, pad_id: int, max_len: int):
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class Collate(NumpyBatchCollateFn):
+        """Ray Data calls this in its prefetch thread with a dict of numpy columns."""
+
+        def __init__(self):
+            self.fn = make_collate(pad_to, pad_id, max_len)
+
+        def __call__(self, batch):
+            return self.fn(batch)
+
+    return Collate()
+
+
+def _pad_id(config) -> int:
+    for v in (config.pad_token_id, config.eos_token_id, 0):
+        if isinstance(v, (list, tuple)):
+            v = v[0] if v else None
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def _eos_ids(model_dir: str, config) -> list[int]:
+    """EOS ids of the model config and of the tokenizer (answers end with the tokenizer's EOS)."""
+    ids = config.eos_token_id if isinstance(config.eos_token_id, (list, tuple)) else [config.eos_token_id]
+    if has_tokenizer(model_dir):
+        from transformers import AutoTokenizer
+
+        ids = [*ids, AutoTokenizer.from_pretrained(model_dir).eos_token_id]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def _worker_loop(config: dict) -> dict:
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+
+    t_start = time.time()
+    cfg = from_dict(TrainConfig, config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.cpus_per_worker)
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    model_dir, sid_ids, total = config["model_dir"], config["sid_ids"], config["total_steps"]
+    lora_kw = dict(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                   lora_target_modules=cfg.lora_target_modules)
+
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    pad_id = _pad_id(lm.config)
+    lm, groups = prepare_trainable(lm, cfg.mode, sid_ids, weight_decay=cfg.weight_decay, **lora_kw)
+    module = LossModule(lm, logits="sid" if cfg.sid_only_head else "answer", sid_ids=sid_ids,
+                        bf16=cfg.bf16 and cfg.bf16_impl == "autocast", extra_ids=_eos_ids(model_dir, lm.config))
+    if cfg.deepspeed:
+        import deepspeed
+
+        engine, *_ = deepspeed.initialize(model=module, model_parameters=groups, config=deepspeed_config(cfg),
+                                          lr_scheduler=lambda opt: linear_schedule(opt, cfg.warmup_steps, total))
+    else:
+        wrapped = ray.train.torch.prepare_model(module)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        engine = TorchEngine(wrapped, optimizer, linear_schedule(optimizer, cfg.warmup_steps, total),
+                             cfg.grad_accum, cfg.grad_clip)
+    gather = _gatherer(cfg, lm)
+
+    start_step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start_step = _restore(Path(d), cfg, engine, lm, sid_ids)
+    # STAR integrity check: snapshot of the vocabulary matrices to prove no frozen row moved.
+    frozen_ref = ([w.detach().clone() for w in sid_weights(lm)]
+                  if cfg.mode == "embeddings" and not (cfg.deepspeed and cfg.zero_stage == 3) else None)
+
+    shard = ray.train.get_dataset_shard("train")
+    collate = _ray_collate(cfg.pad_to, pad_id, cfg.max_len)
+    spe = config["steps_per_epoch"]
+
+    def batches() -> Iterator[dict]:
+        epoch, skip = divmod(start_step, spe)
+        skip *= cfg.grad_accum  # micro-batches of a partly done epoch to pass over on resume
+        while cfg.max_steps > 0 or epoch < cfg.epochs:
+            for i, b in enumerate(shard.iter_torch_batches(batch_size=cfg.batch_size, collate_fn=collate)):
+                if i >= skip:
+                    yield b
+            epoch, skip = epoch + 1, 0
+
+    stats = _Stats(device)
+    last_report = {"step": start_step}
+
+    def on_step(res: StepResult) -> None:
+        stats.add(res, timed=res.step > start_step + 1)  # the first step (warm-up) is not timed
+        due_ckpt = cfg.checkpoint_every > 0 and res.step % cfg.checkpoint_every == 0
+        if res.step % cfg.log_every == 0 or due_ckpt or res.step == total:
+            metrics = stats.window(res)
+            last_report.update(metrics)
+            _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=due_ckpt or res.step == total)
+
+    t0 = time.time()
+    setup_s = t0 - t_start  # model load, DeepSpeed/DDP set-up, checkpoint restore
+    step = train_steps(engine, batches(), max_steps=total, start_step=start_step, device=device, on_step=on_step)
+    if last_report["step"] != step:  # data ran out before `total`: report and checkpoint where we are
+        metrics = stats.window(StepResult(step, float("nan"), 0, 0, float(engine.get_lr()[0]), 0.0))
+        last_report.update(metrics)
+        _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=True)
+
+    changed = None  # not checked under ZeRO-3 (parameters are partitioned) or outside 'embeddings' mode
+    if frozen_ref is not None:
+        changed = 0
+        ids = torch.as_tensor(sid_ids)
+        for w, ref in zip(sid_weights(lm), frozen_ref):
+            keep = torch.ones(w.shape[0], dtype=torch.bool)
+            keep[ids] = False
+            changed += int((w.detach()[keep.to(w.device)] != ref[keep.to(ref.device)]).any(dim=1).sum())
+        if changed:
+            raise RuntimeError(f"STAR mask leak: {changed} non-SID rows of the vocabulary matrices changed")
+    t_export = time.time()
+    state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
+    summary = {}
+    if rank == 0:
+        out = export_model(state, model_dir, Path(config["out_dir"]) / "model", cfg.mode, sid_ids, lora=lora_kw)
+        summary = {"model_dir": str(out), "has_tokenizer": has_tokenizer(out), "start_step": start_step,
+                   "final_step": step, "loss": last_report.get("loss"), "tokens_per_s": stats.run_tokens_per_s(),
+                   "setup_seconds": round(setup_s, 2), "train_seconds": round(t_export - t0, 2),
+                   "export_seconds": round(time.time() - t_export, 2), "frozen_rows_changed": changed,
+                   "trainable_params": count_trainable(lm, cfg.mode, sid_ids), "world_size": world}
+    if dist.is_initialized():
+        dist.barrier()
+    return summary
+
+
+class _Stats:
+    """Loss / token / time accumulators, reduced over ranks when a report is due."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.win = [0.0, 0, 0, 0.0]  # loss sum, steps, tokens, seconds
+        self.run_tokens, self.run_seconds, self.total_tokens = 0, 0.0, 0
+
+    def add(self, res: StepResult, timed: bool) -> None:
+        self.win[0] += res.loss
+        self.win[1] += 1
+        self.win[2] += res.tokens
+        self.win[3] += res.seconds
+        self.total_tokens += res.tokens
+        if timed:
+            self.run_tokens += res.tokens
+            self.run_seconds += res.seconds
+
+    def _reduce(self, values: list[float], op) -> list[float]:
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(t, op=op)
+        return t.tolist()
+
+    def window(self, res: StepResult) -> dict:
+        import torch.distributed as dist
+
+        loss_sum, steps, tokens, total_tokens, run_tokens = self._reduce(
+            [self.win[0], self.win[1], self.win[2], self.total_tokens, self.run_tokens], dist.ReduceOp.SUM)
+        seconds, run_seconds = self._reduce([self.win[3], self.run_seconds], dist.ReduceOp.MAX)
+        self.global_run = (run_tokens, run_seconds)
+        self.win = [0.0, 0, 0, 0.0]
+        return {"step": res.step, "loss": loss_sum / max(steps, 1), "lr": res.lr,
+                "tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "tokens": int(total_tokens)}
+
+    def run_tokens_per_s(self) -> float:
+        tokens, seconds = getattr(self, "global_run", (0, 0.0))
+        return tokens / seconds if seconds > 0 else 0.0
+
+
+def _gatherer(cfg: TrainConfig, lm: torch.nn.Module):
+    """``gather(fn)`` runs ``fn`` with every trainable parameter whole (ZeRO-3 gathers; collective)."""
+    if not (cfg.deepspeed and cfg.zero_stage == 3):
+        return lambda fn: fn()
+
+    def gather(fn):
+        import deepspeed
+
+        params = [p for p in lm.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return fn()
+
+    return gather
+
+
+def _report(metrics: dict, cfg: TrainConfig, engine, lm, sid_ids, gather, rank: int, checkpoint: bool) -> None:
+    import ray.train
+
+    if not checkpoint:
+        ray.train.report(metrics)
+        return
+    state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        if cfg.deepspeed:
+            engine.save_checkpoint(str(d / "deepspeed"), tag="ds", client_state={"step": metrics["step"]},
+                                   exclude_frozen_parameters=True)
+        if rank == 0:
+            save_tensors(d / "trainable.safetensors", state)
+            write_json(d / "state.json", {"step": metrics["step"], "mode": cfg.mode, "sid_ids_sha1": _sha1(sid_ids),
+                                          "deepspeed": cfg.deepspeed, "zero_stage": cfg.zero_stage})
+            if not cfg.deepspeed:
+                torch.save({"optimizer": engine.optimizer.state_dict(),
+                            "scheduler": engine.lr_scheduler.state_dict()}, d / "optimizer.pt")
+        # Ray merges the folders of all ranks that pass one (DeepSpeed: every rank has its shard).
+        has_files = any(d.iterdir())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None,
+                         checkpoint_dir_name=f"step_{metrics['step']:07d}")
+
+
+def _sha1(ids: Sequence[int]) -> str:
+    return hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def _restore(d: Path, cfg: TrainConfig, engine, lm, sid_ids) -> int:
+    """Load a checkpoint written by :func:`_report`; return its step."""
+    state = read_json(d / "state.json")
+    if state["mode"] != cfg.mode or state["sid_ids_sha1"] != _sha1(sid_ids):
+        raise ValueError(f"checkpoint {d} was written for mode={state['mode']!r} and other SID ids; "
+                         "start a new run (resume=False or another name)")
+    if state["deepspeed"] != cfg.deepspeed:
+        raise ValueError(f"checkpoint {d} was written with deepspeed={state['deepspeed']}; keep the setting to resume")
+    step = int(state["step"])
+    if cfg.deepspeed:
+        _, client = engine.load_checkpoint(str(d / "deepspeed"), tag="ds", load_module_strict=False)
+        if client is None or int(client.get("step", -1)) != step:
+            raise RuntimeError(f"DeepSpeed checkpoint in {d} is incomplete (client state {client})")
+    else:
+        load_trainable_state(lm, load_tensors(d / "trainable.safetensors"), cfg.mode, sid_ids)
+        opt = torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True)
+        engine.optimizer.load_state_dict(opt["optimizer"])
+        engine.lr_scheduler.load_state_dict(opt["scheduler"])
+        engine.global_steps, engine.micro_steps = step, step * cfg.grad_accum
+    log.info("resumed from %s at step %d", d, step)
+    return step

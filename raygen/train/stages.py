@@ -1,0 +1,87 @@
+"""The align (STAR / TS-Align) and sft stages: build examples, train on Ray Train, hand on the model."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from raygen.data.schema import SkipLog
+from raygen.io import read_json, read_parquet
+from raygen.modelref import model_dir, pass_through
+from raygen.runner import StageContext
+from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
+                                   token_align_examples)
+from raygen.tasks.encode import encode_examples
+from raygen.train.config import TrainConfig
+
+log = logging.getLogger("raygen")
+
+
+@dataclass
+class AlignConfig(TrainConfig):
+    enabled: bool = True
+    """Run the alignment stage (init strategy 'star' = lm.init mean/sa_init + this stage)."""
+    token_ratio: float = 0.0
+    """TS-Align: token-level examples (SID token <-> cluster description) mixed in per item-level
+    STAR example (0 = STAR item-level pairs only)."""
+
+
+@dataclass
+class SftConfig(TrainConfig):
+    mode: str = "full"  # type: ignore[assignment]
+    """What trains in SFT: 'full', 'lora' (adapters + SID rows) or 'embeddings'."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW)."""
+    enabled: bool = True
+    """Run SFT (false hands the upstream model on unchanged)."""
+
+
+def _inputs(ctx: StageContext):
+    data, sids = ctx.input("data"), ctx.input("sids")
+    return (read_parquet(data / "items.parquet"), read_parquet(data / "samples.parquet"),
+            read_parquet(sids / "codes.parquet"), read_parquet(sids / "tokens.parquet"))
+
+
+def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConfig, skips: SkipLog) -> dict:
+    from transformers import AutoTokenizer
+
+    from raygen.train.ray_trainer import train
+
+    mdir = model_dir(upstream)
+    tok = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
+    encoded = encode_examples(tok, examples, cfg.max_len, skips)
+    if not encoded:
+        raise ValueError(f"stage {ctx.stage}: no training examples left after encoding (see skips)")
+    sid_ids = read_json(ctx.input("lm") / "sid_ids.json")["ids"]
+    storage = ctx.run_dir / "ray_train"
+    summary = train(mdir, encoded, sid_ids, cfg, out_dir=ctx.out, storage_path=storage,
+                    resume=True, name=f"{ctx.stage}-{ctx.key}")
+    tasks = {}
+    for ex in examples:
+        tasks[ex["task"]] = tasks.get(ex["task"], 0) + 1
+    return {"mode": cfg.mode, "examples": len(encoded), "tasks": tasks, "skips": skips.to_dict(), **summary}
+
+
+def run_align(ctx: StageContext) -> dict:
+    cfg: AlignConfig = ctx.cfg.align
+    upstream = ctx.input("lm")
+    if not cfg.enabled:
+        return pass_through(ctx.out, upstream, "align.enabled is false")
+    items, _, codes, tokens = _inputs(ctx)
+    skips = SkipLog()
+    examples = alignment_examples(items, sids_by_item(codes), ctx.cfg.tasks, skips)
+    if cfg.token_ratio > 0:
+        examples = mix(examples, token_align_examples(tokens, ctx.cfg.tasks, skips), cfg.token_ratio,
+                       ctx.cfg.tasks.seed)
+    return _fit(ctx, upstream, examples, cfg, skips)
+
+
+def run_sft(ctx: StageContext) -> dict:
+    cfg: SftConfig = ctx.cfg.sft
+    upstream = ctx.input("align")
+    if not cfg.enabled:
+        return pass_through(ctx.out, upstream, "sft.enabled is false")
+    items, samples, codes, tokens = _inputs(ctx)
+    skips = SkipLog()
+    examples = build_sft_examples(samples, items, codes, tokens, ctx.cfg.tasks, "train", skips)
+    return _fit(ctx, upstream, examples, cfg, skips)

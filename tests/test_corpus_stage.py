@@ -1,0 +1,68 @@
+"""Corpus stage helpers that need no Ray: config checks, metrics, block layout of the Ray passes."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from raygen.configbase import ConfigError, from_dict
+from raygen.corpus.config import CorpusConfig
+from raygen.corpus.ray_layer import KEYWORDS_SCHEMA, _blocks, _by_length, actor_cpus
+from raygen.corpus.stage import keyword_metrics
+
+
+def kw_table(sources: list[str], lengths: list[int] | None = None) -> pa.Table:
+    lengths = lengths or [2] * len(sources)
+    return pa.table({"item_id": list(range(10, 10 + len(sources))),
+                     "keywords": [[f"k{j}" for j in range(n)] for n in lengths], "source": sources},
+                    schema=KEYWORDS_SCHEMA)
+
+
+def test_keyword_metrics_counts_teacher_and_fallback():
+    t = kw_table(["teacher", "fallback", "teacher", "fallback", "fallback"], [3, 2, 3, 0, 1])
+    m = keyword_metrics(t, CorpusConfig(keyword_backend="hf", keyword_max_items=3))
+    assert m["n_teacher_asked"] == 3 and m["n_teacher"] == 2 and m["n_fallback"] == 3
+    assert m["n_teacher_unusable"] == 1 and m["fallback_after_teacher_ids_sample"] == [11]
+    assert m["teacher_usable_rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["mean_keywords_per_item"] == pytest.approx(9 / 5) and m["n_items_without_keywords"] == 1
+
+    everyone = keyword_metrics(t, CorpusConfig(keyword_backend="hf"))
+    assert everyone["n_teacher_asked"] == 5 and everyone["fallback_after_teacher_ids_sample"] == [11, 13, 14]
+    none = keyword_metrics(kw_table(["fallback"] * 3), CorpusConfig(keyword_backend="fallback", keyword_max_items=2))
+    assert none["n_teacher_asked"] == 0 and none["teacher_usable_rate"] is None and none["n_fallback"] == 3
+
+
+@pytest.mark.parametrize("key, value", [("embed_batch_size", 0), ("n_keywords", 0), ("keyword_max_items", -1),
+                                        ("embed_num_cpus", -1.0), ("keyword_concurrency", 0)])
+def test_corpus_config_rejects_bad_values(key, value):
+    with pytest.raises(ConfigError, match=f"corpus.{key}"):
+        from_dict(CorpusConfig, {key: value})
+
+
+def test_corpus_config_defaults_are_cpu_friendly():
+    c = from_dict(CorpusConfig, {})
+    assert c.embed_num_gpus == 0 and c.keyword_num_gpus == 0 and c.embed_num_cpus == 0
+    with pytest.raises(ConfigError, match="keyword_backend"):
+        from_dict(CorpusConfig, {"keyword_backend": "openai"})
+
+
+@pytest.mark.parametrize("n, batch, conc", [(100, 8, 1), (100, 8, 2), (7, 8, 1), (1000, 64, 1), (64, 16, 4)])
+def test_blocks_are_whole_batches_and_cover_every_row(n, batch, conc):
+    t = pa.table({"item_id": np.arange(n)})
+    blocks = _blocks(t, batch, conc)
+    assert pa.concat_tables(blocks).column("item_id").to_pylist() == list(range(n))
+    assert all(b.num_rows % batch == 0 for b in blocks[:-1])
+    assert len(blocks) >= min(conc, -(-n // batch))  # every actor can get work when there is enough
+    assert len(blocks) <= 16 * conc + 1
+
+
+def test_by_length_sorts_longest_first_and_teacher_rows_first():
+    t = pa.table({"item_id": [1, 2, 3, 4, 5]})
+    assert _by_length(t, [3, 9, 1, 9, 5]).column("item_id").to_pylist() == [2, 4, 5, 1, 3]
+    first = np.array([False, False, True, True, False])
+    assert _by_length(t, [3, 9, 1, 9, 5], first=first).column("item_id").to_pylist() == [4, 3, 2, 5, 1]
+
+
+def test_actor_cpus_explicit_and_gpu_defaults():
+    assert actor_cpus(2.5, 0.0, 3) == 2.5
+    assert actor_cpus(0.0, 1.0, 2) == 1.0
