@@ -24,6 +24,10 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _csv(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
 def cmd_stages(args) -> int:
     from raygen.pipeline import STAGES
 
@@ -39,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline; finished stages with the same config are skipped")
     r.add_argument("--config", default="configs/default.yaml")
     r.add_argument("--run-dir", default="", help="override run_dir")
-    r.add_argument("--stages", nargs="*", help="run only these stages")
-    r.add_argument("--force", nargs="*", help="re-run these stages even if up to date")
+    r.add_argument("--stages", type=_csv, default=None, help="comma-separated: run only these stages")
+    r.add_argument("--force", type=_csv, default=None, help="comma-separated: re-run these stages even if up to date")
     r.add_argument("overrides", nargs="*", help="section.field=value")
     r.set_defaults(fn=cmd_run)
     s = sub.add_parser("stages", help="list the stages")

@@ -15,6 +15,7 @@ from raygen.corpus.config import CorpusConfig
 from raygen.data.config import DataConfig
 from raygen.eval.config import EvalConfig
 from raygen.lm.config import LmConfig
+from raygen.rl.config import RlConfig
 from raygen.sid.config import SidConfig
 from raygen.tasks.config import TasksConfig
 from raygen.train.stages import AlignConfig, SftConfig
@@ -48,6 +49,7 @@ class PipelineConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -102,9 +102,12 @@ def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path):
 def test_resume_is_exact(model_dir, tmp_path):
     straight = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2), str(tmp_path / "a"), pad_id=PAD,
                         verify_sync=True)
-    run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=1), str(tmp_path / "b"), pad_id=PAD)
-    resumed = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2), str(tmp_path / "b"), pad_id=PAD,
-                       verify_sync=True)
+    # as in a pipeline stage: checkpoints outside the (wiped) output folder
+    ck = str(tmp_path / "ckpt")
+    run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=1), str(tmp_path / "b1"), pad_id=PAD,
+             checkpoint_dir=ck)
+    resumed = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2), str(tmp_path / "b2"), pad_id=PAD,
+                       verify_sync=True, checkpoint_dir=ck)
     assert resumed["resumed_from"] == 1 and straight["resumed_from"] is None
     assert [h["step"] for h in resumed["history"]] == [1, 2]
     assert resumed["actor_checksums"] == [resumed["learner_checksum"]]   # actors got the resumed weights

@@ -52,7 +52,7 @@ def run(tmp_path, **sids):
 
 @pytest.mark.parametrize("method", ["rqkmeans", "rqvae"])
 def test_stage_end_to_end(tmp_path, method):
-    m, out = run(tmp_path, method=method, latent_dim=8, hidden_dims=[32], epochs=15, batch_size=64, num_threads=1)
+    m, out = run(tmp_path, method=method, latent_dim=8, hidden_dims=[32], epochs=15, batch_size=64)
     assert m["n_items"] == N and m["dim"] == D
     assert m["collision_rate"] == 0.0 and m["collision_rate_before"] > 0
     assert m["collision_rate_sinkhorn"] < m["collision_rate_before"]

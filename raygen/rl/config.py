@@ -9,8 +9,11 @@ from raygen.configbase import ConfigError
 
 @dataclass
 class RlConfig:
-    group_size: int = 8
-    """G: candidates generated per prompt; advantages are normalised within each group (>= 2)."""
+    enabled: bool = True
+    """Run GRPO (false hands the SFT model on unchanged)."""
+    group_size: int = 4
+    """G: candidates generated per prompt; advantages are normalised within each group (>= 2).
+    MiniOneRec uses 16 on GPUs; 4 keeps a CPU run affordable."""
     kl_beta: float = 0.04
     """Weight of the k3 KL estimate to the frozen reference (SFT) policy in the loss (0 = no KL term)."""
     clip_eps: float = 0.2
@@ -21,10 +24,17 @@ class RlConfig:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip per optimizer step (0 = off)."""
-    steps: int = 100
-    """RL steps; each step = one rollout batch + ``inner_epochs`` optimizer steps + one weight sync."""
-    rollout_batch: int = 16
+    steps: int = 10
+    """RL steps; each step = one rollout batch + ``inner_epochs`` optimizer steps + one weight sync.
+    (A CPU step of the full SmolLM2-135M with 8 x 4 sequences takes minutes; use a GPU for real runs.)"""
+    rollout_batch: int = 8
     """Prompts per step (each yields ``group_size`` completions)."""
+    max_train_rows: int = 0
+    """Prompt pool: at most this many train rows (seeded sample; 0 = all)."""
+    eval_split: str = "valid"
+    """Split whose rows are the held-out prompts of the periodic evaluation."""
+    eval_rows: int = 64
+    """Rows of ``eval_split`` evaluated every ``eval_every`` steps (seeded sample; 0 = all)."""
     inner_epochs: int = 1
     """Optimizer steps on each rollout batch (GRPO's mu). With 1 the policy is updated once, exactly on-policy."""
     micro_batch: int = 32
@@ -81,6 +91,8 @@ class RlConfig:
         for name in ("steps", "rollout_batch", "inner_epochs", "micro_batch", "rollout_batch_size", "eval_beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_train_rows < 0 or self.eval_rows < 0:
+            raise ConfigError("rl.max_train_rows and rl.eval_rows must be >= 0")
         if self.num_rollout_actors < 0:
             raise ConfigError(f"rl.num_rollout_actors: must be >= 0, got {self.num_rollout_actors}")
         if self.train_workers not in (0, 1):

@@ -21,8 +21,8 @@ Rollouts come from exactly the weights of the previous update (the sync is synch
 'beam' mode the candidates are the policy's top-G rather than samples (MiniOneRec), so the objective
 is the usual GRPO surrogate applied to beam candidates, not an unbiased policy gradient.
 
-Checkpoints (``out_dir/checkpoints/step_NNNNNN``: trainable parameters as safetensors, AdamW state,
-``state.json``) are written atomically every ``checkpoint_every`` steps; a rerun resumes from the
+Checkpoints (``out_dir/checkpoints/step_NNNNNN`` or ``checkpoint_dir``: trainable parameters as
+safetensors, AdamW state, ``state.json`` with the metrics so far) are written atomically every ``checkpoint_every`` steps; a rerun resumes from the
 latest one and first pushes the resumed weights to the actors. The final policy (LoRA merged) is
 saved with ``save_pretrained`` to ``out_dir/model``; per-step metrics go to ``out_dir/metrics.jsonl``.
 """
@@ -289,7 +289,8 @@ def _check_inputs(prompts, targets, sid_matrix, item_embeddings, cfg: RlConfig) 
 def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence[int], sid_matrix,
              item_embeddings, cfg: RlConfig, out_dir: str, *, pad_id: int | None = None,
              eval_prompts: Sequence[Sequence[int]] | None = None, eval_targets: Sequence[int] | None = None,
-             backend_kwargs: dict | None = None, verify_sync: bool = False) -> dict[str, Any]:
+             backend_kwargs: dict | None = None, verify_sync: bool = False,
+             checkpoint_dir: str | None = None) -> dict[str, Any]:
     """GRPO-refine the causal LM in ``model_dir`` (see module doc); returns summary metrics.
 
     Args:
@@ -302,6 +303,8 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
         pad_id: padding token id (default: the model config's pad/eos id).
         eval_prompts, eval_targets: held-out rows for HR/NDCG@eval_beam every ``eval_every`` steps.
         backend_kwargs: extra keyword arguments of the rollout backend (e.g. ``dtype``, ``autocast_dtype``).
+        checkpoint_dir: where checkpoints live (default ``out_dir/checkpoints``); a pipeline stage passes a
+            folder outside its temporary output folder so a crashed run can resume.
         verify_sync: also return ``learner_checksum`` and every actor's ``actor_checksums`` (a SHA-256 of
             all weights) after the last sync, to check the actors hold exactly the trained policy.
     """
@@ -318,12 +321,12 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
 
     learner, learner_handle = _make_learner(model_dir, cfg, pad_id, out)
-    ckpt_root = out / "checkpoints"
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     start, history = 0, []
     latest = latest_checkpoint(ckpt_root)
     if latest is not None:
-        start = int(learner.load_checkpoint(str(latest))["step"])
-        history = [h for h in _read_jsonl(out / "metrics.jsonl") if h.get("step", 0) <= start]
+        state = learner.load_checkpoint(str(latest))
+        start, history = int(state["step"]), list(state.get("history", []))
         log.info("rl: resumed from %s (step %d)", latest, start)
 
     pool = _make_pool(cfg, learner.actor_model_dir(), sid, pad_id, bkw)
@@ -364,7 +367,7 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
                      m["sync_s"])
             last = step + 1 == cfg.steps
             if (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or last:
-                learner.save_checkpoint(str(ckpt_root), step + 1, {"weights_version": step + 1})
+                learner.save_checkpoint(str(ckpt_root), step + 1, {"weights_version": step + 1, "history": history})
         final_dir = str(out / "model")
         learner.save_final(final_dir, model_dir)
         summary = {"steps": cfg.steps, "resumed_from": start if latest is not None else None,
@@ -425,12 +428,6 @@ def _evaluate(pool, eval_prompts, eval_targets, cfg: RlConfig) -> dict:
     ks = [k for k in (1, 5, 10, 20) if k <= cfg.eval_beam] or [cfg.eval_beam]
     res = ranking_metrics(ro.items.numpy(), np.asarray(eval_targets, dtype=np.int64), ks=ks)
     return {f"eval_{k}": v for k, v in res.items()}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

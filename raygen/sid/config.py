@@ -27,9 +27,10 @@ class SidConfig:
     device: str = "cpu"
     """Torch device for RQ-VAE training: 'cpu', 'cuda' or 'auto' (cuda when available).
     CPU training is bit-for-bit reproducible for a seed; CUDA may differ in the last bits."""
-    num_threads: int = 0
-    """CPU threads for RQ-VAE training (0 = torch's default, which Ray sets from the task's CPUs).
-    The model is small, so 1-2 threads are nearly as fast and far better on a busy machine."""
+    num_threads: int = 1
+    """CPU threads for RQ-VAE training (0 = torch's default). The model is small: one thread
+    trains 3x256 on ~4k x 384 items in ~35 s, while extra threads spin-wait badly when the
+    machine is busy (2 threads on a loaded 2-core box were >4x slower)."""
     kmeans_iters: int = 50
     """k-means iterations (RQ-KMeans levels and RQ-VAE codebook init)."""
     sinkhorn: bool = True

@@ -96,7 +96,7 @@ class RQVAE(ResidualQuantizer):
     def __init__(self, levels: int = 3, codebook_size: int = 256, latent_dim: int = 32,
                  hidden_dims: list[int] | None = None, epochs: int = 200, batch_size: int = 1024,
                  lr: float = 1e-3, beta: float = 0.25, kmeans_iters: int = 50, seed: int = 0,
-                 in_dim: int | None = None, device: str = "cpu", num_threads: int = 0):
+                 in_dim: int | None = None, device: str = "cpu", num_threads: int = 1):
         super().__init__(levels, codebook_size)
         if epochs < 1:
             raise ValueError(f"RQ-VAE needs epochs >= 1, got {epochs}")
