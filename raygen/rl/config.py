@@ -31,6 +31,9 @@ class RlConfig:
     """Prompts per step (each yields ``group_size`` completions)."""
     max_train_rows: int = 0
     """Prompt pool: at most this many train rows (seeded sample; 0 = all)."""
+    keep_best: bool = True
+    """Hand on the SFT model instead when RL lowered the validation NDCG@10 of the stage's before/after
+    evaluation (model selection on ``eval_split``; both numbers are in metrics.json)."""
     eval_split: str = "valid"
     """Split whose rows are the held-out prompts of the periodic evaluation."""
     eval_rows: int = 64

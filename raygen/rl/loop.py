@@ -425,7 +425,7 @@ def _evaluate(pool, eval_prompts, eval_targets, cfg: RlConfig) -> dict:
     from raygen.eval.metrics import ranking_metrics
 
     ro = pool.generate([list(p) for p in eval_prompts], cfg.eval_beam, "beam")
-    ks = [k for k in (1, 5, 10, 20) if k <= cfg.eval_beam] or [cfg.eval_beam]
+    ks = sorted({k for k in (1, 5, 10, 20) if k <= cfg.eval_beam} | {cfg.eval_beam})
     res = ranking_metrics(ro.items.numpy(), np.asarray(eval_targets, dtype=np.int64), ks=ks)
     return {f"eval_{k}": v for k, v in res.items()}
 

@@ -11,6 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from raygen.data.schema import DataError, SkipLog
+
 from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
 from raygen.io import read_parquet, write_json
@@ -20,11 +22,15 @@ from raygen.runner import StageContext
 log = logging.getLogger("raygen")
 
 
-def _item_embeddings(corpus_dir, catalog: Catalog) -> np.ndarray:
-    table = read_parquet(corpus_dir / "embeddings.parquet")
-    row = {int(i): k for k, i in enumerate(table.column("item_id").to_pylist())}
-    emb = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
-    return emb[[row[int(i)] for i in catalog.item_ids]]
+def _item_embeddings(path, item_ids: np.ndarray) -> np.ndarray:
+    """Corpus embeddings in catalog row order; an item without one is a DataError naming it."""
+    t = read_parquet(path)
+    by_id = dict(zip(t.column("item_id").to_pylist(), t.column("embedding").to_pylist()))
+    missing = [int(i) for i in item_ids if int(i) not in by_id]
+    if missing:
+        raise DataError(str(path), None, "item_id", f"no embedding for {len(missing)} catalog item(s), "
+                        f"e.g. item_id {missing[0]}")
+    return np.asarray([by_id[int(i)] for i in item_ids], dtype=np.float32)
 
 
 def run_rl(ctx: StageContext) -> dict:
@@ -42,14 +48,17 @@ def run_rl(ctx: StageContext) -> dict:
     tok = AutoTokenizer.from_pretrained(sft_dir, local_files_only=True)
     catalog = Catalog.from_codes(codes, tok)
     index = catalog.index_of()
-    train = split_rows(samples, codes, tok, ctx.cfg.tasks, "train", cfg.max_train_rows, cfg.seed)
-    emb = _item_embeddings(ctx.input("corpus"), catalog) if cfg.rewards.get("semantic", 0) else None
+    skips = SkipLog()
+    train = split_rows(samples, codes, tok, ctx.cfg.tasks, "train", cfg.max_train_rows, cfg.seed, skips)
+    emb = (_item_embeddings(ctx.input("corpus") / "embeddings.parquet", catalog.item_ids)
+           if cfg.rewards.get("semantic", 0) else None)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], splits=[cfg.eval_split])
     before = evaluate_split(sft_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
     log.info("rl: %s NDCG@10 before RL %.4f", cfg.eval_split, before["ndcg@10"])
     summary = run_grpo(str(sft_dir), train.prompt_ids, [index[int(t)] for t in train.targets],
-                       catalog.sid_matrix, emb, cfg, str(ctx.out), pad_id=tok.pad_token_id,
+                       catalog.sid_matrix, emb, cfg, str(ctx.out), pad_id=pad,
                        checkpoint_dir=str(ctx.run_dir / "rl_checkpoints" / ctx.key))
     rl_dir = ctx.out / "model"
     after = evaluate_split(rl_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
@@ -65,4 +74,4 @@ def run_rl(ctx: StageContext) -> dict:
             "valid_before": before, "valid_after": after, "chosen": chosen,
             "reward_mean_first": first.get("reward_mean"), "reward_mean_last": last.get("reward_mean"),
             "sync_s_mean": float(np.mean([h["sync_s"] for h in history])) if history else None,
-            "history": history}
+            "train_rows": len(train.targets), "skips": skips.to_dict(), "history": history}
