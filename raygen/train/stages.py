@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from raygen.data.schema import SkipLog
@@ -54,7 +54,8 @@ def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConf
         raise ValueError(f"stage {ctx.stage}: no training examples left after encoding (see skips)")
     sid_ids = read_json(ctx.input("lm") / "sid_ids.json")["ids"]
     storage = ctx.run_dir / "ray_train"
-    summary = train(mdir, encoded, sid_ids, cfg, out_dir=ctx.out, storage_path=storage,
+    base = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})  # stage-only keys dropped
+    summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
                     resume=True, name=f"{ctx.stage}-{ctx.key}")
     tasks = {}
     for ex in examples:
