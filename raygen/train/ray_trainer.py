@@ -50,7 +50,8 @@ log = logging.getLogger("raygen")
 # ----------------------------------------------------------------------------------------- driver
 
 def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: TrainConfig, out_dir: str | Path,
-          storage_path: str | Path, resume: bool = True, name: str = "train") -> dict:
+          storage_path: str | Path, resume: bool = True, name: str = "train",
+          callbacks: list | None = None) -> dict:
     """Train ``model_dir`` on encoded ``examples`` with Ray Train; return a summary dict.
 
     ``resume=True`` continues the run ``storage_path/name`` from its latest checkpoint when one
@@ -89,7 +90,8 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                             worker_runtime_env={"env_vars": worker_env(cfg)}),
+                             worker_runtime_env={"env_vars": worker_env(cfg)},
+                             callbacks=callbacks or None),
         datasets={"train": ds},
     )
     t0 = time.time()
