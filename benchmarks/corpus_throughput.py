@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--items", default=str(DEFAULT_ITEMS))
     ap.add_argument("--n-items", type=int, default=0, help="first N items (0 = all)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating direct/Ray runs; medians reported")
+    ap.add_argument("--repeats", type=int, default=2, help="direct/Ray run pairs in ABBA order; medians reported")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_throughput.json"))
     args = ap.parse_args(argv)
 
@@ -95,15 +95,20 @@ def main(argv: list[str] | None = None) -> dict:
     ensure_ray()
 
     runs = {"direct": [], "ray": []}
+    paths = (("direct", run_direct), ("ray", run_ray))
     for r in range(args.repeats):
-        for name, fn in (("direct", run_direct), ("ray", run_ray)):
+        # ABBA order, so a drift in machine load over time does not favour one path.
+        for name, fn in (paths if r % 2 == 0 else paths[::-1]):
+            load_before = os.getloadavg()[0]
             res = fn(items, cfg)
+            res["loadavg_1min_before_after"] = (load_before, os.getloadavg()[0])
             runs[name].append(res)
             print(f"[{r}] {name:6s} steady {res['steady_items_per_s']:7.1f} items/s | end-to-end "
                   f"{res['end_to_end_items_per_s']:7.1f} items/s in {res['total_s']:.1f}s "
                   f"(first block after {res['first_block_s']:.1f}s)", flush=True)
 
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0] if not k.startswith("loadavg")}
+           for name, rs in runs.items()}
     result = {
         "ray_items_per_s": round(med["ray"]["steady_items_per_s"], 2),
         "direct_items_per_s": round(med["direct"]["steady_items_per_s"], 2),
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": cfg.embed_model,
         "repeats": args.repeats,
         "runs": runs,
-        "loadavg_at_end": os.getloadavg(),
+        "note": "2-core machine shared with other jobs: see each run's loadavg_1min_before_after",
         "command": "python benchmarks/corpus_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print(f"steady state: Ray {result['ray_items_per_s']:.1f} items/s, direct {result['direct_items_per_s']:.1f} "

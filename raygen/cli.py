@@ -1,4 +1,4 @@
-"""`raygen` command line: run the pipeline (or some stages) from a YAML config."""
+"""`raygen` command line: run the pipeline (or some stages) from a YAML config; recommend from a finished run."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,26 @@ def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text.replace(" ", ""))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer item ids, got {text!r}") from None
+
+
+def cmd_recommend(args) -> int:
+    from raygen.recommend import recommend
+
+    recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history)
+    if args.json:
+        print(json.dumps(recs, indent=1))
+        return 0
+    print(f"{'rank':>4}  {'score':>9}  {'item_id':>10}  {'sid':24s}  title")
+    for rank, r in enumerate(recs, 1):
+        print(f"{rank:>4}  {r['score']:>9.4f}  {r['item_id']:>10}  {r['sid']:24s}  {r['title']}")
+    return 0
+
+
 def cmd_stages(args) -> int:
     from raygen.pipeline import STAGES
 
@@ -47,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", type=_csv, default=None, help="comma-separated: re-run these stages even if up to date")
     r.add_argument("overrides", nargs="*", help="section.field=value")
     r.set_defaults(fn=cmd_run)
+    rc = sub.add_parser("recommend", help="top-K items for a user history, from the final model of a finished run")
+    rc.add_argument("--run", required=True, help="run folder of a finished `raygen run` (its run_dir)")
+    rc.add_argument("--history", required=True, type=_ids, help="comma-separated item ids, oldest first")
+    rc.add_argument("-k", type=int, default=10, help="number of items to return (default 10)")
+    rc.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
+    rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    rc.set_defaults(fn=cmd_recommend)
     s = sub.add_parser("stages", help="list the stages")
     s.set_defaults(fn=cmd_stages)
     return p
@@ -57,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     from raygen.configbase import ConfigError
     from raygen.data.schema import DataError
+    from raygen.recommend import RecommendError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, RecommendError, FileNotFoundError) as e:
         print(f"raygen: error: {e}", file=sys.stderr)
         return 2
 

@@ -6,9 +6,14 @@ cache key (see raygen.runner). The run functions live in each stage's subpackage
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 from typing import Callable
 
 from raygen.runner import Stage, run_stages
+
+CONFIG_FILE = "config.yaml"
+"""The resolved config of the latest ``run_pipeline`` call, in the run folder (read by ``raygen recommend``)."""
 
 
 def _lazy(path: str) -> Callable:
@@ -38,7 +43,26 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
+def save_config(cfg, run_dir: str | Path) -> Path:
+    """Write the resolved config (every field, defaults included) to ``<run_dir>/config.yaml``, atomically.
+
+    ``load_config`` of that file rebuilds the same config, hence the same stage keys.
+    """
+    import yaml
+
+    from raygen.configbase import to_dict
+    from raygen.io import atomic_path
+
+    path = Path(run_dir) / CONFIG_FILE
+    plain = json.loads(json.dumps(to_dict(cfg), default=str))  # tuples -> lists: safe_dump-able
+    with atomic_path(path) as tmp:
+        tmp.write_text("# Resolved config of the latest `raygen run` in this folder (written by raygen).\n"
+                       + yaml.safe_dump(plain, sort_keys=False))
+    return path
+
+
 def run_pipeline(cfg, only: list[str] | None = None, force: list[str] | None = None) -> dict:
+    """Run the stage graph (or ``only`` some stages) into ``cfg.run_dir``; save the config there first."""
     from raygen.ray_utils import init_ray
 
     only = only or cfg.stages or None
@@ -46,5 +70,6 @@ def run_pipeline(cfg, only: list[str] | None = None, force: list[str] | None = N
     unknown -= set(stage_names())
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {stage_names()}")
+    save_config(cfg, cfg.run_dir)
     init_ray(cfg.ray)
     return run_stages(cfg, STAGES, cfg.run_dir, only=only, force=force)

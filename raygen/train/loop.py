@@ -186,7 +186,8 @@ class StepResult:
     """Answer tokens (loss terms) in this step on this rank."""
     lr: float
     seconds: float
-    """Wall time since the previous step ended (or since the loop started)."""
+    """Wall time of this step: from the end of the previous step's ``on_step`` callback (or the
+    loop's start) to the end of this step's last micro-batch; includes waiting for data."""
 
 
 def _to(batch: dict, device: torch.device | None) -> dict:
@@ -222,14 +223,14 @@ def train_steps(engine, batches: Iterable[dict], *, max_steps: int, start_step: 
         if not boundary:
             continue
         step += 1
-        now = time.perf_counter()
         res = StepResult(step=step, loss=sum(losses) / len(losses), tokens=tokens, targets=targets,
-                         lr=float(engine.get_lr()[0]), seconds=now - t0)
-        losses, tokens, targets, t0 = [], 0, 0, now
+                         lr=float(engine.get_lr()[0]), seconds=time.perf_counter() - t0)
+        losses, tokens, targets = [], 0, 0
         if on_step is not None and on_step(res):
             break
         if 0 < max_steps <= step:
             break
+        t0 = time.perf_counter()  # the on_step callback (reports, checkpoints) is not step time
     return step
 
 

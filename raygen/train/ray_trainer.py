@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -51,12 +52,14 @@ log = logging.getLogger("raygen")
 
 def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: TrainConfig, out_dir: str | Path,
           storage_path: str | Path, resume: bool = True, name: str = "train",
-          callbacks: list | None = None) -> dict:
+          callbacks: list | None = None, stop_step: int = 0) -> dict:
     """Train ``model_dir`` on encoded ``examples`` with Ray Train; return a summary dict.
 
     ``resume=True`` continues the run ``storage_path/name`` from its latest checkpoint when one
     exists (Ray Train V2 restores a run started again with the same name and storage path);
-    ``resume=False`` deletes that run folder first. The summary holds the exported model folder,
+    ``resume=False`` deletes that run folder first. ``stop_step`` > 0 ends this call after that
+    optimizer step while the lr schedule still spans the whole run (the SFT rungs of a Tune sweep
+    resume the same run with a growing ``stop_step``). The summary holds the exported model folder,
     steps, final metrics, tokens/s and the latest checkpoint path.
     """
     import ray.data
@@ -65,21 +68,29 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
 
     cfg.validate()
     ids = as_ids(sid_ids).tolist()
-    ds = examples if isinstance(examples, ray.data.Dataset) else ray.data.from_items(_checked_rows(examples))
+    if isinstance(examples, ray.data.Dataset):
+        ds = examples.random_shuffle(seed=cfg.seed) if cfg.shuffle else examples
+    else:  # in-memory rows are shuffled here: Ray Data's all-to-all shuffle runs tasks per block (slow on CPUs)
+        rows = _checked_rows(examples)
+        if cfg.shuffle:
+            perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))
+            rows = [rows[i] for i in perm.tolist()]
+        ds = ray.data.from_items(rows)
     n = ds.count()
     if n < cfg.num_workers:
         raise ValueError(f"{n} training examples cannot be split over {cfg.num_workers} workers")
     spe = steps_per_epoch(n, cfg.num_workers, cfg.batch_size, cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * spe
+    stop = min(stop_step, total) if stop_step > 0 else total
     storage = Path(storage_path).resolve()
     if not resume and (storage / name).exists():
         shutil.rmtree(storage / name)
     # Materialised up front so no Ray Data task competes with the workers for CPUs mid-training.
-    ds = (ds.random_shuffle(seed=cfg.seed) if cfg.shuffle else ds).materialize()
+    ds = ds.materialize()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     loop_config = {"model_dir": str(Path(model_dir).resolve()), "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
-                   "out_dir": str(out_dir), "total_steps": total, "steps_per_epoch": spe}
+                   "out_dir": str(out_dir), "total_steps": total, "stop_step": stop, "steps_per_epoch": spe}
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
         _worker_loop,
@@ -90,7 +101,7 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                             worker_runtime_env={"env_vars": worker_env(cfg)},
+                             worker_runtime_env={"env_vars": {**worker_env(cfg), **fault_env()}},
                              callbacks=callbacks or None),
         datasets={"train": ds},
     )
@@ -114,6 +125,36 @@ def _checked_rows(examples: Any) -> list[dict]:
     if not rows:
         raise ValueError("no training examples")
     return rows
+
+
+# -------------------------------------------------------------------------------- fault injection
+
+FAULT_AT_STEP = "RAYGEN_FAULT_AT_STEP"
+FAULT_MARKER = "RAYGEN_FAULT_MARKER"
+
+
+def fault_env() -> dict[str, str]:
+    """The driver's fault-injection variables, forwarded to the workers (used by tests and
+    benchmarks/fault_tolerance.py; empty in normal runs)."""
+    env = {k: os.environ[k] for k in (FAULT_AT_STEP, FAULT_MARKER) if os.environ.get(k)}
+    if FAULT_AT_STEP in env and FAULT_MARKER not in env:
+        raise ValueError(f"{FAULT_AT_STEP} needs {FAULT_MARKER} (a file path) so the fault happens only once")
+    return env
+
+
+def _maybe_fault(step: int, rank: int) -> None:
+    """With ``RAYGEN_FAULT_AT_STEP=N``, rank 0's process dies abruptly (``os._exit``: no clean-up, like
+    a lost node) right after step N and its report, once: it first creates ``RAYGEN_FAULT_MARKER``,
+    and a worker that finds that file trains on. Ray Train then restarts the worker group (within
+    ``max_failures``) from the latest checkpoint it registered."""
+    if rank != 0 or step != int(os.environ.get(FAULT_AT_STEP) or -1):
+        return
+    try:
+        os.close(os.open(os.environ[FAULT_MARKER], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    log.warning("fault injection: rank 0 exits after step %d", step)
+    os._exit(1)
 
 
 # ----------------------------------------------------------------------------------------- worker
@@ -166,6 +207,7 @@ def _worker_loop(config: dict) -> dict:
     torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device()
     model_dir, sid_ids, total = config["model_dir"], config["sid_ids"], config["total_steps"]
+    stop = config.get("stop_step", total)  # last step of this call; the lr schedule spans `total`
     lora_kw = dict(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    lora_target_modules=cfg.lora_target_modules)
 
@@ -214,14 +256,15 @@ def _worker_loop(config: dict) -> dict:
     def on_step(res: StepResult) -> None:
         stats.add(res, timed=res.step > start_step + 1)  # the first step (warm-up) is not timed
         due_ckpt = cfg.checkpoint_every > 0 and res.step % cfg.checkpoint_every == 0
-        if res.step % cfg.log_every == 0 or due_ckpt or res.step == total:
+        if res.step % cfg.log_every == 0 or due_ckpt or res.step == stop:
             metrics = stats.window(res)
             last_report.update(metrics)
-            _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=due_ckpt or res.step == total)
+            _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=due_ckpt or res.step == stop)
+        _maybe_fault(res.step, rank)
 
     t0 = time.time()
     setup_s = t0 - t_start  # model load, DeepSpeed/DDP set-up, checkpoint restore
-    step = train_steps(engine, batches(), max_steps=total, start_step=start_step, device=device, on_step=on_step)
+    step = train_steps(engine, batches(), max_steps=stop, start_step=start_step, device=device, on_step=on_step)
     if last_report["step"] != step:  # data ran out before `total`: report and checkpoint where we are
         metrics = stats.window(StepResult(step, float("nan"), 0, 0, float(engine.get_lr()[0]), 0.0))
         last_report.update(metrics)

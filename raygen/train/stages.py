@@ -45,6 +45,7 @@ def _inputs(ctx: StageContext):
 def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConfig, skips: SkipLog) -> dict:
     from transformers import AutoTokenizer
 
+    from raygen.tracking import tensorboard_callback
     from raygen.train.ray_trainer import train
 
     mdir = model_dir(upstream)
@@ -55,8 +56,9 @@ def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConf
     sid_ids = read_json(ctx.input("lm") / "sid_ids.json")["ids"]
     storage = ctx.run_dir / "ray_train"
     base = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})  # stage-only keys dropped
+    tb = tensorboard_callback(ctx.run_dir / "tensorboard" / ctx.stage, prefix=ctx.stage)  # live loss/lr/tokens/s
     summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
-                    resume=True, name=f"{ctx.stage}-{ctx.key}")
+                    resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None)
     tasks = {}
     for ex in examples:
         tasks[ex["task"]] = tasks.get(ex["task"], 0) + 1

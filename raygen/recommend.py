@@ -1,0 +1,158 @@
+"""Top-K recommendations for one user history from a finished run (``raygen recommend``).
+
+    recommend("runs/default", [1012, 1187, 1003], k=10)
+    # -> [{"item_id": 1150, "title": "...", "score": -1.93, "sid": "<a_3><b_12><c_7>"}, ...]
+
+Everything comes from the run folder: the final model (the ``rl`` stage's, which is what ``eval``
+scores), the SID catalog (``sids/codes.parquet``), titles (``data/items.parquet``) and the run's
+resolved config (``config.yaml``, written by :func:`raygen.pipeline.run_pipeline`), whose ``tasks``
+section rebuilds the exact prompt SFT trained on and eval scores with. The config is checked against
+the finished model: the stage keys it hashes to must equal the key in ``rl/_SUCCESS``.
+
+Items are ranked by constrained beam search over the catalog (:mod:`raygen.eval.beam`), so every
+answer is a real item; ``score`` is the log-probability of the item's SID given the prompt.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from raygen.pipeline import CONFIG_FILE
+
+FINAL_STAGE = "rl"
+"""The stage whose model is the run's final model (eval's upstream)."""
+
+
+class RecommendError(ValueError):
+    """The run folder or the query cannot give recommendations; the message says why."""
+
+
+def load_run_config(run_dir: str | Path):
+    """The resolved :class:`~raygen.config.PipelineConfig` a run saved in ``<run_dir>/config.yaml``."""
+    from raygen.config import load_config
+
+    if not Path(run_dir).is_dir():
+        raise RecommendError(f"run folder {run_dir} does not exist")
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RecommendError(f"{path} not found: not a raygen run folder, or one written before runs saved "
+                             "their config; rerun `raygen run` with the same config and --run-dir (finished "
+                             "stages are skipped) to write it")
+    return load_config(path)
+
+
+def check_final_model(run_dir: str | Path, cfg) -> Path:
+    """Folder of the run's final model, after checking that ``cfg`` is the config that produced it."""
+    from raygen.io import read_json
+    from raygen.modelref import model_dir
+    from raygen.pipeline import STAGES
+    from raygen.runner import SUCCESS, stage_key
+
+    run_dir = Path(run_dir)
+    marker = run_dir / FINAL_STAGE / SUCCESS
+    if not marker.exists():
+        raise RecommendError(f"{run_dir} has no finished model: stage {FINAL_STAGE!r} has not finished "
+                             f"(no {marker}); run `raygen run` up to stage {FINAL_STAGE!r} first")
+    keys: dict[str, str] = {}
+    for st in STAGES:
+        keys[st.name] = stage_key(cfg, st, keys)
+        if st.name == FINAL_STAGE:
+            break
+    done = read_json(marker).get("key")
+    if done != keys[FINAL_STAGE]:
+        raise RecommendError(
+            f"{run_dir / CONFIG_FILE} is not the config that produced the model in {run_dir / FINAL_STAGE} "
+            f"(stage key {keys[FINAL_STAGE]} != {done}): a later `raygen run` with another config "
+            "overwrote it; rerun with the config of the finished model to restore it")
+    try:
+        return model_dir(run_dir / FINAL_STAGE)
+    except FileNotFoundError as e:
+        raise RecommendError(f"{run_dir} has no usable final model: {e}") from None
+
+
+class Recommender:
+    """A finished run loaded once (model, tokenizer, catalog, titles), queried many times."""
+
+    def __init__(self, run_dir: str | Path, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from raygen.eval.rows import Catalog
+        from raygen.io import read_parquet
+        from raygen.tasks.builders import sids_by_item
+
+        self.run_dir = Path(run_dir)
+        self.cfg = load_run_config(self.run_dir)
+        mdir = check_final_model(self.run_dir, self.cfg)
+        for stage, name in (("data", "items.parquet"), ("sids", "codes.parquet")):
+            if not (self.run_dir / stage / name).exists():
+                raise RecommendError(f"{self.run_dir / stage / name} not found (stage {stage!r} output)")
+        items = read_parquet(self.run_dir / "data" / "items.parquet").select(["item_id", "title"])
+        self.titles = dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()))
+        codes = read_parquet(self.run_dir / "sids" / "codes.parquet")
+        self.sids = sids_by_item(codes)
+        self.tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
+        self.catalog = Catalog.from_codes(codes, self.tokenizer)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def check_history(self, history: Sequence[int]) -> list[int]:
+        """``history`` as ints; RecommendError naming every item this run does not know."""
+        history = [int(h) for h in history]
+        if not history:
+            raise RecommendError("the history is empty: give at least one item id")
+        unknown = sorted({h for h in history if h not in self.titles})
+        if unknown:
+            raise RecommendError(f"unknown item id(s) {unknown}: not in this run's catalog "
+                                 f"({self.run_dir / 'data' / 'items.parquet'}, {len(self.titles)} items)")
+        no_sid = sorted({h for h in history if h not in self.sids})
+        if no_sid:
+            raise RecommendError(f"item id(s) {no_sid} have no semantic ID in "
+                                 f"{self.run_dir / 'sids' / 'codes.parquet'}")
+        return history
+
+    def prompt_ids(self, history: list[int]) -> list[int]:
+        """The seqrec prompt of ``history``, built by the same builder and config as SFT and eval."""
+        from raygen.data.schema import samples_table
+        from raygen.tasks.builders import seqrec_examples
+        from raygen.tasks.encode import encode_prompt
+
+        # seqrec_examples needs a target; its answer is not used (only the prompt messages are).
+        row = samples_table([{"user_id": "query", "history": history, "target": history[-1], "split": "test"}])
+        (example,) = seqrec_examples(row, self.sids, self.cfg.tasks, split=None)
+        return encode_prompt(self.tokenizer, example["messages"])
+
+    def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False) -> list[dict]:
+        """Up to ``k`` distinct catalog items, best first: ``{item_id, title, score, sid}``.
+
+        ``score`` is the SID log-probability (higher is better). ``k`` larger than the catalog gives
+        the whole catalog; ``exclude_history`` drops items already in the history.
+        """
+        from raygen.eval.beam import constrained_beam_search
+
+        if k < 1:
+            raise RecommendError(f"k must be >= 1, got {k}")
+        history = self.check_history(history)
+        n_items = len(self.catalog.item_ids)
+        seen = set(history) if exclude_history else set()
+        beams = min(n_items, k + len(seen))
+        idx, scores = constrained_beam_search(self.model, [self.prompt_ids(history)], self.catalog.sid_matrix,
+                                              beams, self.pad_id, batch_size=1)
+        out = []
+        for i, s in zip(idx[0].tolist(), scores[0].tolist()):
+            if i < 0:  # fewer live beams than asked (never with beams <= n_items, kept for safety)
+                continue
+            item = int(self.catalog.item_ids[i])
+            if item in seen:
+                continue
+            out.append({"item_id": item, "title": self.titles.get(item) or "", "score": float(s),
+                        "sid": self.sids[item]})
+        return out[:k]
+
+
+def recommend(run_dir: str | Path, history: Sequence[int], k: int = 10, exclude_history: bool = False,
+              device: str | None = None) -> list[dict]:
+    """Top-``k`` items for ``history`` from the finished run in ``run_dir`` (see :class:`Recommender`)."""
+    return Recommender(run_dir, device=device).top_k(history, k, exclude_history=exclude_history)

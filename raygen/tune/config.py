@@ -1,0 +1,113 @@
+"""Config of a Ray Tune sweep: the ``sweep`` section of a YAML that also holds a pipeline config.
+
+    cfg, sweep = load_sweep_config("configs/sweep_tiny.yaml", ["sweep.lrs=[1e-4, 3e-4]"])
+
+The pipeline sections (data, corpus, ..., sft, eval) give every trial its base config; the sweep
+section names the grid the trials vary (init strategy x SFT lr x optional SA-Init depth / LoRA
+rank x repeats) and the ASHA schedule that stops weak trials between SFT rungs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raygen.configbase import ConfigError, apply_overrides, from_dict, load_yaml
+
+SWEEP_INITS = ("random", "mean", "sa_init", "star")
+"""'random' / 'mean' / 'sa_init': lm.init with the align stage off; 'star': lm.init 'mean' then STAR
+alignment (align.enabled true) before SFT."""
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    """Experiment name (Tune's run folder ``<dir>/tune/<name>``, the MLflow experiment)."""
+    dir: str = ""
+    """Sweep folder holding shared/, trials/, tune/ and the results; '' = the pipeline's run_dir."""
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4])
+    """SFT peak learning rates (grid axis; sft.lr)."""
+    inits: list[str] = field(default_factory=lambda: ["mean", "star"])
+    """SID-row init strategies (grid axis), from 'random', 'mean', 'sa_init', 'star'."""
+    sa_init_depths: list[int] = field(default_factory=list)
+    """lm.sa_init_depth values tried for the 'sa_init' trials (grid axis for those only; [] = lm.sa_init_depth)."""
+    lora_ranks: list[int] = field(default_factory=list)
+    """LoRA ranks (grid axis): each trial's SFT runs with mode 'lora', lora_r = rank and lora_alpha
+    scaled to keep sft.lora_alpha / sft.lora_r; [] = sft.mode as configured."""
+    num_samples: int = 1
+    """Repeats of every grid point; repeat i > 0 adds i to lm.seed, align.seed and sft.seed."""
+    max_concurrent_trials: int = 1
+    """Trials running at once. Each needs trial_cpus plus sft.num_workers x sft.cpus_per_worker CPUs
+    (and the align workers for 'star'); keep the product within the cluster."""
+    rungs: int = 3
+    """SFT segments per trial = ASHA rungs: after each, the trial reports validation metrics and
+    ASHA may stop it. The SFT of a trial that runs to the end has rungs x steps_per_rung steps."""
+    steps_per_rung: int = 50
+    """Optimizer steps per rung (each rung resumes the trial's Ray Train run from its checkpoint)."""
+    grace_period: int = 1
+    """Rungs every trial completes before ASHA may stop it."""
+    reduction_factor: float = 2.0
+    """ASHA keeps the top 1/reduction_factor of trials at each rung."""
+    eval_rows: int = 64
+    """Validation rows evaluated (constrained beam search) after each rung."""
+    metric: str = "ndcg@10"
+    """Metric ASHA maximises and the best trial is picked by: 'ndcg@K' or 'hr@K' with K in eval.ks."""
+    trial_cpus: float = 1.0
+    """CPUs Tune reserves for each trial's driver (it runs the lm stage and the beam-search
+    evaluation; its Ray Train workers reserve their own). Must be > 0. On a 2-CPU machine keep
+    1.0 with max_concurrent_trials 1 and one 1-CPU training worker."""
+    mlflow: bool = True
+    """Also log trials to MLflow (Ray's MLflowLoggerCallback) when mlflow is installed."""
+    mlflow_tracking_uri: str = ""
+    """MLflow tracking URI; '' = a file store in ``<dir>/mlruns``."""
+
+    def validate(self) -> None:
+        bad = sorted(set(self.inits) - set(SWEEP_INITS))
+        if bad or not self.inits:
+            raise ConfigError(f"sweep.inits: {bad or 'empty'}; pick from {list(SWEEP_INITS)}")
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise ConfigError(f"sweep.lrs: need at least one learning rate, all > 0, got {self.lrs}")
+        if any(d < 0 for d in self.sa_init_depths):
+            raise ConfigError(f"sweep.sa_init_depths: must be >= 0, got {self.sa_init_depths}")
+        if any(r < 1 for r in self.lora_ranks):
+            raise ConfigError(f"sweep.lora_ranks: must be >= 1, got {self.lora_ranks}")
+        for key in ("num_samples", "max_concurrent_trials", "rungs", "steps_per_rung", "grace_period", "eval_rows"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"sweep.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.grace_period > self.rungs:
+            raise ConfigError(f"sweep.grace_period ({self.grace_period}) must be <= sweep.rungs ({self.rungs})")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"sweep.reduction_factor: must be > 1, got {self.reduction_factor}")
+        if self.trial_cpus <= 0:
+            raise ConfigError(f"sweep.trial_cpus: must be > 0 (Tune needs a resource for the trial driver), "
+                              f"got {self.trial_cpus}")
+        if metric_k(self.metric) is None:
+            raise ConfigError(f"sweep.metric: {self.metric!r} is not 'ndcg@K' or 'hr@K'")
+
+
+def metric_k(metric: str) -> int | None:
+    """K of 'ndcg@K' / 'hr@K', None for anything else."""
+    m = re.fullmatch(r"(?:ndcg|hr)@(\d+)", metric)
+    return int(m.group(1)) if m else None
+
+
+def load_sweep_config(path: str | Path | None = None, overrides: list[str] | None = None):
+    """``(PipelineConfig, SweepConfig)`` from a YAML whose top-level ``sweep`` section is the sweep
+    and whose other sections are the pipeline's, with ``section.field=value`` overrides."""
+    from raygen.config import PipelineConfig
+
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides or [])
+    where = f"{path}: " if path else ""
+    raw = data.pop("sweep", None) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}sweep: expected a mapping, got {raw!r}")
+    try:
+        sweep = from_dict(SweepConfig, raw, prefix="sweep")
+        cfg = from_dict(PipelineConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+    k = metric_k(sweep.metric)
+    if k not in cfg.eval.ks or k > cfg.eval.beam_width:
+        raise ConfigError(f"{where}sweep.metric {sweep.metric!r}: K={k} must be one of eval.ks {cfg.eval.ks}")
+    return cfg, sweep

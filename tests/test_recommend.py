@@ -1,0 +1,136 @@
+"""`raygen recommend` on a tiny finished run: the real lm stage on the tiny model, pass-through
+align/sft/rl, fixture tables standing in for the data/corpus/sids stages (same names, deps and
+config sections as the pipeline's, so the stage keys are the real ones)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from raygen.cli import main
+from raygen.config import load_config
+from raygen.io import read_json, write_parquet
+from raygen.pipeline import CONFIG_FILE, STAGES, run_pipeline, save_config
+from raygen.recommend import RecommendError, Recommender, recommend
+from raygen.runner import run_stages
+
+
+def _fixture_stages(tables):
+    """The pipeline's stages, with data/corpus/sids writing the fixture tables instead of computing them."""
+    def data(ctx):
+        write_parquet(ctx.out / "items.parquet", tables["items"])
+        write_parquet(ctx.out / "samples.parquet", tables["samples"])
+
+    def sids(ctx):
+        write_parquet(ctx.out / "codes.parquet", tables["codes"])
+        write_parquet(ctx.out / "tokens.parquet", tables["tokens"])
+
+    fake = {"data": data, "corpus": lambda ctx: None, "sids": sids}
+    return [dataclasses.replace(s, run=fake[s.name]) if s.name in fake else s for s in STAGES]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [f"run_dir={run_dir}", f"lm.model={tiny_model_dir}", "lm.init=random",
+                             "align.enabled=false", "sft.enabled=false", "rl.enabled=false",
+                             "tasks.system_prompt=You recommend products."])
+    stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
+    summary = run_stages(cfg, stages, run_dir)
+    assert summary["rl"]["status"] == "ran"
+    save_config(cfg, run_dir)
+    return run_dir
+
+
+def test_top_k_distinct_catalog_items_sorted_with_titles(tiny_run, tiny_catalog):
+    items = tiny_catalog["items"].to_pylist()
+    titles = {r["item_id"]: r["title"] for r in items}
+    codes = {r["item_id"]: r["codes"] for r in tiny_catalog["codes"].to_pylist()}
+    recs = recommend(tiny_run, [100, 101, 102], k=5)
+    assert len(recs) == 5 and len({r["item_id"] for r in recs}) == 5
+    scores = [r["score"] for r in recs]
+    assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)  # SID log-probabilities
+    for r in recs:
+        assert r["title"] == titles[r["item_id"]]
+        assert r["sid"] == "".join(f"<{'abc'[lv]}_{c}>" for lv, c in enumerate(codes[r["item_id"]]))
+
+
+def test_scores_are_the_model_log_probabilities_and_k_is_capped(tiny_run, tiny_catalog):
+    import torch
+
+    rec = Recommender(tiny_run)
+    everything = rec.top_k([105, 106], k=50)  # exhaustive: the catalog has 12 items
+    assert sorted(r["item_id"] for r in everything) == sorted(tiny_catalog["codes"].column("item_id").to_pylist())
+    # the top item's score is the teacher-forced log-probability of its SID after the prompt
+    top = everything[0]
+    prompt = rec.prompt_ids([105, 106])
+    sid_ids = rec.tokenizer.convert_tokens_to_ids(rec.tokenizer.tokenize(top["sid"]))
+    assert len(sid_ids) == 3
+    with torch.no_grad():
+        logits = rec.model(torch.tensor([prompt + sid_ids])).logits[0].log_softmax(-1)
+    expected = sum(float(logits[len(prompt) - 1 + j, t]) for j, t in enumerate(sid_ids))
+    assert top["score"] == pytest.approx(expected, abs=1e-4)
+    # the prompt is the run's chat format: the saved tasks config (system prompt) is used
+    assert "You recommend products." in rec.tokenizer.decode(prompt)
+    # excluding the history removes exactly those items and keeps the order of the rest
+    rest = rec.top_k([105, 106], k=50, exclude_history=True)
+    assert [r["item_id"] for r in rest] == [r["item_id"] for r in everything if r["item_id"] not in (105, 106)]
+
+
+def test_unknown_items_and_bad_queries_are_clear_errors(tiny_run):
+    with pytest.raises(RecommendError, match=r"unknown item id\(s\) \[999, 1234\]"):
+        recommend(tiny_run, [100, 999, 1234, 999], k=3)
+    with pytest.raises(RecommendError, match="history is empty"):
+        recommend(tiny_run, [], k=3)
+    with pytest.raises(RecommendError, match="k must be >= 1"):
+        recommend(tiny_run, [100], k=0)
+
+
+def test_run_without_finished_model_or_config(tiny_run, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(tiny_run, broken)
+    (broken / "rl" / "_SUCCESS").unlink()
+    with pytest.raises(RecommendError, match="has no finished model: stage 'rl' has not finished"):
+        recommend(broken, [100], k=3)
+    (broken / CONFIG_FILE).unlink()
+    with pytest.raises(RecommendError, match="config.yaml not found"):
+        recommend(broken, [100], k=3)
+    with pytest.raises(RecommendError, match="does not exist"):
+        recommend(tmp_path / "nowhere", [100], k=3)
+
+
+def test_config_of_another_run_is_rejected(tiny_run, tmp_path):
+    other = tmp_path / "run"
+    shutil.copytree(tiny_run, other)
+    cfg = load_config(other / CONFIG_FILE, ["tasks.max_history=3"])  # the prompt would differ from SFT's
+    save_config(cfg, other)
+    with pytest.raises(RecommendError, match="is not the config that produced the model"):
+        recommend(other, [100], k=3)
+
+
+def test_cli_json_table_and_errors(tiny_run, capsys):
+    assert main(["recommend", "--run", str(tiny_run), "--history", "100,101", "-k", "4", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["item_id"] for r in recs] == [r["item_id"] for r in recommend(tiny_run, [100, 101], k=4)]
+    assert main(["recommend", "--run", str(tiny_run), "--history", "100,101", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:4] == ["rank", "score", "item_id", "sid"]
+    assert recs[0]["title"] in lines[1]
+    assert main(["recommend", "--run", str(tiny_run), "--history", "100,4242"]) == 2
+    assert "unknown item id(s) [4242]" in capsys.readouterr().err
+
+
+def test_run_pipeline_saves_a_config_that_reloads_to_the_same_keys(tmp_path, monkeypatch):
+    import raygen.ray_utils
+
+    monkeypatch.setattr(raygen.ray_utils, "init_ray", lambda cfg=None: None)  # the data stage needs no Ray
+    cfg = load_config("configs/default.yaml", [f"run_dir={tmp_path}", "data.synthetic.n_items=20",
+                                               "data.synthetic.n_users=10", "sft.lr=0.0003"])
+    summary = run_pipeline(cfg, only=["data"])
+    assert summary["data"]["status"] == "ran"
+    saved = load_config(tmp_path / CONFIG_FILE)
+    assert saved == cfg and saved.sft.lr == 0.0003
+    assert read_json(tmp_path / "data" / "_SUCCESS")["key"] == summary["data"]["key"]
+    assert run_pipeline(saved, only=["data"])["data"]["status"] == "skipped"  # same keys from the saved copy
