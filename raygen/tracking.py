@@ -3,11 +3,13 @@
 Ray Train V2 (Ray >= 2.43) has no logger callbacks of its own (those are Ray Tune's), but it
 calls a :class:`ray.train.UserCallback` on the Train controller after every ``ray.train.report``
 of the workers. :func:`tensorboard_callback` returns one that writes rank 0's reported scalars
-(loss, lr, tokens/s, tokens) with tensorboardX, step = the reported optimizer step, so a run is
-visible live with ``tensorboard --logdir <run_dir>/tensorboard``. The controller runs on the
-driver's node, so a local ``logdir`` works without a shared file system.
+(loss, lr, tokens/s, tokens) with ``torch.utils.tensorboard``, step = the reported optimizer step,
+so a run is visible live with ``tensorboard --logdir <run_dir>/tensorboard``. The controller runs on
+the driver's node, so a local ``logdir`` works without a shared file system. (torch's writer, not
+tensorboardX: its ``flush()`` waits until queued events are on disk, and the controller process
+may end without closing anything.)
 
-Sweeps log through Ray Tune's own callbacks instead (see :mod:`raygen.tune.sweep`).
+Sweeps add Ray Tune's own logger callbacks on top (see :mod:`raygen.tune.sweep`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ log = logging.getLogger("raygen")
 
 
 def tensorboard_available() -> bool:
-    return importlib.util.find_spec("tensorboardX") is not None
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def scalars(metrics: dict) -> dict[str, float]:
@@ -47,7 +49,7 @@ class TensorBoardCallback(UserCallback):
         if not metrics:
             return
         if self._writer is None:
-            from tensorboardX import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter
 
             Path(self.logdir).mkdir(parents=True, exist_ok=True)
             self._writer = SummaryWriter(self.logdir)
@@ -63,9 +65,9 @@ class TensorBoardCallback(UserCallback):
 
 
 def tensorboard_callback(logdir: str | Path, prefix: str = "train") -> TensorBoardCallback | None:
-    """A :class:`TensorBoardCallback` into ``logdir``, or None (with a log line) without tensorboardX."""
+    """A :class:`TensorBoardCallback` into ``logdir``, or None (with a log line) without tensorboard."""
     if not tensorboard_available():
-        log.info("tensorboardX is not installed: no TensorBoard files for %s", logdir)
+        log.info("tensorboard is not installed: no TensorBoard files for %s", logdir)
         return None
     return TensorBoardCallback(logdir, prefix)
 

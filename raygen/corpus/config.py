@@ -19,7 +19,7 @@ class CorpusConfig:
     """GPUs per embedding actor (0 on CPU-only clusters)."""
     embed_num_cpus: float = 0.0
     """CPUs reserved per embedding actor; the actor's torch uses that many threads. 0 = auto:
-    on CPU, the cluster's available CPUs split over embed_concurrency (capped at one node's);
+    on CPU, the cluster's CPUs split over embed_concurrency (capped at one node's);
     with GPUs, 1."""
     embed_max_chars: int = 512
     """Item text (title, brand, categories, description) is cut to this many characters."""

@@ -6,7 +6,7 @@ to hold exactly the input ids (Ray Data does not keep order, and a lost row is a
 
 CPU threads: Ray sets ``OMP_NUM_THREADS`` to the CPUs an actor reserves (1 by default), so
 an embedding actor on a CPU node would run torch on one thread while the node idles. Actors
-therefore reserve ``*_num_cpus`` CPUs (auto: the available CPUs split over the pool) and set
+therefore reserve ``*_num_cpus`` CPUs (auto: the cluster's CPUs split over the pool) and set
 ``torch.set_num_threads`` to match.
 """
 from __future__ import annotations
@@ -62,9 +62,10 @@ def actor_cpus(num_cpus: float, num_gpus: float, concurrency: int) -> float:
         return 1.0
     import ray
 
-    avail = ray.available_resources().get("CPU", 1.0)
-    per_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=avail)
-    return float(max(1, math.floor(min(avail / max(concurrency, 1), per_node))))
+    # Total, not available, CPUs: the previous pass's actors may not have released theirs yet.
+    total = ray.cluster_resources().get("CPU", 1.0)
+    per_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=total)
+    return float(max(1, math.floor(min(total / max(concurrency, 1), per_node))))
 
 
 class EmbedActor:

@@ -26,6 +26,7 @@ workers.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -221,6 +222,18 @@ def _trials_from_grid(grid, root: Path) -> list[dict]:
     return sorted(trials, key=lambda t: t["trial_id"])
 
 
+@contextlib.contextmanager
+def _env(**values: str):
+    """Set environment variables (unless already set) for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def run_sweep(cfg, sweep: SweepConfig) -> dict:
     """Run the sweep; write the results table, plot and ``best.json``; return a summary dict."""
     import ray.tune
@@ -229,9 +242,6 @@ def run_sweep(cfg, sweep: SweepConfig) -> dict:
     from raygen.ray_utils import init_ray
 
     root = Path(sweep.dir or cfg.run_dir).resolve()
-    # Trials keep the driver's working directory (relative data.path / lm.model stay valid); every
-    # path raygen writes is absolute. Propagated to the trial actors by Tune.
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     init_ray(cfg.ray)
     shared = run_stages(cfg, _stages_until(SHARED_STAGES[-1]), root / "shared")
     variants = trial_variants(sweep)
@@ -246,12 +256,13 @@ def run_sweep(cfg, sweep: SweepConfig) -> dict:
             metric=sweep.metric, mode="max", max_concurrent_trials=sweep.max_concurrent_trials,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=sweep.rungs,
                                     grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
-            trial_dirname_creator=lambda trial: trial.trial_id),
+            trial_dirname_creator=lambda trial: trial.trial_id, reuse_actors=True),
         run_config=ray.tune.RunConfig(name=sweep.name, storage_path=str(root / "tune"),
                                       callbacks=_callbacks(sweep, root), verbose=1),
     )
     t0 = time.time()
-    grid = tuner.fit()
+    with _env(RAY_CHDIR_TO_TRIAL_DIR="0"):  # trials keep the driver's working directory: relative data.path
+        grid = tuner.fit()                  # / lm.model stay valid (Tune forwards this variable to trials)
     trials = _trials_from_grid(grid, root)
     return write_results(trials, sweep, root, extra={"wall_s": round(time.time() - t0, 1), "experiment":
                                                      grid.experiment_path, "shared": {k: v["status"] for k, v in

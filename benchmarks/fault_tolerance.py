@@ -1,0 +1,268 @@
+"""What a failure costs: a Ray Train worker killed mid-SFT, and the pipeline's driver killed mid-run.
+
+Model: a tiny random Llama (2 layers, hidden 64) on SmolLM2-135M-Instruct's real tokenizer and chat
+template (49k ids + the SID tokens), so checkpoints, prompts and the pipeline are the real ones and the
+whole benchmark takes a few minutes on a laptop.
+
+(a) worker fault: ``raygen.train.ray_trainer.train`` on 2 CPU workers (torch DDP), ``max_steps`` steps,
+    a checkpoint every ``checkpoint_every``; rank 0 dies (``os._exit``) after step ``fault_at`` via
+    ``RAYGEN_FAULT_AT_STEP``; Ray Train (``max_failures=1``) restarts the worker group from the last
+    registered checkpoint. Compared with the same run without the fault: wall seconds lost, steps
+    redone (fault step - resume step), and the final loss and weights (equal if the resume is exact).
+(b) driver fault: ``python -m raygen run`` on a 40-item synthetic catalog, SIGKILLed once SFT's
+    step-``kill_at`` checkpoint is being written; the same command is run again. Compared with an
+    uninterrupted run: wall seconds lost, stages skipped / rerun, SFT steps redone (the rerun's SFT
+    resumes from the killed run's Ray Train checkpoints) and the final eval metrics.
+
+    .venv/bin/python benchmarks/fault_tolerance.py            # both parts -> benchmarks/results/fault_tolerance.json
+    .venv/bin/python benchmarks/fault_tolerance.py --part a
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raygen.io import read_json, write_json  # noqa: E402
+
+SID_TOKENS = [f"<{level}_{c}>" for level in "abc" for c in range(8)]
+
+
+def tiny_model(out: Path) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer (no SID tokens: the lm stage adds them)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from raygen.models import smollm2_path
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path(), local_files_only=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------- (a) worker fault
+
+def _examples(tok, sid_ids: list[int], n: int) -> list[dict]:
+    import numpy as np
+
+    from raygen.tasks.encode import encode_example
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        hist = " ".join("".join(SID_TOKENS[lv * 8 + int(rng.integers(8))] for lv in range(3)) for _ in range(4))
+        answer = "".join(SID_TOKENS[lv * 8 + int(rng.integers(8))] for lv in range(3))
+        messages = [{"role": "user", "content": f"The user bought {hist}. What is the next item?"}]
+        out.append(encode_example(tok, messages, answer, max_len=256))
+    return out
+
+
+def _weights_diff(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+def worker_fault(work: Path, args) -> dict:
+    import ray
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raygen.lm.vocab import add_sid_tokens
+    from raygen.ray_utils import init_ray
+    from raygen.train import TrainConfig, train
+    from raygen.train.ray_trainer import FAULT_AT_STEP, FAULT_MARKER
+
+    base = work / "a_base"
+    tiny_model(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    sid_ids = add_sid_tokens(model, tok, SID_TOKENS).tolist()
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    examples = _examples(tok, sid_ids, 256)
+    cfg = TrainConfig(mode="full", num_workers=2, deepspeed=False, batch_size=4, max_steps=args.steps, lr=1e-3,
+                      checkpoint_every=args.checkpoint_every, keep_checkpoints=2, log_every=1, max_failures=1,
+                      max_len=256)
+    init_ray(argparse.Namespace(address="", num_cpus=args.cpus, dashboard=False))
+    runs = {}
+    for name in ("clean", "fault"):
+        if name == "fault":
+            os.environ[FAULT_AT_STEP] = str(args.fault_at)
+            os.environ[FAULT_MARKER] = str(work / "a_fault.marker")
+        t0 = time.time()
+        r = train(base, examples, sid_ids, cfg, work / f"a_{name}", work / "a_ray", resume=False, name=name)
+        runs[name] = {"wall_s": round(time.time() - t0, 2), "start_step": r["start_step"],
+                      "final_step": r["final_step"], "loss": r["loss"], "setup_seconds": r["setup_seconds"],
+                      "train_seconds": r["train_seconds"]}
+        os.environ.pop(FAULT_AT_STEP, None)
+    ray.shutdown()
+    clean, fault = runs["clean"], runs["fault"]
+    diff = _weights_diff(work / "a_clean" / "model", work / "a_fault" / "model")
+    return {
+        "settings": {"num_workers": 2, "backend": "torch DDP (gloo)", "mode": "full", "max_steps": args.steps,
+                     "checkpoint_every": args.checkpoint_every, "fault_after_step": args.fault_at,
+                     "max_failures": 1, "examples": len(examples)},
+        "clean": clean, "fault": fault,
+        "resumed_from_step": fault["start_step"],
+        "steps_redone": args.fault_at - fault["start_step"],
+        "seconds_lost": round(fault["wall_s"] - clean["wall_s"], 2),
+        "final_loss_abs_diff": abs(fault["loss"] - clean["loss"]),
+        "final_weights_max_abs_diff": diff,
+    }
+
+
+# ------------------------------------------------------------------------------- (b) driver fault
+
+def pipeline_config(run_dir: Path, model: Path, args) -> dict:
+    return {
+        "run_dir": str(run_dir),
+        "ray": {"num_cpus": args.cpus},
+        "data": {"source": "synthetic", "synthetic": {"n_items": 40, "n_users": 30, "n_categories": 4,
+                                                      "n_tastes": 3, "min_seq_len": 4, "max_seq_len": 6}},
+        "corpus": {"keyword_backend": "fallback"},
+        "sids": {"method": "rqkmeans", "levels": 2, "codebook_size": 8, "kmeans_iters": 10},
+        "lm": {"model": str(model), "init": "mean"},
+        "align": {"enabled": False},
+        "sft": {"mode": "full", "num_workers": 1, "deepspeed": False, "batch_size": 4, "max_steps": args.sft_steps,
+                "checkpoint_every": 2, "log_every": 1, "max_len": 256},
+        "rl": {"enabled": False},
+        "eval": {"splits": ["test"], "num_actors": 0, "baselines": ["popularity"], "beam_width": 5, "ks": [1, 5]},
+    }
+
+
+def _run(config: Path, log: Path, kill_when=None) -> tuple[float, int | None, dict | None, int]:
+    """Run the pipeline in a new session; with ``kill_when`` SIGKILL the driver once that returns True.
+
+    Returns (seconds, exit code, stage status, process group id)."""
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "raygen", "run", "--config", str(config)], cwd=ROOT,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    if kill_when is None:
+        rc = proc.wait()
+        text = log.read_text()
+        status = json.loads(text[text.rindex("{\n"):]) if rc == 0 else None
+        return time.time() - t0, rc, status, proc.pid
+    while not kill_when():
+        if proc.poll() is not None:
+            raise RuntimeError(f"pipeline ended before the kill point:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray is left to notice on its own
+    proc.wait()
+    return time.time() - t0, None, None, proc.pid
+
+
+def _reap_group(pgid: int, grace_s: float = 10.0) -> bool:
+    """Whether processes of the killed driver's session (its local Ray) outlived it by ``grace_s``;
+    those are then killed, as a node's clean-up would."""
+    deadline = time.time() + grace_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.5)
+    os.killpg(pgid, signal.SIGKILL)
+    return True
+
+
+def driver_fault(work: Path, args) -> dict:
+    import yaml
+
+    model = tiny_model(work / "b_model")
+    out = {}
+    for name in ("clean", "killed"):
+        run_dir = work / f"b_{name}"
+        config = work / f"b_{name}.yaml"
+        config.write_text(yaml.safe_dump(pipeline_config(run_dir, model, args)))
+        if name == "clean":
+            wall, rc, status, _ = _run(config, work / "b_clean.log")
+            assert rc == 0, (work / "b_clean.log").read_text()[-3000:]
+            out["clean"] = {"wall_s": round(wall, 2), "status": status,
+                            "stage_seconds": {s: read_json(run_dir / s / "metrics.json")["seconds"] for s in status}}
+            continue
+        ckpt = f"sft-*/step_{args.kill_at:07d}"
+        kill_s, _, _, pgid = _run(config, work / "b_killed1.log",
+                                  kill_when=lambda: any((run_dir / "ray_train").glob(ckpt)))
+        finished = sorted(p.parent.name for p in run_dir.glob("*/_SUCCESS"))
+        half = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("."))
+        left = _reap_group(pgid)
+        wall, rc, status, _ = _run(config, work / "b_killed2.log")
+        assert rc == 0, (work / "b_killed2.log").read_text()[-3000:]
+        sft = read_json(run_dir / "sft" / "metrics.json")
+        out["killed"] = {"killed_after_s": round(kill_s, 2), "finished_at_kill": finished,
+                         "ray_processes_outlived_driver_10s": left,
+                         "hidden_work_folders_at_kill": half, "rerun_wall_s": round(wall, 2), "rerun_status": status,
+                         "rerun_sft_start_step": sft["start_step"], "rerun_sft_final_step": sft["final_step"],
+                         "left_behind_after_rerun": sorted(p.name for p in run_dir.iterdir()
+                                                           if p.name.startswith("."))}
+    clean_eval = read_json(work / "b_clean" / "eval" / "metrics.json")["table"]
+    killed_eval = read_json(work / "b_killed" / "eval" / "metrics.json")["table"]
+    k = out["killed"]
+    return {
+        "settings": {"catalog_items": 40, "sft_steps": args.sft_steps, "sft_checkpoint_every": 2,
+                     "killed_when": f"SFT's step-{args.kill_at} checkpoint appeared in storage"},
+        **out,
+        "stages_skipped_on_rerun": [s for s, v in k["rerun_status"].items() if v == "skipped"],
+        "sft_steps_redone": args.kill_at - k["rerun_sft_start_step"],
+        "seconds_lost": round(k["killed_after_s"] + k["rerun_wall_s"] - out["clean"]["wall_s"], 2),
+        "eval_clean": clean_eval, "eval_after_kill_and_rerun": killed_eval,
+        "eval_equal": clean_eval == killed_eval,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["a", "b", "both"], default="both")
+    p.add_argument("--steps", type=int, default=20, help="(a) training steps")
+    p.add_argument("--checkpoint-every", type=int, default=5, help="(a) checkpoint interval")
+    p.add_argument("--fault-at", type=int, default=13, help="(a) rank 0 dies after this step")
+    p.add_argument("--sft-steps", type=int, default=16, help="(b) SFT steps of the pipeline")
+    p.add_argument("--kill-at", type=int, default=6, help="(b) kill the driver when this SFT checkpoint appears")
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    p.add_argument("--work", default="/tmp/raygen_fault_bench", help="scratch folder (emptied first)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fault_tolerance.json"))
+    args = p.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+    import torch
+    import ray
+
+    result = {"command": "python benchmarks/fault_tolerance.py " + " ".join(sys.argv[1:]),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                          "ray": ray.__version__}}
+    t0 = time.time()
+    if args.part in ("a", "both"):
+        result["worker_fault"] = worker_fault(work, args)
+        print(json.dumps(result["worker_fault"], indent=1), flush=True)
+    if args.part in ("b", "both"):
+        result["driver_fault"] = driver_fault(work, args)
+        print(json.dumps(result["driver_fault"], indent=1), flush=True)
+    result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["total_seconds"] = round(time.time() - t0, 1)
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
