@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-items", type=int, default=0, help="first N items (0 = all)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2, help="direct/Ray run pairs in ABBA order; medians reported")
+    ap.add_argument("--ray-num-cpus", type=float, default=0.0,
+                    help="corpus.embed_num_cpus for the Ray path (0 = auto: all CPUs, torch threads to match; "
+                         "1 = one CPU and one torch thread, Ray's default for an actor)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_throughput.json"))
     args = ap.parse_args(argv)
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, _ = read_items(path, 2000, SkipLog())
     items = items_table(rows[: args.n_items] if args.n_items > 0 else rows)
     cpus = os.cpu_count() or 1
-    cfg = CorpusConfig(embed_batch_size=args.batch_size, embed_concurrency=1)
+    cfg = CorpusConfig(embed_batch_size=args.batch_size, embed_concurrency=1, embed_num_cpus=args.ray_num_cpus)
     ensure_ray()
 
     runs = {"direct": [], "ray": []}
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_items": items.num_rows,
         "batch_size": args.batch_size,
         "cpus": cpus,
+        "ray_embed_num_cpus": args.ray_num_cpus,
         "model": cfg.embed_model,
         "repeats": args.repeats,
         "runs": runs,

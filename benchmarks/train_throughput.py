@@ -161,14 +161,33 @@ def main() -> None:
                     help="interleaved rounds of the single-process runs; the best round counts (noisy hosts)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/amazon18-industrial/valid.csv")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
+    ap.add_argument("--reuse-ablation", action="store_true",
+                    help="keep the naive/ablation results already in --out and only run the Ray part")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_throughput.json")
     args = ap.parse_args()
-    threads = args.threads
     work = Path(tempfile.mkdtemp(prefix="raygen-bench-"))
     model_dir, sid_ids, histories, targets = prepare_model(args.layers, args.data, work)
     examples = encode(model_dir, histories, targets, args.batch_size * 2 * (args.steps + 1), args.max_len)
-    common = dict(steps=args.steps, bs=args.batch_size, max_len=args.max_len, threads=threads)
+    common = dict(steps=args.steps, bs=args.batch_size, max_len=args.max_len, threads=args.threads)
 
+    if args.reuse_ablation:  # only (re)run the Ray part against the ablation already in --out
+        from raygen.io import read_json
+
+        result = {k: v for k, v in read_json(args.out).items() if not k.startswith(("raygen_", "ratio_", "naive_after"))}
+        naive = result["naive_tokens_per_s"]
+        layout, bf16 = result["chosen_for_ray"]["pad_to"], result["chosen_for_ray"]["bf16"]
+        result["command_ray_part"] = " ".join([".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]])
+    else:
+        result, naive, layout, bf16 = local_ablation(args, model_dir, examples, sid_ids, common)
+    write_json(args.out, result)  # partial results survive an interrupted Ray part
+    if not args.no_ray:
+        run_ray_part(args, result, naive, layout, bf16, model_dir, examples, sid_ids, common, work)
+    result["loadavg_after"] = os.getloadavg()
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+def local_ablation(args, model_dir, examples, sid_ids, common) -> tuple[dict, float, str, bool]:
     runs: dict[str, list[dict]] = {name: [] for name, _ in ABLATION}
     for rnd in range(args.rounds):
         for name, kw in ABLATION:
@@ -192,37 +211,36 @@ def main() -> None:
         "command": " ".join([".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
         "model": f"SmolLM2-135M-Instruct truncated to {args.layers} layers, {len(sid_ids)} SID tokens added",
         "setup": {"batch_size": args.batch_size, "max_len": args.max_len, "timed_steps": args.steps,
-                  "rounds": args.rounds, "mode": "full", "lr": LR, "threads": threads, "torch": torch.__version__,
+                  "rounds": args.rounds, "mode": "full", "lr": LR, "threads": args.threads, "torch": torch.__version__,
                   "examples_mean_tokens": sum(len(e["input_ids"]) for e in examples) / len(examples)},
         "naive_tokens_per_s": naive,
         "ablation_single_process_cumulative": ablation,
         "ablation_speedup_vs_naive": {name: best[name]["tokens_per_s"] / naive for name in best},
         "chosen_for_ray": {"pad_to": layout, "bf16": bf16, "sid_only_head": True},
     }
-    write_json(args.out, result)  # partial results survive an interrupted Ray part
-    if not args.no_ray:
-        import ray
+    return result, naive, layout, bf16
 
-        ray.init(num_cpus=2 * threads, include_dashboard=False, log_to_driver=False)
-        for workers in (1, 2):
-            r = run_ray(model_dir, examples, sid_ids, args.steps, args.batch_size, args.max_len, layout, bf16,
-                        workers, threads, work)
-            r["loadavg_1m"] = os.getloadavg()[0]
-            result[f"raygen_{workers}w"] = r
-            result[f"raygen_{workers}w_tokens_per_s"] = r["tokens_per_s"]
-            result[f"ratio_{workers}w"] = r["tokens_per_s"] / naive
-            print(f"raygen {workers} worker(s) (Ray+DeepSpeed) {r['tokens_per_s']:8.1f} tok/s  "
-                  f"(wall {r['wall_s']} s, load {r['loadavg_1m']:.1f}), ratio {result[f'ratio_{workers}w']:.2f}",
-                  flush=True)
-            write_json(args.out, result)
-        ray.shutdown()
-        # naive again right after the Ray runs, to bracket how loaded the host was meanwhile
-        after = run_local(model_dir, examples, sid_ids, **common, **dict(ABLATION)["naive"])
-        result["naive_after_ray_tokens_per_s"] = after["tokens_per_s"]
-        print(f"naive after the Ray runs {after['tokens_per_s']:8.1f} tok/s", flush=True)
-    result["loadavg_after"] = os.getloadavg()
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
+
+def run_ray_part(args, result, naive, layout, bf16, model_dir, examples, sid_ids, common, work) -> None:
+    import ray
+
+    ray.init(num_cpus=2 * args.threads, include_dashboard=False, log_to_driver=False)
+    for workers in (1, 2):
+        r = run_ray(model_dir, examples, sid_ids, args.steps, args.batch_size, args.max_len, layout, bf16,
+                    workers, args.threads, work)
+        r["loadavg_1m"] = os.getloadavg()[0]
+        result[f"raygen_{workers}w"] = r
+        result[f"raygen_{workers}w_tokens_per_s"] = r["tokens_per_s"]
+        result[f"ratio_{workers}w"] = r["tokens_per_s"] / naive
+        print(f"raygen {workers} worker(s) (Ray+DeepSpeed) {r['tokens_per_s']:8.1f} tok/s  "
+              f"(wall {r['wall_s']} s, load {r['loadavg_1m']:.1f}), ratio {result[f'ratio_{workers}w']:.2f}",
+              flush=True)
+        write_json(args.out, result)
+    ray.shutdown()
+    # naive again right after the Ray runs, to bracket how loaded the host was meanwhile
+    after = run_local(model_dir, examples, sid_ids, **common, **dict(ABLATION)["naive"])
+    result["naive_after_ray_tokens_per_s"] = after["tokens_per_s"]
+    print(f"naive after the Ray runs {after['tokens_per_s']:8.1f} tok/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 
 import pytest
 
@@ -77,3 +78,27 @@ def test_summary_rows_status_and_best_by_last_report(tmp_path):
     assert md[0].startswith("| trial_id | init | lr |") and "run_dir" not in md[0] and len(md) == 2 + 4
     plot_curves(_trials(), "ndcg@10", tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tune_callbacks_tensorboard_always_mlflow_only_when_installed(tmp_path, monkeypatch):
+    import importlib.machinery
+    import sys
+    import types
+
+    pytest.importorskip("ray.tune")
+    from ray.tune.logger import TBXLoggerCallback
+
+    from raygen.tune.sweep import _callbacks
+
+    real = importlib.util.find_spec("mlflow") is not None
+    if not real:  # the CI case: no mlflow, TensorBoard only
+        assert [type(c) for c in _callbacks(SweepConfig(), tmp_path)] == [TBXLoggerCallback]
+        fake = types.ModuleType("mlflow")
+        fake.__spec__ = importlib.machinery.ModuleSpec("mlflow", None)
+        monkeypatch.setitem(sys.modules, "mlflow", fake)
+    cbs = _callbacks(SweepConfig(name="exp"), tmp_path)
+    assert type(cbs[0]) is TBXLoggerCallback and len(cbs) == 2
+    assert (cbs[1].tracking_uri, cbs[1].experiment_name) == ((tmp_path / "mlruns").as_uri(), "exp")
+    assert len(_callbacks(SweepConfig(mlflow=False), tmp_path)) == 1
+    assert _callbacks(SweepConfig(mlflow_tracking_uri="http://mlflow:5000"), tmp_path)[1].tracking_uri == \
+        "http://mlflow:5000"

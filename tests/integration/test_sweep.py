@@ -75,6 +75,8 @@ def test_tiny_sweep_end_to_end(ray_local, tmp_path, tiny_model_dir):
     # TensorBoard: Tune's TBXLoggerCallback per trial, and the Train-run callback per trial's SFT
     assert len({p.parent for p in event_files(root / "tune")}) == n_trials
     assert all(event_files(trial / "tensorboard" / "sft") for trial in trials)
+    for r in rows:  # the align stage (star trials only) logs through the same Train callback
+        assert bool(event_files(root / "trials" / r["trial_id"] / "tensorboard" / "align")) == (r["init"] == "star")
     # the rungs resume one run whose lr schedule spans all of them: linear decay to 0 at the last step
     total = sweep.rungs * sweep.steps_per_rung
     for r in completed:
