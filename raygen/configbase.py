@@ -58,6 +58,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads '3e-4' (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

@@ -10,11 +10,12 @@ from raygen.runner import SUCCESS, Stage, run_stages
 def test_defaults_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("run_dir: runs/x\ndata:\n  source: synthetic\n  synthetic:\n    n_items: 50\n")
-    cfg = load_config(p, ["sids.levels=4", "data.synthetic.n_users=7", "corpus.normalize=false"])
+    cfg = load_config(p, ["sft.lr=3e-4", "sids.levels=4", "data.synthetic.n_users=7", "corpus.normalize=false"])
     assert isinstance(cfg, PipelineConfig)
     assert cfg.data.synthetic.n_items == 50 and cfg.data.synthetic.n_users == 7
     assert cfg.sids.levels == 4 and cfg.corpus.normalize is False
     assert cfg.sids.codebook_size == 256  # untouched default
+    assert cfg.sft.lr == 3e-4  # '3e-4' is a string to YAML 1.1
 
 
 @pytest.mark.parametrize("text,needle", [
