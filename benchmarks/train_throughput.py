@@ -31,6 +31,7 @@ import ast
 import csv
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -184,6 +185,7 @@ def main() -> None:
         run_ray_part(args, result, naive, layout, bf16, model_dir, examples, sid_ids, common, work)
     result["loadavg_after"] = os.getloadavg()
     write_json(args.out, result)
+    shutil.rmtree(work, ignore_errors=True)  # model copy, Ray storage and checkpoints (GBs)
     print(f"wrote {args.out}")
 
 
