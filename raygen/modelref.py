@@ -1,10 +1,13 @@
 """Which model folder a model-producing stage (lm, align, sft, rl) hands downstream.
 
 A stage that trains writes ``<stage>/model`` (``save_pretrained``); a stage that is disabled
-writes ``<stage>/model_ref.json`` pointing at its upstream's model instead of copying it.
+writes ``<stage>/model_ref.json`` pointing at its upstream's model instead of copying it. The
+reference is stored relative to the run folder when the model lies inside it, so a finished run
+folder can be moved or copied as a whole.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from raygen.io import read_json, write_json
@@ -14,7 +17,7 @@ def model_dir(stage_dir: str | Path) -> Path:
     stage_dir = Path(stage_dir)
     ref = stage_dir / "model_ref.json"
     if ref.exists():
-        return Path(read_json(ref)["model_dir"])
+        return stage_dir.parent / read_json(ref)["model_dir"]  # absolute paths stay absolute
     if (stage_dir / "model" / "config.json").exists():
         return stage_dir / "model"
     raise FileNotFoundError(f"{stage_dir} holds neither model/ nor model_ref.json")
@@ -22,6 +25,15 @@ def model_dir(stage_dir: str | Path) -> Path:
 
 def pass_through(out: str | Path, upstream_stage_dir: str | Path, reason: str) -> dict:
     """Record that this stage hands on its upstream's model unchanged."""
-    target = model_dir(upstream_stage_dir).resolve()
-    write_json(Path(out) / "model_ref.json", {"model_dir": str(target), "reason": reason})
+    target = model_dir(upstream_stage_dir)
+    write_ref(out, target, reason)
     return {"skipped_training": reason, "model_dir": str(target)}
+
+
+def write_ref(out: str | Path, target: str | Path, reason: str) -> None:
+    """Write ``out/model_ref.json`` pointing at ``target``; ``out`` is (a temp folder beside) the stage
+    folder, so its parent is the run folder."""
+    run_dir, target = Path(out).absolute().parent, Path(target).absolute()
+    rel = os.path.relpath(target, run_dir)
+    ref = target if rel.startswith("..") else Path(rel)
+    write_json(Path(out) / "model_ref.json", {"model_dir": str(ref), "reason": reason})

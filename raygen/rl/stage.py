@@ -15,8 +15,8 @@ from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
-from raygen.io import read_parquet, write_json
-from raygen.modelref import model_dir, pass_through
+from raygen.io import read_parquet
+from raygen.modelref import model_dir, pass_through, write_ref
 from raygen.runner import StageContext
 
 log = logging.getLogger("raygen")
@@ -67,8 +67,7 @@ def run_rl(ctx: StageContext) -> dict:
     chosen = "rl"
     if cfg.keep_best and after["ndcg@10"] < before["ndcg@10"]:
         chosen = "sft"
-        write_json(ctx.out / "model_ref.json", {"model_dir": str(sft_dir.resolve()),
-                                                "reason": "rl.keep_best: RL lowered validation NDCG@10"})
+        write_ref(ctx.out, sft_dir, "rl.keep_best: RL lowered validation NDCG@10")
     first, last = (history[0], history[-1]) if history else ({}, {})
     return {**{k: v for k, v in summary.items() if k not in ("final",)},
             "valid_before": before, "valid_after": after, "chosen": chosen,
