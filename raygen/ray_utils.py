@@ -32,6 +32,26 @@ def _has_cuda() -> bool:
         return False
 
 
+# Ray Train V2's detached PlacementGroupCleaner asks the State API once a second whether the
+# train controller is alive; without the dashboard (off by default here) that API is absent and
+# every failed query logs a warning into the driver's output, burying the training logs. Ray has no
+# switch for it, so each worker process raises that one logger to ERROR at start-up.
+QUIET_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_ray_loggers() -> None:
+    """``worker_process_setup_hook`` of raygen's Ray jobs (see QUIET_LOGGERS)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def runtime_env(dashboard: bool = False) -> dict:
+    env: dict = {"env_vars": worker_env()}
+    if not dashboard:
+        env["worker_process_setup_hook"] = "raygen.ray_utils.quiet_ray_loggers"
+    return env
+
+
 def init_ray(ray_cfg=None) -> None:
     """Join ``ray_cfg.address`` ('auto' under ``ray job submit``) or start a local Ray.
 
@@ -44,12 +64,11 @@ def init_ray(ray_cfg=None) -> None:
     if ray.is_initialized():
         return
     address = getattr(ray_cfg, "address", "") or os.environ.get("RAY_ADDRESS", "")
-    runtime_env = {"env_vars": env}
+    dashboard = bool(getattr(ray_cfg, "dashboard", False))
     if address:
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env(dashboard=True), log_to_driver=True)
         return
     num_cpus = getattr(ray_cfg, "num_cpus", 0) or os.cpu_count()
-    dashboard = bool(getattr(ray_cfg, "dashboard", False))
     ray.init(num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-             runtime_env=runtime_env, log_to_driver=True)
+             runtime_env=runtime_env(dashboard), log_to_driver=True)

@@ -22,8 +22,8 @@ class BeamSearchWorker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(device).eval()
-        self.trie = SidTrie.build(torch.as_tensor(sid_matrix))
-        self.sid_matrix = torch.as_tensor(sid_matrix)
+        self.sid_matrix = torch.tensor(sid_matrix)  # a copy: arrays from the object store are read-only
+        self.trie = SidTrie.build(self.sid_matrix)
         self.kw = dict(beam_width=beam_width, pad_id=pad_id, batch_size=batch_size,
                        autocast_dtype=getattr(torch, autocast_dtype) if autocast_dtype else None)
 
