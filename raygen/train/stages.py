@@ -59,6 +59,7 @@ def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConf
     tb = tensorboard_callback(ctx.run_dir / "tensorboard" / ctx.stage, prefix=ctx.stage)  # live loss/lr/tokens/s
     summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
                     resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None)
+    summary["model_dir"] = f"{ctx.stage}/model"  # relative to the run folder (ctx.out is renamed when the stage ends)
     tasks = {}
     for ex in examples:
         tasks[ex["task"]] = tasks.get(ex["task"], 0) + 1

@@ -157,6 +157,7 @@ def test_driver_killed_mid_pipeline_rerun_skips_finished_stages(ray_local, tmp_p
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # no .tmp/.old left
     sft = json.loads((run_dir / "sft" / "metrics.json").read_text())
     assert sft["final_step"] == 12 and sft["start_step"] in (2, 4)  # Ray Train resumed the killed run's SFT
+    assert (run_dir / sft["model_dir"] / "config.json").exists()  # recorded relative to the run, not the tmp folder
     assert json.loads((run_dir / "eval" / "metrics.json").read_text())["n_rows"] > 0
 
     # the finished run serves recommendations from its saved config and final model
