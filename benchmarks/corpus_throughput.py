@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": cfg.embed_model,
         "repeats": args.repeats,
         "runs": runs,
-        "note": "2-core machine shared with other jobs: see each run's loadavg_1min_before_after",
+        "note": "load: see each run's loadavg_1min_before_after (the 2-core machine may have been running other jobs)",
         "command": "python benchmarks/corpus_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print(f"steady state: Ray {result['ray_items_per_s']:.1f} items/s, direct {result['direct_items_per_s']:.1f} "
