@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
 from raygen.io import atomic_path, read_json, write_json  # noqa: E402
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
@@ -197,6 +198,7 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=2, help="CPUs per training worker and evaluation actors")
     p.add_argument("overrides", nargs="*", help="more section.field=value for every variant")
     a = p.parse_args()
+    setup_logging(False)
 
     variants = [v for v in a.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import link_cached, remember  # noqa: E402
 
+from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
 from raygen.io import read_json, write_json  # noqa: E402
 from raygen.pipeline import run_pipeline  # noqa: E402
@@ -48,6 +49,7 @@ def main() -> None:
     p.add_argument("--valid-rows", type=int, default=100, help="validation rows of the keep-best check")
     p.add_argument("overrides", nargs="*", help="more section.field=value (e.g. rl.kl_beta=0.1)")
     a = p.parse_args()
+    setup_logging(False)
 
     quality = read_json(a.quality)
     variant = a.variant or max(quality["variants"],
