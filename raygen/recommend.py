@@ -115,14 +115,9 @@ class Recommender:
 
     def prompt_ids(self, history: list[int]) -> list[int]:
         """The seqrec prompt of ``history``, built by the same builder and config as SFT and eval."""
-        from raygen.data.schema import samples_table
-        from raygen.tasks.builders import seqrec_examples
-        from raygen.tasks.encode import encode_prompt
+        from raygen.tasks.builders import next_item_prompt_ids
 
-        # seqrec_examples needs a target; its answer is not used (only the prompt messages are).
-        row = samples_table([{"user_id": "query", "history": history, "target": history[-1], "split": "test"}])
-        (example,) = seqrec_examples(row, self.sids, self.cfg.tasks, split=None)
-        return encode_prompt(self.tokenizer, example["messages"])
+        return next_item_prompt_ids(self.tokenizer, [history], self.sids, self.cfg.tasks)[0]
 
     def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False) -> list[dict]:
         """Up to ``k`` distinct catalog items, best first: ``{item_id, title, score, sid}``.

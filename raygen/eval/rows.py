@@ -10,8 +10,7 @@ import torch
 
 from raygen.data.schema import SkipLog
 from raygen.lm.vocab import sid_matrix
-from raygen.tasks.builders import seqrec_examples, sids_by_item
-from raygen.tasks.encode import encode_prompt
+from raygen.tasks.builders import next_item_prompt_ids, sids_by_item
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Rows:
 
 def split_rows(samples: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split: str, max_rows: int = 0,
                seed: int = 0, skips: SkipLog | None = None) -> Rows:
-    """Prompts of ``split`` in the same chat format SFT trains on; at most ``max_rows`` (seeded sample)."""
+    """Prompts of ``split`` in the format SFT trains on (``tasks_cfg.seqrec_format``); at most ``max_rows`` (seeded sample)."""
     samples = samples.append_column("row_id", pa.array(np.arange(len(samples)), pa.int64()))
     part = samples.filter(pc.equal(samples.column("split"), split))
     sids = sids_by_item(codes)
@@ -56,9 +55,8 @@ def split_rows(samples: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split: 
     if max_rows and len(part) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(part), max_rows, replace=False))
         part = part.take(pa.array(keep))
-    examples = seqrec_examples(part, sids, tasks_cfg, split=split)
-    assert len(examples) == len(part), "seqrec_examples dropped rows that were checked usable"
+    histories = [list(h) for h in part.column("history").to_pylist()]
     return Rows(row_ids=np.asarray(part.column("row_id").to_numpy(), dtype=np.int64),
-                prompt_ids=[encode_prompt(tokenizer, ex["messages"]) for ex in examples],
+                prompt_ids=next_item_prompt_ids(tokenizer, histories, sids, tasks_cfg),
                 targets=np.asarray(part.column("target").to_numpy(), dtype=np.int64),
-                histories=[list(h) for h in part.column("history").to_pylist()])
+                histories=histories)

@@ -20,6 +20,7 @@ import pyarrow as pa
 from raygen.data.schema import SkipLog
 from raygen.lm.vocab import sid_text, sid_token
 from raygen.tasks.config import TasksConfig
+from raygen.tasks.sequence import SidIds, encode_sequence, sequence_examples
 from raygen.tasks.templates import ANSWER_TITLEDESC
 
 _SPACES = re.compile(r"\s+")
@@ -151,10 +152,13 @@ def mix(examples_a: list[dict], examples_b: list[dict], ratio: float, seed: int)
 
 def build_sft_examples(samples: pa.Table, items: pa.Table, codes: pa.Table, tokens: pa.Table | None,
                        cfg: TasksConfig, split: str = "train", skips: SkipLog | None = None) -> list[dict]:
-    """The SFT mixture of ``split``: seqrec, plus item alignment (``align_ratio`` per seqrec example) and
+    """The SFT mixture of ``split``: seqrec (in ``cfg.seqrec_format``), plus item alignment (``align_ratio`` per seqrec example) and
     token alignment (``token_ratio`` per seqrec example) for the train split. Shuffled."""
     sids = sids_by_item(codes)
-    seq = seqrec_examples(samples, sids, cfg, split=split, skips=skips)
+    if cfg.seqrec_format == "sequence":
+        seq = sequence_examples(samples, sids, cfg, split=split, skips=skips)
+    else:
+        seq = seqrec_examples(samples, sids, cfg, split=split, skips=skips)
     if split != "train":
         return seq
     rng = np.random.default_rng([cfg.seed, 4])
@@ -163,3 +167,24 @@ def build_sft_examples(samples: pa.Table, items: pa.Table, codes: pa.Table, toke
         extra += sample_examples(token_align_examples(tokens, cfg, skips), round(cfg.token_ratio * len(seq)), rng)
     merged = seq + extra
     return [merged[i] for i in rng.permutation(len(merged))]
+
+
+def next_item_prompt_ids(tokenizer, histories: list[list[int]], sids: dict[int, str], cfg: TasksConfig
+                         ) -> list[list[int]]:
+    """Generation prompts (token ids) of ``histories`` in the format the model was trained on.
+
+    Sequence format: ``prefix + SIDs of the last max_history items`` (the start of a training row);
+    prompt format: the chat prompt of a seqrec example (template drawn as in training). Every history
+    item must have a SID (callers check and count first).
+    """
+    if cfg.seqrec_format == "sequence":
+        ids = SidIds(tokenizer)
+        return [encode_sequence(ids, cfg.sequence_prefix, [sids[h] for h in hist[-cfg.max_history:]])["input_ids"]
+                for hist in histories]
+    from raygen.data.schema import samples_table
+    from raygen.tasks.encode import encode_prompt
+
+    # seqrec_examples needs a target; only the prompt messages are used.
+    table = samples_table([{"user_id": "prompt", "history": list(h), "target": h[-1], "split": "x"}
+                           for h in histories])
+    return [encode_prompt(tokenizer, ex["messages"]) for ex in seqrec_examples(table, sids, cfg, split=None)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from raygen.configbase import ConfigError
 from raygen.tasks.templates import ALIGN_DIRECTIONS, TOKEN_DIRECTIONS, check_templates, merged_templates
@@ -17,12 +18,21 @@ class TasksConfig:
     sid2title, sid2desc, sid2titledesc); empty = no item alignment task."""
     token_directions: list[str] = field(default_factory=lambda: list(TOKEN_DIRECTIONS))
     """TS-Align single-token directions used (subset of token2desc, desc2token); empty = none."""
+    seqrec_format: Literal["sequence", "prompt"] = "sequence"
+    """Next-item training format. 'sequence': one example per training user (window), a fixed
+    `sequence_prefix` then the SIDs of the user's items in order, with the loss on every item after
+    the first (raygen.tasks.sequence); 'prompt': one chat example per (history, target) sample from
+    the `seqrec` templates, loss on the answer. Evaluation, RL and `recommend` prompt the same way."""
+    sequence_prefix: str = "Items a user bought, in order:"
+    """Fixed text before the item SIDs in the sequence format."""
     align_ratio: float = 0.5
-    """Item-alignment examples mixed into SFT per seqrec example (0 = none)."""
+    """Item-alignment examples mixed into SFT per seqrec example (0 = none). In the sequence format
+    a seqrec example is a user window holding up to max_history + 1 targets."""
     token_ratio: float = 0.25
     """Token-alignment examples mixed into SFT per seqrec example (0 = none)."""
     max_history: int = 20
-    """Most recent history items shown in a seqrec prompt."""
+    """Most recent history items shown in a seqrec prompt (sequence format: the context each target
+    sees at least, and the history length of evaluation prompts)."""
     history_sep: str = ", "
     """Separator between history SIDs in a seqrec prompt."""
     max_text_chars: int = 256

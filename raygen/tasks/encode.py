@@ -67,8 +67,13 @@ def encode_examples(tokenizer, examples: list[dict], max_len: int, skips: SkipLo
     With ``skips``, answers too long for ``max_len`` are skipped and counted, and left-cut prompts are
     counted too; without it, AnswerTooLong propagates.
     """
-    out = []
+    from raygen.tasks.sequence import SidIds, encode_sequence_examples
+
+    out, sid_ids = [], SidIds(tokenizer)
     for i, ex in enumerate(examples):
+        if "sids" in ex:  # sequence-format next-item example (raygen.tasks.sequence)
+            out += encode_sequence_examples(tokenizer, [ex], max_len, skips, sid_ids)
+            continue
         try:
             enc, cut = _encode(tokenizer, ex["messages"], ex["answer"], max_len)
         except AnswerTooLong as e:

@@ -44,9 +44,11 @@ class TrainConfig:
     """One GPU per worker."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3 (0 = plain data parallel). Ignored when `deepspeed` is false."""
-    bf16: bool = False
+    bf16: Literal["auto"] | bool = "auto"
     """Mixed precision: forward/backward under bf16 autocast with fp32 master weights and optimizer
-    state. On CPUs without native bf16 (no AVX512-BF16/AMX) this is slower than fp32."""
+    state. 'auto' (default) = bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16
+    or AMX), fp32 elsewhere, decided on each worker (raygen.precision.resolve_bf16); true forces bf16
+    (on CPUs without native bf16 this is slower than fp32); false = fp32."""
     bf16_impl: Literal["autocast", "deepspeed"] = "autocast"
     """How `bf16` is done: 'autocast' (torch.autocast, fp32 params, works with and without
     DeepSpeed) or 'deepspeed' (DeepSpeed bf16 mode: bf16 params/grads, fp32 master copy in the
@@ -86,6 +88,22 @@ class TrainConfig:
     """Report metrics (loss, tokens/s, lr) every N optimizer steps."""
     seed: int = 0
     """Seed for weights that get initialised (LoRA), data order and dropout."""
+    valid_every: int = 0
+    """Validate every N optimizer steps (and after the last one): NDCG@10 / HR@10 of the constrained
+    beam search on `valid_rows` rows of the valid split, in the learning curve (metrics.json,
+    TensorBoard, the report's PNG). 0 = no validation. Needs zero_stage <= 2."""
+    valid_rows: int = 500
+    """Validation rows (a fixed seeded subset of the valid split; 0 = all)."""
+    valid_beam: int = 10
+    """Beam width of the validation search (= the K of its HR@K / NDCG@K)."""
+    valid_batch_size: int = 32
+    """Rows per forward pass of the validation search."""
+    patience: int = 0
+    """Stop after this many validations in a row without a better valid NDCG@10 (0 = never stop early)."""
+    keep_best: bool = True
+    """With validation: export the weights of the best validation, not the last step's."""
+    time_budget_s: float = 0.0
+    """Stop training after this many seconds of training steps (0 = no limit): equal-time comparisons."""
 
     def validate(self) -> None:
         """Raise ConfigError on values no run could use."""
@@ -108,9 +126,19 @@ class TrainConfig:
             (self.lora_r >= 1, "lora_r must be >= 1"),
             (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
             (self.log_every >= 1, "log_every must be >= 1"),
+            (self.valid_every >= 0, "valid_every must be >= 0"),
+            (self.valid_rows >= 0, "valid_rows must be >= 0"),
+            (self.valid_beam >= 1, "valid_beam must be >= 1"),
+            (self.valid_batch_size >= 1, "valid_batch_size must be >= 1"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (self.time_budget_s >= 0, "time_budget_s must be >= 0"),
+            (not (self.valid_every and self.deepspeed and self.zero_stage == 3),
+             "validation (valid_every > 0) runs on rank 0's whole model: use zero_stage <= 2"),
             (not (self.sid_only_head and self.deepspeed and self.zero_stage == 3),
              "sid_only_head needs the full head weight on every rank: use zero_stage <= 2"),
-            (not (self.bf16 and self.bf16_impl == "deepspeed" and not self.deepspeed),
+            (isinstance(self.bf16, bool) or self.bf16 == "auto",
+             f"bf16 must be 'auto', true or false, got {self.bf16!r}"),
+            (not (self.bf16 is not False and self.bf16_impl == "deepspeed" and not self.deepspeed),
              "bf16_impl='deepspeed' needs deepspeed: true (or use bf16_impl='autocast')"),
         ]
         for ok, msg in checks:

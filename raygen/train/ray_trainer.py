@@ -42,6 +42,8 @@ from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
 from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, has_tokenizer, linear_schedule,
                                steps_per_epoch, train_steps)
+from raygen.precision import resolve_bf16
+from raygen.train.validation import METRIC_KEYS, ValidSet, Validator, broadcast_metrics
 from raygen.train.masks import as_ids, count_trainable, load_trainable_state, prepare_trainable, sid_weights, \
     trainable_state_dict
 
@@ -52,7 +54,7 @@ log = logging.getLogger("raygen")
 
 def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: TrainConfig, out_dir: str | Path,
           storage_path: str | Path, resume: bool = True, name: str = "train",
-          callbacks: list | None = None, stop_step: int = 0) -> dict:
+          callbacks: list | None = None, stop_step: int = 0, valid: Any = None) -> dict:
     """Train ``model_dir`` on encoded ``examples`` with Ray Train; return a summary dict.
 
     ``resume=True`` continues the run ``storage_path/name`` from its latest checkpoint when one
@@ -61,6 +63,10 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     optimizer step while the lr schedule still spans the whole run (the SFT rungs of a Tune sweep
     resume the same run with a growing ``stop_step``). The summary holds the exported model folder,
     steps, final metrics, tokens/s and the latest checkpoint path.
+
+    ``valid`` (a :class:`raygen.train.validation.ValidSet`) with ``cfg.valid_every > 0`` validates
+    every N steps on rank 0, stops on ``cfg.patience`` and exports the best state (``cfg.keep_best``);
+    the summary then holds ``learning_curve``, ``best_step`` and ``best_valid``.
     """
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -90,7 +96,8 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     loop_config = {"model_dir": str(Path(model_dir).resolve()), "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
-                   "out_dir": str(out_dir), "total_steps": total, "stop_step": stop, "steps_per_epoch": spe}
+                   "out_dir": str(out_dir), "total_steps": total, "stop_step": stop, "steps_per_epoch": spe,
+                   "valid": valid.to_dict() if valid is not None and cfg.valid_every > 0 else None}
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
         _worker_loop,
@@ -211,11 +218,18 @@ def _worker_loop(config: dict) -> dict:
     lora_kw = dict(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    lora_target_modules=cfg.lora_target_modules)
 
+    use_bf16, precision_reason = resolve_bf16(cfg.bf16, device)
+    if rank == 0:
+        log.info("training precision: %s", precision_reason)
     lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     pad_id = _pad_id(lm.config)
     lm, groups = prepare_trainable(lm, cfg.mode, sid_ids, weight_decay=cfg.weight_decay, **lora_kw)
     module = LossModule(lm, logits="sid" if cfg.sid_only_head else "answer", sid_ids=sid_ids,
-                        bf16=cfg.bf16 and cfg.bf16_impl == "autocast", extra_ids=_eos_ids(model_dir, lm.config))
+                        bf16=use_bf16 and cfg.bf16_impl == "autocast", extra_ids=_eos_ids(model_dir, lm.config))
+    validator = None
+    if config.get("valid"):
+        validator = Validator(ValidSet(**config["valid"]), beam_width=cfg.valid_beam, batch_size=cfg.valid_batch_size,
+                              patience=cfg.patience, autocast_dtype=torch.bfloat16 if use_bf16 else None)
     if cfg.deepspeed:
         import deepspeed
 
@@ -232,7 +246,7 @@ def _worker_loop(config: dict) -> dict:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            start_step = _restore(Path(d), cfg, engine, lm, sid_ids)
+            start_step = _restore(Path(d), cfg, engine, lm, sid_ids, validator, rank)
     # STAR integrity check: snapshot of the vocabulary matrices to prove no frozen row moved.
     frozen_ref = ([w.detach().clone() for w in sid_weights(lm)]
                   if cfg.mode == "embeddings" and not (cfg.deepspeed and cfg.zero_stage == 3) else None)
@@ -252,15 +266,45 @@ def _worker_loop(config: dict) -> dict:
 
     stats = _Stats(device)
     last_report = {"step": start_step}
+    examples_per_step = cfg.batch_size * cfg.grad_accum * world
+    clock = {"train_s": 0.0, "loss_sum": 0.0, "loss_n": 0}
 
-    def on_step(res: StepResult) -> None:
+    def validate(step: int) -> dict:
+        """Validation on rank 0, broadcast; records the curve and keeps the best state."""
+        metrics = broadcast_metrics(validator.evaluate(lm) if rank == 0 else None, METRIC_KEYS, device)
+        loss = clock["loss_sum"] / max(clock["loss_n"], 1)
+        clock["loss_sum"], clock["loss_n"] = 0.0, 0
+        improved = validator.record(step, metrics, {"examples": step * examples_per_step, "loss": loss,
+                                                    "train_s": round(clock["train_s"], 2)})
+        if improved and cfg.keep_best:
+            state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
+            if rank == 0:
+                validator.keep(state)
+        if rank == 0:
+            log.info("valid step %d: %s (best %.4f at step %d)", step,
+                     {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")},
+                     validator.best, validator.best_step)
+        return {f"valid_{k}": v for k, v in metrics.items()}
+
+    def on_step(res: StepResult) -> bool:
         stats.add(res, timed=res.step > start_step + 1)  # the first step (warm-up) is not timed
+        clock["train_s"] += res.seconds
+        clock["loss_sum"] += res.loss
+        clock["loss_n"] += 1
+        out_of_time = bool(broadcast_metrics(
+            {"t": float(cfg.time_budget_s > 0 and clock["train_s"] >= cfg.time_budget_s)}, ["t"], device)["t"])
+        last = res.step == stop or out_of_time
+        valid_metrics = {}
+        if validator is not None and (res.step % cfg.valid_every == 0 or last):
+            valid_metrics = validate(res.step)
+        done = last or (validator is not None and validator.should_stop)
         due_ckpt = cfg.checkpoint_every > 0 and res.step % cfg.checkpoint_every == 0
-        if res.step % cfg.log_every == 0 or due_ckpt or res.step == stop:
-            metrics = stats.window(res)
+        if res.step % cfg.log_every == 0 or due_ckpt or done or valid_metrics:
+            metrics = {**stats.window(res), **valid_metrics}
             last_report.update(metrics)
-            _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=due_ckpt or res.step == stop)
+            _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=due_ckpt or done, validator=validator)
         _maybe_fault(res.step, rank)
+        return done
 
     t0 = time.time()
     setup_s = t0 - t_start  # model load, DeepSpeed/DDP set-up, checkpoint restore
@@ -268,7 +312,7 @@ def _worker_loop(config: dict) -> dict:
     if last_report["step"] != step:  # data ran out before `total`: report and checkpoint where we are
         metrics = stats.window(StepResult(step, float("nan"), 0, 0, float(engine.get_lr()[0]), 0.0))
         last_report.update(metrics)
-        _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=True)
+        _report(metrics, cfg, engine, lm, sid_ids, gather, rank, checkpoint=True, validator=validator)
 
     changed = None  # not checked under ZeRO-3 (parameters are partitioned) or outside 'embeddings' mode
     if frozen_ref is not None:
@@ -282,6 +326,9 @@ def _worker_loop(config: dict) -> dict:
             raise RuntimeError(f"STAR mask leak: {changed} non-SID rows of the vocabulary matrices changed")
     t_export = time.time()
     state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
+    exported_step = step
+    if validator is not None and cfg.keep_best and validator.best_state is not None:
+        state, exported_step = validator.best_state, validator.best_step
     summary = {}
     if rank == 0:
         out = export_model(state, model_dir, Path(config["out_dir"]) / "model", cfg.mode, sid_ids, lora=lora_kw)
@@ -289,7 +336,12 @@ def _worker_loop(config: dict) -> dict:
                    "final_step": step, "loss": last_report.get("loss"), "tokens_per_s": stats.run_tokens_per_s(),
                    "setup_seconds": round(setup_s, 2), "train_seconds": round(t_export - t0, 2),
                    "export_seconds": round(time.time() - t_export, 2), "frozen_rows_changed": changed,
-                   "trainable_params": count_trainable(lm, cfg.mode, sid_ids), "world_size": world}
+                   "trainable_params": count_trainable(lm, cfg.mode, sid_ids), "world_size": world,
+                   "exported_step": exported_step, "examples_seen": step * examples_per_step,
+                   "precision": {"bf16": use_bf16, "reason": precision_reason}}
+        if validator is not None:
+            summary.update(learning_curve=validator.curve, best_step=validator.best_step,
+                           best_valid={"ndcg@10": validator.best}, stopped_early=validator.should_stop)
     if dist.is_initialized():
         dist.barrier()
     return summary
@@ -352,7 +404,8 @@ def _gatherer(cfg: TrainConfig, lm: torch.nn.Module):
     return gather
 
 
-def _report(metrics: dict, cfg: TrainConfig, engine, lm, sid_ids, gather, rank: int, checkpoint: bool) -> None:
+def _report(metrics: dict, cfg: TrainConfig, engine, lm, sid_ids, gather, rank: int, checkpoint: bool,
+            validator: Validator | None = None) -> None:
     import ray.train
 
     if not checkpoint:
@@ -367,7 +420,10 @@ def _report(metrics: dict, cfg: TrainConfig, engine, lm, sid_ids, gather, rank: 
         if rank == 0:
             save_tensors(d / "trainable.safetensors", state)
             write_json(d / "state.json", {"step": metrics["step"], "mode": cfg.mode, "sid_ids_sha1": _sha1(sid_ids),
-                                          "deepspeed": cfg.deepspeed, "zero_stage": cfg.zero_stage})
+                                          "deepspeed": cfg.deepspeed, "zero_stage": cfg.zero_stage,
+                                          "valid": validator.state() if validator is not None else None})
+            if validator is not None and validator.best_state is not None:
+                save_tensors(d / "best.safetensors", validator.best_state)
             if not cfg.deepspeed:
                 torch.save({"optimizer": engine.optimizer.state_dict(),
                             "scheduler": engine.lr_scheduler.state_dict()}, d / "optimizer.pt")
@@ -381,9 +437,14 @@ def _sha1(ids: Sequence[int]) -> str:
     return hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()
 
 
-def _restore(d: Path, cfg: TrainConfig, engine, lm, sid_ids) -> int:
+def _restore(d: Path, cfg: TrainConfig, engine, lm, sid_ids, validator: Validator | None = None,
+             rank: int = 0) -> int:
     """Load a checkpoint written by :func:`_report`; return its step."""
     state = read_json(d / "state.json")
+    if validator is not None and state.get("valid"):
+        validator.load_state(state["valid"])
+        if rank == 0 and (d / "best.safetensors").exists():
+            validator.keep(load_tensors(d / "best.safetensors"))
     if state["mode"] != cfg.mode or state["sid_ids_sha1"] != _sha1(sid_ids):
         raise ValueError(f"checkpoint {d} was written for mode={state['mode']!r} and other SID ids; "
                          "start a new run (resume=False or another name)")

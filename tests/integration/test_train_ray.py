@@ -74,3 +74,48 @@ def test_star_alignment_two_workers_deepspeed_checkpoints_export_resume(ray_loca
     assert sorted(p.name for p in (storage / "train").glob("step_*")) == ["step_0000003", "step_0000004"]
     resumed = AutoModelForCausalLM.from_pretrained(out / "model").get_input_embeddings().weight
     assert torch.equal(resumed[non_sid], emb0[non_sid]) and not torch.equal(resumed[sid_ids], emb[sid_ids])
+
+
+def test_validation_keeps_best_state_and_stops_on_patience(ray_local, tmp_path, tiny_tokenizer):
+    """Sequence-style rows of a deterministic item cycle; valid NDCG@10 drives keep-best and early stop."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from raygen.train import TrainConfig, train
+    from raygen.train.validation import ValidSet, Validator
+
+    tok = tiny_tokenizer
+    sid_tokens = [f"<{level}_{c}>" for level in "ab" for c in range(6)]
+    tok.add_tokens(sid_tokens)
+    ids = tok.convert_tokens_to_ids(sid_tokens)
+    items = [[ids[i], ids[6 + (i * 5) % 6]] for i in range(6)]  # 6 items, 2-level SIDs
+    nxt = lambda i: (i + 1) % 6  # noqa: E731
+    prefix = tok("history", add_special_tokens=False)["input_ids"]
+    rows, g = [], torch.Generator().manual_seed(0)
+    for _ in range(32):
+        seq = [int(torch.randint(0, 6, (1,), generator=g))]
+        for _ in range(4):
+            seq.append(nxt(seq[-1]))
+        flat = [t for i in seq for t in items[i]]
+        rows.append({"input_ids": prefix + flat, "labels": [-100] * (len(prefix) + 2) + flat[2:]})
+    valid = ValidSet(prompt_ids=[prefix + items[i] for i in range(6)], targets=[nxt(i) for i in range(6)],
+                     sid_matrix=items, pad_id=0)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    base.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    cfg = TrainConfig(mode="full", num_workers=1, deepspeed=False, batch_size=8, max_steps=200, lr=3e-2,
+                      checkpoint_every=0, log_every=5, valid_every=4, valid_beam=6, patience=3, pad_to="packing",
+                      max_len=128, bf16=False)
+    r = train(tmp_path / "base", rows, ids, cfg, tmp_path / "out", tmp_path / "ray", resume=False, valid=valid)
+    curve = r["learning_curve"]
+    assert r["stopped_early"] and r["final_step"] < 200
+    assert [c["step"] for c in curve] == list(range(4, r["final_step"] + 1, 4))
+    assert curve[-1]["examples"] == r["final_step"] * 8 and all("loss" in c for c in curve)
+    best = max(c["valid_ndcg@10"] for c in curve)
+    assert best > 0.6 and r["best_valid"]["ndcg@10"] == best
+    assert r["exported_step"] == r["best_step"] == next(c["step"] for c in curve if c["valid_ndcg@10"] == best)
+    # the exported model is the best one: it scores exactly the best valid NDCG again
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
+    assert Validator(valid, beam_width=6).evaluate(model)["ndcg@10"] == best
+    assert r["precision"]["bf16"] is False
