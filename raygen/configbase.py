@@ -19,6 +19,17 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the offending key."""
 
 
+def _describe(tp: Any) -> str:
+    """A type as a config author reads it: Literal['a', 'b'] -> 'a' | 'b', bool -> true/false."""
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is bool:
+        return "true/false"
+    return getattr(tp, "__name__", str(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -35,7 +46,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError as e:  # try the next member of the union
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+        allowed = " | ".join(_describe(a) for a in args)
+        raise ConfigError(f"{key}: {value!r} does not match {allowed}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")

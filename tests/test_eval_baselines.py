@@ -61,3 +61,63 @@ def test_sasrec_learns_successor_pattern(one_thread):
 def test_sasrec_rejects_out_of_range_items():
     with pytest.raises(ValueError, match="outside"):
         fit_sasrec([[0, 5]], [1], n_items=3)
+
+
+def _valid_ndcg10(model, hist, tgt) -> float:
+    return ranking_metrics(sasrec_rank(model, hist, k=10), np.array(tgt), ks=(10,))["ndcg@10"]
+
+
+def test_sasrec_early_stopping_keeps_best_epoch(one_thread):
+    n_items = 20
+    hist, tgt = _successor_data(n_items, 400, seed=0)
+    rng = random.Random(2)  # valid targets are noise: the valid metric peaks early and then wanders
+    v_hist = [[rng.randrange(n_items) for _ in range(3)] for _ in range(100)]
+    v_tgt = [rng.randrange(n_items) for _ in range(100)]
+    cfg = SASRecConfig(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, dropout=0.1, lr=3e-3)
+    model = fit_sasrec(hist, tgt, n_items, cfg, valid_histories=v_hist, valid_targets=v_tgt)
+    info = model.fit_info
+    assert info["stopped_early"] and info["epochs_run"] < cfg.epochs
+    assert info["epochs_run"] == info["best_epoch"] + cfg.patience
+    assert info["valid_rows"] == 100
+    # the returned weights are the best epoch's: same valid metric, same weights as training that long
+    assert _valid_ndcg10(model, v_hist, v_tgt) == pytest.approx(info["best_valid_ndcg@10"], abs=1e-9)
+    fixed = fit_sasrec(hist, tgt, n_items, SASRecConfig(**{**cfg.__dict__, "epochs": info["best_epoch"]}))
+    for (k, a), b in zip(model.state_dict().items(), fixed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_sasrec_without_valid_trains_fixed_epochs(one_thread):
+    hist, tgt = _successor_data(10, 50, seed=0)
+    model = fit_sasrec(hist, tgt, 10, SASRecConfig(hidden=16, n_layers=1, max_len=6, epochs=2))
+    assert model.fit_info["epochs_run"] == 2 and model.fit_info["best_epoch"] is None
+    assert model.fit_info["stopped_early"] is False
+    with pytest.raises(ValueError, match="or neither"):
+        fit_sasrec(hist, tgt, 10, valid_histories=hist)
+    with pytest.raises(ValueError, match="outside"):
+        fit_sasrec(hist, tgt, 10, valid_histories=[[0, 11]], valid_targets=[1])
+
+
+def test_sasrec_config_validation():
+    from raygen.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="eval.sasrec.patience"):
+        load_config(None, ["eval.sasrec.patience=0"])
+    with pytest.raises(ConfigError, match="eval.sasrec.epochs"):
+        load_config(None, ["eval.sasrec.epochs=0"])
+    with pytest.raises(ConfigError, match="eval.sasrec.hidden"):
+        load_config(None, ["eval.sasrec.hidden=63"])
+    cfg = load_config(None, ["eval.sasrec.patience=4"])
+    assert cfg.eval.sasrec.patience == 4 and cfg.eval.sasrec.epochs == 200
+
+
+def test_sasrec_valid_data_maps_and_skips():
+    import pyarrow as pa
+
+    from raygen.eval.stage import sasrec_valid_data
+
+    samples = pa.table({"split": ["train", "valid", "valid", "valid", "valid", "test"],
+                        "history": [[10], [10, 20], [10, 99], [], [30], [20]],
+                        "target": [20, 30, 10, 10, 98, 30]})
+    hist, tgt, skipped = sasrec_valid_data(samples, {10: 0, 20: 1, 30: 2})
+    assert hist == [[0, 1]] and tgt == [2]
+    assert skipped == 3  # unknown history item, empty history, unknown target

@@ -89,3 +89,28 @@ def test_batching_and_order_do_not_change_results(model, sid_matrix, prompts):
     b = constrained_beam_search(model, prompts, sid_matrix, beam_width=6, pad_id=PAD, batch_size=4)
     assert torch.equal(a[0], b[0])
     torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=0)
+
+
+def brute_force_sid_only(model, prompt, sid_matrix, eos_id):
+    """Exact log p(SID | prompt) with the softmax over the SID tokens + EOS only (the sid_only_head loss)."""
+    allowed = torch.unique(torch.cat([sid_matrix.flatten(), torch.tensor([eos_id])]))
+    x = torch.cat([torch.tensor(prompt).expand(len(sid_matrix), -1), sid_matrix], 1)
+    with torch.no_grad():
+        logits = model(x).logits.float()
+    restricted = torch.full_like(logits, float("-inf"))
+    restricted[..., allowed] = logits[..., allowed]
+    logp = torch.log_softmax(restricted, -1)
+    p = len(prompt)
+    return logp[:, p - 1:p - 1 + sid_matrix.shape[1]].gather(-1, sid_matrix[:, :, None]).squeeze(-1).sum(-1)
+
+
+def test_sid_only_scoring_equals_brute_force_over_sid_tokens(model, sid_matrix, prompts):
+    items, scores = constrained_beam_search(model, prompts, sid_matrix, beam_width=N_ITEMS, pad_id=PAD, batch_size=2,
+                                            sid_only=True, eos_id=2)
+    full, _ = constrained_beam_search(model, prompts, sid_matrix, beam_width=N_ITEMS, pad_id=PAD, batch_size=2)
+    for b, prompt in enumerate(prompts):
+        exact = brute_force_sid_only(model, prompt, sid_matrix, eos_id=2)
+        order = exact.argsort(descending=True)
+        assert items[b].tolist() == order.tolist()
+        torch.testing.assert_close(scores[b], exact[order], atol=1e-4, rtol=0)
+    assert not torch.equal(items, full)  # a different normaliser per beam: the ranking can change

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from raygen.eval.metrics import (evaluate_rankings, hit_ranks, indices_to_item_ids, ranking_metrics,
-                                 write_predictions)
+from raygen.eval.metrics import (PAD_ITEM, collapse_stats, evaluate_rankings, hit_ranks, indices_to_item_ids,
+                                 ranking_metrics, write_predictions)
 from raygen.io import read_parquet
 
 
@@ -56,3 +56,45 @@ def test_predictions_table_round_trip(tmp_path):
     assert t["scores"][1] == pytest.approx([-0.1, -2.0])
     with pytest.raises(ValueError, match="shape mismatch"):
         write_predictions(path, [7], [1, 2], np.array([[1, 3]]), np.array([[0.0, 0.0]]))
+
+
+def test_collapse_stats_same_list_for_everyone():
+    topk = np.tile(np.arange(10, 20), (40, 1))
+    topk[:10] = np.arange(20, 30)          # a quarter of the rows differ, but 75% share one list
+    c = collapse_stats(topk, n_catalog=200)
+    assert c["distinct_top1"] == 2
+    assert c["coverage@10"] == pytest.approx(20 / 200)
+    assert c["same_top10_share"] == pytest.approx(0.75)
+    assert c["collapsed"] is True
+
+
+def test_collapse_stats_one_top1_item_is_collapsed_even_if_lists_differ():
+    rng = np.random.default_rng(0)
+    topk = np.stack([np.r_[7, rng.permutation(np.arange(8, 100))[:9]] for _ in range(50)])
+    c = collapse_stats(topk, n_catalog=100)
+    assert c["distinct_top1"] == 1 and c["same_top10_share"] < 0.1
+    assert c["collapsed"] is True
+
+
+def test_collapse_stats_diverse_rankings():
+    rng = np.random.default_rng(1)
+    topk = np.stack([rng.permutation(100)[:10] for _ in range(50)])
+    c = collapse_stats(topk, n_catalog=100)
+    assert c["distinct_top1"] > 20 and c["same_top10_share"] == pytest.approx(1 / 50)
+    assert c["coverage@10"] > 0.9
+    assert c["collapsed"] is False
+
+
+def test_collapse_stats_ignores_padding_and_needs_enough_rows():
+    topk = np.array([[1, 2, PAD_ITEM], [1, 2, PAD_ITEM], [3, PAD_ITEM, PAD_ITEM]])
+    c = collapse_stats(topk, n_catalog=10)
+    assert c["distinct_top1"] == 2 and c["coverage@10"] == pytest.approx(0.3)
+    assert c["same_top10_share"] == pytest.approx(2 / 3)
+    assert c["collapsed"] is False  # 3 rows: too few to call
+
+
+def test_evaluate_rankings_includes_collapse_stats_with_catalog():
+    topk = np.tile(np.array([1, 2, 3]), (25, 1))
+    m = evaluate_rankings(topk, np.full(25, 2), catalog_item_ids=[1, 2, 3, 4])
+    assert m["collapsed"] is True and m["distinct_top1"] == 1 and m["coverage@10"] == pytest.approx(0.75)
+    assert "collapsed" not in evaluate_rankings(topk, np.full(25, 2))

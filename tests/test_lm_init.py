@@ -98,3 +98,56 @@ def test_unknown_token_row_is_an_error(tiny_llama, tiny_tokenizer):
         init_sid_rows(model, tiny_tokenizer, ids, ROWS + [{"level": 2, "code": 9, "token": "<c_9>", "keywords": []}])
     with pytest.raises(ValueError, match="unknown init strategy"):
         init_sid_rows(model, tiny_tokenizer, ids, ROWS, strategy="zeros")
+
+
+def _row_norms(w, ids):
+    return w[torch.as_tensor(ids)].float().norm(dim=1)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_sa_init_rescale_sets_vocab_mean_norm(tiny_llama, tiny_tokenizer, tied):
+    model, ids, pre_in, pre_out = setup(tiny_llama, tiny_tokenizer, tied=tied)
+    rep = init_sid_rows(model, tiny_tokenizer, ids, ROWS, strategy="sa_init", sa_init_depth=2, sa_init_rescale=True)
+    inp = model.get_input_embeddings().weight.detach()
+    vocab_norm = pre_in.norm(dim=1).mean()
+    keyword_rows = ids[[0, 1, 3]]
+    torch.testing.assert_close(_row_norms(inp, keyword_rows), vocab_norm.expand(3), rtol=1e-5, atol=1e-5)
+    # direction kept: same unit vector as the plain keyword mean
+    plain = hand_keyword_mean(tiny_tokenizer, pre_in, ["waterproof boots", "jacket"])
+    torch.testing.assert_close(inp[ids[0]] / inp[ids[0]].norm(), plain / plain.norm())
+    torch.testing.assert_close(inp[ids[2]], pre_in.mean(0))  # 'mean' fallback rows are not rescaled
+    assert rep["sa_init_rescaled"] is True
+    assert rep["vocab_mean_norm"] == pytest.approx(float(vocab_norm), rel=1e-5)
+    assert rep["sid_mean_norm"] == pytest.approx(float(_row_norms(inp, ids).mean()), rel=1e-5)
+    assert rep["sa_init_raw_mean_norm"] < rep["vocab_mean_norm"]  # the shortening rescaling undoes
+    if not tied:
+        out = model.get_output_embeddings().weight.detach()
+        head_norm = pre_out.norm(dim=1).mean()
+        torch.testing.assert_close(_row_norms(out, keyword_rows), head_norm.expand(3), rtol=1e-5, atol=1e-5)
+        assert rep["head_vocab_mean_norm"] == pytest.approx(float(head_norm), rel=1e-5)
+    else:
+        assert "head_vocab_mean_norm" not in rep
+
+
+def test_sa_init_without_rescale_keeps_plain_means_and_reports_norms(tiny_llama, tiny_tokenizer):
+    model, ids, pre_in, _ = setup(tiny_llama, tiny_tokenizer)
+    rep = init_sid_rows(model, tiny_tokenizer, ids, ROWS, strategy="sa_init", sa_init_depth=2)
+    inp = model.get_input_embeddings().weight.detach()
+    plain = [hand_keyword_mean(tiny_tokenizer, pre_in, k)
+             for k in (["waterproof boots", "jacket"], ["qzxv"], ["coffee"])]
+    for tid, p in zip(ids[[0, 1, 3]], plain):
+        torch.testing.assert_close(inp[tid], p)
+    assert rep["sa_init_rescaled"] is False
+    assert rep["sa_init_raw_mean_norm"] == pytest.approx(float(torch.stack(plain).norm(dim=1).mean()), rel=1e-5)
+    assert rep["sid_mean_norm"] == pytest.approx(float(_row_norms(inp, ids).mean()), rel=1e-5)
+    assert rep["vocab_mean_norm"] == pytest.approx(float(pre_in.norm(dim=1).mean()), rel=1e-5)
+
+
+def test_sa_init_rescale_config_field():
+    from raygen.configbase import ConfigError, from_dict
+    from raygen.lm.config import LmConfig
+
+    assert LmConfig().sa_init_rescale is False
+    assert from_dict(LmConfig, {"sa_init_rescale": True}).sa_init_rescale is True
+    with pytest.raises(ConfigError, match="lm.sa_init_rescale"):
+        from_dict(LmConfig, {"sa_init_rescale": "yes please"}, prefix="lm")

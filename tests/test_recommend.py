@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
     run_dir = tmp_path_factory.mktemp("run")
     cfg = load_config(None, [f"run_dir={run_dir}", f"lm.model={tiny_model_dir}", "lm.init=random",
                              "align.enabled=false", "sft.enabled=false", "rl.enabled=false",
-                             "tasks.system_prompt=You recommend products."])
+                             "tasks.sequence_prefix=You recommend products."])
     stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
     summary = run_stages(cfg, stages, run_dir)
     assert summary["rl"]["status"] == "ran"
@@ -72,7 +72,7 @@ def test_scores_are_the_model_log_probabilities_and_k_is_capped(tiny_run, tiny_c
         logits = rec.model(torch.tensor([prompt + sid_ids])).logits[0].log_softmax(-1)
     expected = sum(float(logits[len(prompt) - 1 + j, t]) for j, t in enumerate(sid_ids))
     assert top["score"] == pytest.approx(expected, abs=1e-4)
-    # the prompt is the run's chat format: the saved tasks config (system prompt) is used
+    # the prompt is the run's training format: the saved tasks config (sequence prefix) is used
     assert "You recommend products." in rec.tokenizer.decode(prompt)
     # excluding the history removes exactly those items and keeps the order of the rest
     rest = rec.top_k([105, 106], k=50, exclude_history=True)
@@ -114,9 +114,9 @@ def test_cli_json_table_and_errors(tiny_run, capsys):
     assert main(["recommend", "--run", str(tiny_run), "--history", "100,101", "-k", "4", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out)
     assert [r["item_id"] for r in recs] == [r["item_id"] for r in recommend(tiny_run, [100, 101], k=4)]
-    assert main(["recommend", "--run", str(tiny_run), "--history", "100,101", "-k", "2"]) == 0
+    assert main(["recommend", "--run", str(tiny_run), "--history", "100,101", "-k", "4"]) == 0  # same beam width
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[0].split()[:4] == ["rank", "score", "item_id", "sid"]
+    assert len(lines) == 5 and lines[0].split()[:4] == ["rank", "score", "item_id", "sid"]
     assert recs[0]["title"] in lines[1]
     assert main(["recommend", "--run", str(tiny_run), "--history", "100,4242"]) == 2
     assert "unknown item id(s) [4242]" in capsys.readouterr().err

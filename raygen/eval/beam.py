@@ -86,17 +86,45 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple
     return ids.to(device), mask.to(device)
 
 
-def _step_logprobs(model, input_ids, attention_mask, position_ids, cache, autocast_dtype) -> torch.Tensor:
+def _step_logprobs(model, input_ids, attention_mask, position_ids, cache, autocast_dtype,
+                   head: "SidHead | None" = None) -> torch.Tensor:
+    """Log-probabilities at the last position: over the full vocabulary, or (``head``) over the SID
+    tokens + EOS only, scattered into a vocabulary-wide row that is -inf elsewhere."""
     device = input_ids.device
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     with ctx:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        if head is None:
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     past_key_values=cache, use_cache=True)[0][:, -1]
+        logits = hidden @ head.weight.T.to(hidden.dtype)
+    full = torch.full((hidden.shape[0], head.vocab), NEG_INF, device=device)
+    full[:, head.ids] = torch.log_softmax(logits.float(), dim=-1)
+    return full
+
+
+@dataclass
+class SidHead:
+    """The output head restricted to the SID tokens (+ EOS): what a model trained with
+    ``sid_only_head`` normalises over, and ~50x less head work than the full vocabulary."""
+    ids: torch.Tensor
+    weight: torch.Tensor
+    vocab: int
+
+    @classmethod
+    def build(cls, model, trie: SidTrie, extra_ids=()) -> "SidHead":
+        ids = torch.unique(torch.cat([*trie.level_tokens, torch.as_tensor(list(extra_ids), dtype=torch.long,
+                                                                          device=trie.keys[0].device)]))
+        head = model.get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise ValueError("sid_only scoring does not support an output head with a bias")
+        return cls(ids=ids, weight=head.weight[ids.to(head.weight.device)].detach(), vocab=head.weight.shape[0])
 
 
 def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, pad_id: int,
-                  autocast_dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                  autocast_dtype, head: SidHead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers import DynamicCache
 
     device = trie.keys[0].device
@@ -104,7 +132,7 @@ def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, 
     ids, mask = _left_pad(rows, pad_id, device)
     pos = (mask.cumsum(-1) - 1).clamp_(min=0)
     cache = DynamicCache(config=model.config)
-    logp = _step_logprobs(model, ids, mask, pos, cache, autocast_dtype)  # [n_rows, V]
+    logp = _step_logprobs(model, ids, mask, pos, cache, autocast_dtype, head)  # [n_rows, V]
 
     # Beam state, flattened to [n_rows * k]. Before level 0 each row has one live beam (the root).
     prefix = torch.zeros(n_rows * k, dtype=torch.long, device=device)
@@ -133,7 +161,7 @@ def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, 
             cache.reorder_cache(origin)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             tok = trie.level_tokens[t][code][:, None]
-            logp = _step_logprobs(model, tok, mask, next_pos + t, cache, autocast_dtype)
+            logp = _step_logprobs(model, tok, mask, next_pos + t, cache, autocast_dtype, head)
 
     score = score.view(n_rows, k)
     items = trie.leaf_item[prefix].view(n_rows, k)
@@ -143,8 +171,8 @@ def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, 
 @torch.inference_mode()
 def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torch.Tensor, beam_width: int,
                             pad_id: int, batch_size: int = 16, *, autocast_dtype: torch.dtype | None = None,
-                            sort_by_length: bool = True, trie: SidTrie | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            sort_by_length: bool = True, trie: SidTrie | None = None, sid_only: bool = False,
+                            eos_id: int | list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``beam_width`` catalog items for each prompt by constrained beam search.
 
     Args:
@@ -158,6 +186,9 @@ def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torc
         sort_by_length: batch rows of similar prompt length together (less padding); output order is
             always the input order.
         trie: a prebuilt :class:`SidTrie` of ``sid_matrix`` (to reuse across calls).
+        sid_only: score with the head restricted to the SID tokens (+ ``eos_id``): log-probabilities
+            normalised over those tokens, as a model trained with ``sid_only_head`` was; far less head
+            work. Within one beam the ranking of allowed tokens is the same as with the full head.
 
     Returns:
         ``(items, scores)``: LongTensor [B, beam_width] of item row indices into ``sid_matrix`` and
@@ -171,6 +202,8 @@ def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torc
         raise ValueError("empty prompt: every row needs at least one token (the assistant turn header)")
     device = next(model.parameters()).device
     trie = (trie or SidTrie.build(sid_matrix)).to(device)
+    extra = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    head = SidHead.build(model, trie, extra) if sid_only else None
     n = len(prompt_ids)
     items = torch.full((n, beam_width), -1, dtype=torch.long)
     scores = torch.full((n, beam_width), NEG_INF)
@@ -181,7 +214,7 @@ def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torc
         for s in range(0, n, batch_size):
             idx = order[s:s + batch_size]
             it, sc = _search_batch(model, [list(prompt_ids[i]) for i in idx], trie, beam_width, pad_id,
-                                   autocast_dtype)
+                                   autocast_dtype, head)
             items[idx], scores[idx] = it.cpu(), sc.cpu()
     finally:
         model.train(was_training)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from raygen.eval.sasrec import SASRecConfig
 
@@ -21,8 +22,10 @@ class EvalConfig:
     """Ray actors sharing the rows (0 = run in the driver process)."""
     num_gpus_per_actor: float = 0.0
     """GPUs per evaluation actor."""
-    bf16: bool = False
-    """Run the beam search under bf16 autocast."""
+    bf16: Literal["auto"] | bool = "auto"
+    """Run the beam search under bf16 autocast: 'auto' (default) = bf16 on GPUs that support it and on
+    CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere, decided where the search runs; true / false
+    force it. The choice and its reason go to the eval metrics ('precision')."""
     baselines: list[str] = field(default_factory=lambda: ["popularity", "sasrec"])
     """Baselines evaluated on the same rows: 'popularity', 'sasrec'."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
@@ -39,5 +42,16 @@ class EvalConfig:
         bad = set(self.baselines) - {"popularity", "sasrec"}
         if bad:
             raise ConfigError(f"eval.baselines: unknown baseline(s) {sorted(bad)}")
+        if not (isinstance(self.bf16, bool) or self.bf16 == "auto"):
+            raise ConfigError(f"eval.bf16: {self.bf16!r} is not one of 'auto', true, false")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width ({self.beam_width}) must be >= max(eval.ks) ({max(self.ks)})")
+        sr = self.sasrec
+        for name in ("epochs", "patience", "batch_size", "max_len", "hidden", "n_heads", "n_layers"):
+            if getattr(sr, name) < 1:
+                raise ConfigError(f"eval.sasrec.{name}: must be >= 1, got {getattr(sr, name)}")
+        if sr.hidden % sr.n_heads:
+            raise ConfigError(f"eval.sasrec.hidden ({sr.hidden}) must be a multiple of eval.sasrec.n_heads "
+                              f"({sr.n_heads})")
+        if not 0.0 <= sr.dropout < 1.0:
+            raise ConfigError(f"eval.sasrec.dropout: must be in [0, 1), got {sr.dropout}")

@@ -2,6 +2,9 @@
 
 One relevant item per row: HR@K = 1 if the target is among the first K predictions, and
 NDCG@K = 1 / log2(rank + 2) for a 0-based hit rank < K (the ideal DCG is 1).
+
+:func:`collapse_stats` tells whether a model ranks (nearly) the same list for every user -- the
+usual failure of a generative recommender that learned the item prior but not the history.
 """
 from __future__ import annotations
 
@@ -53,18 +56,56 @@ def count_invalid(topk_items: np.ndarray, catalog_item_ids: Sequence[int] | np.n
             "rows_with_duplicates": int(dup_rows)}
 
 
+COLLAPSE_MIN_ROWS = 20
+"""Fewer rows than this are never called collapsed (too few to tell)."""
+COLLAPSE_SAME_SHARE = 0.5
+"""Collapsed when at least this share of rows has the most common top-10 list ..."""
+COLLAPSE_TOP1_SHARE = 0.01
+"""... or when at most max(1, this share of rows) distinct items are ranked first."""
+
+
+def collapse_stats(topk_items: np.ndarray, n_catalog: int) -> dict:
+    """Diversity of the rankings ``topk_items`` [N, K] (item ids; ``PAD_ITEM`` slots ignored).
+
+    - ``distinct_top1``: distinct items ranked first over all rows;
+    - ``coverage@10``: share of the ``n_catalog`` items appearing in any row's top-10;
+    - ``same_top10_share``: share of rows whose top-10 (an ordered tuple) equals the most common one;
+    - ``collapsed``: with at least ``COLLAPSE_MIN_ROWS`` rows, ``same_top10_share >= 0.5`` or
+      ``distinct_top1 <= max(1, 0.01 * rows)``: (nearly) every user gets the same ranking, whatever
+      the history. A popularity baseline is collapsed by construction.
+    """
+    topk_items = np.asarray(topk_items)
+    if topk_items.ndim != 2:
+        raise ValueError(f"need topk_items [N, K], got {topk_items.shape}")
+    n_rows = int(topk_items.shape[0])
+    if n_rows == 0 or topk_items.shape[1] == 0:
+        return {"distinct_top1": 0, "coverage@10": 0.0, "same_top10_share": 0.0, "collapsed": False}
+    top1 = topk_items[:, 0]
+    distinct_top1 = int(np.unique(top1[top1 != PAD_ITEM]).size)
+    top10 = topk_items[:, :10]
+    covered = np.unique(top10[top10 != PAD_ITEM]).size
+    _, counts = np.unique(top10, axis=0, return_counts=True)
+    same = float(counts.max() / n_rows)
+    collapsed = n_rows >= COLLAPSE_MIN_ROWS and (
+        same >= COLLAPSE_SAME_SHARE or distinct_top1 <= max(1.0, COLLAPSE_TOP1_SHARE * n_rows))
+    return {"distinct_top1": distinct_top1, "coverage@10": float(covered / max(int(n_catalog), 1)),
+            "same_top10_share": same, "collapsed": bool(collapsed)}
+
+
 def evaluate_rankings(topk_items: np.ndarray, targets: np.ndarray,
                       catalog_item_ids: Sequence[int] | np.ndarray | None = None,
                       ks: Iterable[int] = DEFAULT_KS) -> dict:
     """All evaluation metrics for item-id predictions ``topk_items`` [N, K] and ``targets`` [N].
 
     Invalid predictions (not in ``catalog_item_ids``) are counted, never dropped: they simply
-    cannot be hits. Returns ``{"n": N, "hr@K": .., "ndcg@K": .., "invalid": .., ...}``.
+    cannot be hits. Returns ``{"n": N, "hr@K": .., "ndcg@K": .., "invalid": .., ...}`` and, given
+    the catalog, the :func:`collapse_stats` diagnostics.
     """
     topk_items = np.asarray(topk_items)
     out = {"n": int(topk_items.shape[0]), **ranking_metrics(topk_items, targets, ks)}
     if catalog_item_ids is not None:
         out.update(count_invalid(topk_items, catalog_item_ids))
+        out.update(collapse_stats(topk_items, len(np.asarray(catalog_item_ids))))
     return out
 
 

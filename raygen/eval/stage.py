@@ -18,42 +18,89 @@ from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
 from raygen.io import read_parquet
 from raygen.modelref import model_dir
+from raygen.precision import resolve_bf16
 from raygen.runner import StageContext
 
 log = logging.getLogger("raygen")
 
 
+def _note_precision(precision: dict | None, info: dict) -> None:
+    """Log the beam search's precision (once per change) and copy it into ``precision`` if given."""
+    if precision is None or precision != info:
+        log.info("eval precision: %s (%s)", "bf16" if info["bf16"] else "fp32", info["reason"])
+    if precision is not None:
+        precision.clear()
+        precision.update(info)
+
+
 def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id: int,
-              model=None) -> tuple[np.ndarray, np.ndarray]:
-    """Item-id rankings [N, beam_width] and scores of the model in ``mdir`` (or the given ``model``)."""
-    autocast = torch.bfloat16 if cfg.bf16 else None
+              model=None, precision: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Item-id rankings [N, beam_width] and scores of the model in ``mdir`` (or the given ``model``).
+
+    ``cfg.bf16`` ('auto', true, false) is resolved for the device the search runs on (the model's, or
+    each Ray actor's); ``precision``, if given, receives ``{"bf16": bool, "reason": str}``.
+    """
     if model is not None or cfg.num_actors == 0:
         if model is None:
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True)
+        use, reason = resolve_bf16(cfg.bf16, next(model.parameters()).device)
+        _note_precision(precision, {"bf16": use, "reason": reason})
         idx, scores = constrained_beam_search(model, rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
-                                              cfg.batch_size, autocast_dtype=autocast)
+                                              cfg.batch_size, autocast_dtype=torch.bfloat16 if use else None)
     else:
         from raygen.eval.ray_layer import evaluate_distributed
 
+        info: dict = {}
         idx, scores = evaluate_distributed(str(mdir), rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
                                            cfg.batch_size, num_actors=cfg.num_actors,
-                                           num_gpus_per_actor=cfg.num_gpus_per_actor,
-                                           autocast_dtype="bfloat16" if cfg.bf16 else None)
+                                           num_gpus_per_actor=cfg.num_gpus_per_actor, bf16=cfg.bf16,
+                                           precision=info)
+        _note_precision(precision, info)
     return indices_to_item_ids(idx.numpy(), catalog.item_ids), scores.numpy()
+
+
+def sasrec_valid_data(samples: pa.Table, index: dict[int, int]) -> tuple[list[list[int]], list[int], int]:
+    """The 'valid' split's histories and targets as catalog indices (``index``: item id -> index), for
+    SASRec early stopping, and how many rows were skipped (an item outside the catalog, or no history)."""
+    valid = samples.filter(pc.equal(samples.column("split"), "valid"))
+    hist, tgt, skipped = [], [], 0
+    for hs, t in zip(valid.column("history").to_pylist(), valid.column("target").to_pylist()):
+        if not hs or t not in index or any(h not in index for h in hs):
+            skipped += 1
+            continue
+        hist.append([index[h] for h in hs])
+        tgt.append(index[t])
+    return hist, tgt, skipped
+
+
+def fit_sasrec_baseline(samples: pa.Table, catalog: Catalog, cfg: EvalConfig):
+    """SASRec on the 'train' split, early-stopped on the 'valid' split; ``model.fit_info`` gains
+    ``valid_skipped_rows``."""
+    index = catalog.index_of()
+    train = samples.filter(pc.equal(samples.column("split"), "train"))
+    hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
+    vh, vt, skipped = sasrec_valid_data(samples, index)
+    if skipped:
+        log.warning("sasrec: %d valid row(s) skipped for early stopping (item outside the catalog or no history)",
+                    skipped)
+    model = fit_sasrec([[index[h] for h in hs] for hs in hist], [index[t] for t in tgt], len(catalog.item_ids),
+                       cfg.sasrec, valid_histories=vh, valid_targets=vt)
+    model.fit_info["valid_skipped_rows"] = skipped
+    log.info("sasrec: %s", model.fit_info)
+    return model
 
 
 def baseline_ranks(name: str, samples: pa.Table, catalog: Catalog, rows: Rows, cfg: EvalConfig,
                    cache: dict) -> np.ndarray:
-    train = samples.filter(pc.equal(samples.column("split"), "train"))
-    hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
     if name == "popularity":
+        train = samples.filter(pc.equal(samples.column("split"), "train"))
+        hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
         return popularity_rank(hist, tgt, len(rows.targets), cfg.beam_width)
     index = catalog.index_of()
     if "sasrec" not in cache:  # trained once, reused for every split
-        cache["sasrec"] = fit_sasrec([[index[h] for h in hs] for hs in hist], [index[t] for t in tgt],
-                                     len(catalog.item_ids), cfg.sasrec)
+        cache["sasrec"] = fit_sasrec_baseline(samples, catalog, cfg)
     top = sasrec_rank(cache["sasrec"], [[index[h] for h in hs] for hs in rows.histories], cfg.beam_width)
     return catalog.item_ids[top]
 
@@ -67,7 +114,8 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     if len(rows.targets) == 0:
         raise ValueError(f"split {split!r} has no evaluable rows")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    topk, scores = beam_rank(mdir, rows, catalog, cfg, pad, model=model)
+    topk, scores = beam_rank(mdir, rows, catalog, cfg, pad, model=model,
+                             precision=None if cache is None else cache.setdefault("precision", {}))
     if out is not None:
         write_predictions(out / f"predictions_{split}.parquet", rows.row_ids, rows.targets, topk, scores)
     table = {"raygen": evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks)}
@@ -94,6 +142,9 @@ def run_eval(ctx: StageContext) -> dict:
     main = "test" if "test" in per_split else cfg.splits[-1]
     slim = {m: {k: v for k, v in r.items() if k.startswith(("hr@", "ndcg@")) or k == "invalid"}
             for m, r in per_split[main].items()}
-    return {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
-            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
-            "skips": skips.to_dict()}
+    out = {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
+           "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
+           "skips": skips.to_dict(), "precision": cache.get("precision", {})}
+    if "sasrec" in cache:
+        out["sasrec_fit"] = cache["sasrec"].fit_info
+    return out

@@ -30,6 +30,12 @@ class LmConfig:
     sa_init_prefix_space: bool = True
     """Tokenise each keyword in its mid-sentence form ' keyword' (byte-level BPE gives whole-word tokens:
     SmolLM2 splits 'shoes' into 'sh'+'oes' but ' shoes' is one token); whitespace-only pieces are ignored."""
+    sa_init_rescale: bool = False
+    """With init='sa_init': scale each keyword row to the mean L2 norm of the pretrained vocabulary rows
+    (direction kept). A mean of many keyword embeddings is shorter than a real token row, and the more
+    keywords the shorter (SmolLM2: 1.4-2.2 vs a vocabulary mean of 3.2). Off by default = plain mean
+    pooling as the TS-Rec paper describes SA-Init; the lm stage's metrics record `vocab_mean_norm`,
+    `sid_mean_norm` and `sa_init_raw_mean_norm` under `init` either way."""
     init_std: float = 0.02
     """Standard deviation of init='random'."""
     seed: int = 0

@@ -47,7 +47,8 @@ def run_lm_init(ctx: StageContext) -> dict:
     model, tokenizer = load_backbone(cfg)
     sid_ids = add_sid_tokens(model, tokenizer, [r["token"] for r in rows])
     report = init_sid_rows(model, tokenizer, sid_ids, rows, strategy=cfg.init, sa_init_depth=cfg.sa_init_depth,
-                           seed=cfg.seed, std=cfg.init_std, prefix_space=cfg.sa_init_prefix_space)
+                           seed=cfg.seed, std=cfg.init_std, prefix_space=cfg.sa_init_prefix_space,
+                           sa_init_rescale=cfg.sa_init_rescale)
     log.info("SID rows initialised: %s", report)
     numbers = diagnose(model, sid_ids, ctx.out / "diagnostics", tag=f"init_{cfg.init}",
                        text_ids=base_rows(tokenizer, sid_ids), seed=cfg.seed)

@@ -1,4 +1,11 @@
-"""The report stage: one Markdown page with every stage's headline numbers and plots."""
+"""The report stage: one Markdown page with every stage's headline numbers and plots.
+
+Besides the headlines: the eval section says in words whether the model collapsed (every user
+getting nearly the same ranking, see :func:`raygen.eval.metrics.collapse_stats`) and shows the
+diversity diagnostics of every method, and a ``learning_curve`` list in align/sft metrics.json
+(dicts with ``step``, ``examples``, ``loss`` and optionally ``valid_ndcg@10`` / ``valid_hr@10``) is
+drawn into ``plots/learning_curve_<stage>.png``.
+"""
 from __future__ import annotations
 
 import json
@@ -17,8 +24,11 @@ HEADLINES = {
     "align": ["mode", "steps", "final_loss", "tokens_per_s"],
     "sft": ["mode", "steps", "final_loss", "tokens_per_s"],
     "rl": ["steps", "reward_mean_first", "reward_mean_last", "sync_s_mean"],
-    "eval": ["split", "n_rows", "invalid", "table"],
+    "eval": ["split", "n_rows", "invalid", "table", "sasrec_fit"],
 }
+COLLAPSE_KEYS = ["distinct_top1", "coverage@10", "same_top10_share", "collapsed"]
+"""Diversity diagnostics per method and split in eval/metrics.json (``collapse_stats``)."""
+CURVE_VALID_KEYS = ["valid_ndcg@10", "valid_hr@10"]
 
 
 def _get(d: dict, dotted: str):
@@ -37,13 +47,82 @@ def _fmt(v) -> str:
     return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
 
-def _metric_table(rows: dict) -> list[str]:
-    """rows: {method: {metric: value}} -> Markdown table lines."""
-    metrics = sorted({m for r in rows.values() for m in r})
+def _metric_order(name: str) -> tuple:
+    """Sort key: 'name@K' metrics grouped by name, K ascending (hr@1, hr@3, hr@5, hr@10, ndcg@1, ...),
+    then the other columns alphabetically."""
+    base, at, k = name.partition("@")
+    return (0, base, int(k), "") if at and k.isdigit() else (1, "", 0, name)
+
+
+def _metric_table(rows: dict, columns: list[str] | None = None) -> list[str]:
+    """rows: {method: {metric: value}} -> Markdown table lines (``columns``: their order; default all
+    metrics in :func:`_metric_order`)."""
+    metrics = columns or sorted({m for r in rows.values() for m in r}, key=_metric_order)
     lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(m, "")) for m in metrics) + " |")
     return lines
+
+
+def collapse_lines(m: dict) -> list[str]:
+    """Eval-section lines: a sentence per split on which the model collapsed, then the diagnostics."""
+    splits = m.get("splits") or {}
+    lines = []
+    for split, table in splits.items():
+        r = (table or {}).get("raygen") or {}
+        if r.get("collapsed"):
+            lines += [f"> Collapsed: every user gets nearly the same ranking on the `{split}` split -- "
+                      f"{r.get('same_top10_share', 0):.0%} of the {r.get('n', '?')} rows share one top-10 "
+                      f"list, {r.get('distinct_top1', '?')} distinct item(s) are ranked first, and the top-10 "
+                      f"lists cover {r.get('coverage@10', 0):.1%} of the catalog. The model ignores the user's "
+                      f"history; its HR/NDCG come from the item prior alone.", ""]
+    diag = {f"{method} ({split})": {k: r[k] for k in COLLAPSE_KEYS if k in r}
+            for split, table in splits.items() for method, r in (table or {}).items()
+            if isinstance(r, dict) and "collapsed" in r}
+    if diag:
+        if not lines:
+            lines += ["Not collapsed: the model's rankings vary across users (diagnostics below).", ""]
+        lines += ["Ranking diversity (a popularity baseline is collapsed by construction):", ""]
+        lines += _metric_table(diag, COLLAPSE_KEYS) + [""]
+    return lines
+
+
+def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
+    """Train loss (left axis) and valid NDCG@10 / HR@10 (right axis) against examples seen (or steps
+    when no entry has ``examples``). Returns False, writing nothing, when there is nothing to draw."""
+    pts = [c for c in curve if isinstance(c, dict)]
+    xkey = "examples" if any(c.get("examples") is not None for c in pts) else "step"
+
+    def series(key):
+        return [(c[xkey], c[key]) for c in pts if c.get(xkey) is not None and isinstance(c.get(key), (int, float))]
+
+    loss, valid = series("loss"), {k: series(k) for k in CURVE_VALID_KEYS}
+    if not loss and not any(valid.values()):
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    handles = []
+    if loss:
+        handles += ax.plot(*zip(*loss), color="tab:blue", label="train loss")
+        ax.set_ylabel("train loss")
+    ax.set_xlabel("examples seen" if xkey == "examples" else "step")
+    if any(valid.values()):
+        ax2 = ax.twinx()
+        for (key, pts_k), (color, marker) in zip(valid.items(), [("tab:orange", "o"), ("tab:green", "s")]):
+            if pts_k:
+                handles += ax2.plot(*zip(*pts_k), color=color, marker=marker, label=key.replace("_", " "))
+        ax2.set_ylabel("valid metric")
+    ax.legend(handles=handles, loc="best", fontsize="small")
+    ax.set_title(title)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return True
 
 
 def build_report(run_dir: Path, out: Path) -> dict:
@@ -61,10 +140,17 @@ def build_report(run_dir: Path, out: Path) -> dict:
             if v is None:
                 continue
             if key == "table" and isinstance(v, dict):
-                lines += _metric_table(v) + [""]
+                lines += [""] + _metric_table(v) + [""]  # a table needs a blank line after a list
             else:
                 lines.append(f"- **{key}**: {_fmt(v)}")
         lines.append("")
+        if stage == "eval":
+            lines += collapse_lines(m)
+        curve = m.get("learning_curve")
+        if isinstance(curve, list) and curve:
+            rel = Path("plots") / f"learning_curve_{stage}.png"
+            if plot_learning_curve(curve, out / rel, f"{stage} learning curve"):
+                lines += [f"![{stage} learning curve]({rel})", ""]
         for png in sorted(folder.rglob("*.png")):
             rel = Path("plots") / f"{stage}_{png.name}"
             (out / "plots").mkdir(exist_ok=True)

@@ -21,17 +21,23 @@ def bf16_supported(use_gpu: bool) -> bool:
     return True  # DeepSpeed's CPU accelerator supports bf16 (slow without AVX512-BF16/AMX)
 
 
-def deepspeed_config(cfg: TrainConfig, *, bf16_ok: bool | None = None) -> dict:
+def deepspeed_config(cfg: TrainConfig, *, bf16_ok: bool | None = None, bf16: bool | None = None) -> dict:
     """The ``config`` dict for ``deepspeed.initialize``.
 
     The optimizer's per-group ``weight_decay`` comes from the param groups passed as
     ``model_parameters`` (STAR's embedding group has 0); the value here is only the default.
     bf16 mode is on when ``cfg.bf16`` and ``cfg.bf16_impl == 'deepspeed'`` and the accelerator supports
     it (``bf16_ok``, default :func:`bf16_supported`); with ``bf16_impl='autocast'`` DeepSpeed stays fp32.
+    ``bf16``: the worker's resolved choice (:func:`raygen.precision.resolve_bf16`); None resolves
+    ``cfg.bf16`` here for this process's device ('auto' never counts as on without resolving).
     """
     if bf16_ok is None:
         bf16_ok = bf16_supported(cfg.use_gpu)
-    ds_bf16 = cfg.bf16 and cfg.bf16_impl == "deepspeed" and bf16_ok
+    if bf16 is None:
+        from raygen.precision import resolve_bf16
+
+        bf16 = resolve_bf16(cfg.bf16, "cuda" if cfg.use_gpu else "cpu")[0]
+    ds_bf16 = bool(bf16) and cfg.bf16_impl == "deepspeed" and bf16_ok
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage in (1, 2):
         zero.update(contiguous_gradients=True, overlap_comm=cfg.use_gpu, reduce_scatter=True)

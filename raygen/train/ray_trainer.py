@@ -229,11 +229,12 @@ def _worker_loop(config: dict) -> dict:
     validator = None
     if config.get("valid"):
         validator = Validator(ValidSet(**config["valid"]), beam_width=cfg.valid_beam, batch_size=cfg.valid_batch_size,
-                              patience=cfg.patience, autocast_dtype=torch.bfloat16 if use_bf16 else None)
+                              patience=cfg.patience, autocast_dtype=torch.bfloat16 if use_bf16 else None,
+                              sid_only=cfg.sid_only_head, eos_id=_eos_ids(model_dir, lm.config))
     if cfg.deepspeed:
         import deepspeed
 
-        engine, *_ = deepspeed.initialize(model=module, model_parameters=groups, config=deepspeed_config(cfg),
+        engine, *_ = deepspeed.initialize(model=module, model_parameters=groups, config=deepspeed_config(cfg, bf16=use_bf16),
                                           lr_scheduler=lambda opt: linear_schedule(opt, cfg.warmup_steps, total))
     else:
         wrapped = ray.train.torch.prepare_model(module)

@@ -47,6 +47,9 @@ class Validator:
     """Stop after this many evaluations in a row without improvement (0 = never stop early)."""
     metric: str = "ndcg@10"
     autocast_dtype: torch.dtype | None = None
+    sid_only: bool = False
+    """Score over the SID tokens + ``eos_id`` only (models trained with ``sid_only_head``)."""
+    eos_id: int | list[int] | None = None
     best: float = float("-inf")
     best_step: int = -1
     bad: int = 0
@@ -62,7 +65,7 @@ class Validator:
         """HR@K / NDCG@K (K = 1, 5, 10; a K above the beam width scores the whole beam) on the valid rows."""
         items, _ = constrained_beam_search(model, self.valid.prompt_ids, self.sid, self.beam_width,
                                            self.valid.pad_id, self.batch_size, autocast_dtype=self.autocast_dtype,
-                                           trie=self.trie)
+                                           trie=self.trie, sid_only=self.sid_only, eos_id=self.eos_id)
         return ranking_metrics(items.numpy(), self.targets, METRIC_KS)
 
     def record(self, step: int, metrics: dict[str, float], extra: dict | None = None) -> bool:

@@ -1,0 +1,88 @@
+"""The run report: K-ordered metric tables, the collapse sentence and the learning-curve plot."""
+from __future__ import annotations
+
+import json
+
+from raygen.report.stage import _metric_table, build_report, plot_learning_curve
+from raygen.runner import SUCCESS
+
+
+def _stage(run_dir, name, metrics):
+    d = run_dir / name
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    (d / SUCCESS).write_text("{}")
+
+
+def _row(ndcg, collapsed, same, top1):
+    r = {"n": 100, "invalid": 0, "distinct_top1": top1, "coverage@10": 0.05, "same_top10_share": same,
+         "collapsed": collapsed}
+    for k in (1, 3, 5, 10):
+        r[f"hr@{k}"], r[f"ndcg@{k}"] = ndcg * k, ndcg
+    return r
+
+
+def _eval_metrics(collapsed: bool) -> dict:
+    split = {"raygen": _row(0.01, collapsed, 0.9 if collapsed else 0.02, 1 if collapsed else 60),
+             "popularity": _row(0.02, True, 1.0, 1)}
+    table = {m: {k: v for k, v in r.items() if k.startswith(("hr@", "ndcg@")) or k == "invalid"}
+             for m, r in split.items()}
+    return {"seconds": 1.0, "split": "test", "n_rows": 100, "invalid": 0, "table": table,
+            "splits": {"valid": split, "test": split},
+            "sasrec_fit": {"epochs_run": 14, "best_epoch": 4, "best_valid_ndcg@10": 0.05}}
+
+
+def test_metric_table_columns_in_k_order():
+    rows = {"raygen": {"ndcg@10": 0.1, "hr@10": 0.2, "invalid": 0, "hr@1": 0.0, "hr@5": 0.1, "hr@3": 0.05,
+                       "ndcg@1": 0.0}}
+    header = _metric_table(rows)[0]
+    assert header == "| method | hr@1 | hr@3 | hr@5 | hr@10 | ndcg@1 | ndcg@10 | invalid |"
+
+
+def test_report_says_when_the_model_collapsed(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    _stage(run, "eval", _eval_metrics(collapsed=True))
+    build_report(run, out)
+    text = (out / "report.md").read_text()
+    assert "Collapsed: every user gets nearly the same ranking on the `test` split" in text
+    assert "90% of the 100 rows share one top-10 list" in text
+    assert "| method | hr@1 | hr@3 | hr@5 | hr@10 | ndcg@1 | ndcg@3 | ndcg@5 | ndcg@10 | invalid |" in text
+    assert "| method | distinct_top1 | coverage@10 | same_top10_share | collapsed |" in text
+    assert "| raygen (test) | 1 | 0.05 | 0.9 | True |" in text
+    assert "best_epoch" in text  # SASRec early-stopping record
+
+
+def test_report_shows_diagnostics_when_not_collapsed(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    _stage(run, "eval", _eval_metrics(collapsed=False))
+    build_report(run, out)
+    text = (out / "report.md").read_text()
+    assert "Collapsed:" not in text and "Not collapsed" in text
+    assert "| raygen (valid) | 60 | 0.05 | 0.02 | False |" in text
+    assert "| popularity (test) | 1 | 0.05 | 1 | True |" in text
+
+
+def test_report_draws_learning_curve(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    curve = [{"step": s, "examples": 8 * s, "loss": 3.0 / s} for s in range(1, 21)]
+    for c in curve[4::5]:
+        c.update({"valid_ndcg@10": c["step"] / 100, "valid_hr@10": c["step"] / 50})
+    _stage(run, "sft", {"seconds": 2.0, "mode": "full", "steps": 20, "final_loss": 0.15, "learning_curve": curve})
+    build_report(run, out)
+    png = out / "plots" / "learning_curve_sft.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "![sft learning curve](plots/learning_curve_sft.png)" in text
+    assert "learning_curve" not in text.split("## sft")[1].split("![")[0]  # not dumped as JSON
+
+
+def test_plot_learning_curve_edge_cases(tmp_path):
+    assert plot_learning_curve([{"step": 1}], tmp_path / "a.png", "t") is False
+    assert not (tmp_path / "a.png").exists()
+    # no 'examples' anywhere: steps on x; valid points only
+    assert plot_learning_curve([{"step": 5, "valid_ndcg@10": 0.1}, {"step": 10, "valid_ndcg@10": 0.2}],
+                               tmp_path / "b.png", "t")
+    assert (tmp_path / "b.png").stat().st_size > 0
