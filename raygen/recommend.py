@@ -134,7 +134,8 @@ class Recommender:
         seen = set(history) if exclude_history else set()
         beams = min(n_items, k + len(seen))
         idx, scores = constrained_beam_search(self.model, [self.prompt_ids(history)], self.catalog.sid_matrix,
-                                              beams, self.pad_id, batch_size=1)
+                                              beams, self.pad_id, batch_size=1, sid_only=self.cfg.eval.sid_only_head,
+                                              eos_id=self.tokenizer.eos_token_id)
         out = []
         for i, s in zip(idx[0].tolist(), scores[0].tolist()):
             if i < 0:  # fewer live beams than asked (never with beams <= n_items, kept for safety)

@@ -68,8 +68,11 @@ def test_scores_are_the_model_log_probabilities_and_k_is_capped(tiny_run, tiny_c
     prompt = rec.prompt_ids([105, 106])
     sid_ids = rec.tokenizer.convert_tokens_to_ids(rec.tokenizer.tokenize(top["sid"]))
     assert len(sid_ids) == 3
-    with torch.no_grad():
-        logits = rec.model(torch.tensor([prompt + sid_ids])).logits[0].log_softmax(-1)
+    with torch.no_grad():  # eval.sid_only_head (default): log-softmax over the SID tokens + EOS
+        raw = rec.model(torch.tensor([prompt + sid_ids])).logits[0]
+    allowed = torch.unique(torch.cat([rec.catalog.sid_matrix.flatten(), torch.tensor([rec.tokenizer.eos_token_id])]))
+    logits = torch.full_like(raw, float("-inf"))
+    logits[:, allowed] = raw[:, allowed].log_softmax(-1)
     expected = sum(float(logits[len(prompt) - 1 + j, t]) for j, t in enumerate(sid_ids))
     assert top["score"] == pytest.approx(expected, abs=1e-4)
     # the prompt is the run's training format: the saved tasks config (sequence prefix) is used

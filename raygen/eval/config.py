@@ -26,6 +26,11 @@ class EvalConfig:
     """Run the beam search under bf16 autocast: 'auto' (default) = bf16 on GPUs that support it and on
     CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere, decided where the search runs; true / false
     force it. The choice and its reason go to the eval metrics ('precision')."""
+    sid_only_head: bool = True
+    """Score the beam search over the SID tokens + EOS only (log-softmax over those; what a model
+    trained with `sft.sid_only_head` normalises over, and ~50x less head work than the whole
+    vocabulary). false = full-vocabulary log-probabilities. Within one beam both rank the allowed
+    tokens the same; across beams the normaliser differs."""
     baselines: list[str] = field(default_factory=lambda: ["popularity", "sasrec"])
     """Baselines evaluated on the same rows: 'popularity', 'sasrec'."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)

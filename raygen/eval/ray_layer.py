@@ -17,7 +17,7 @@ class BeamSearchWorker:
 
     def __init__(self, model_dir: str, sid_matrix: np.ndarray, beam_width: int, pad_id: int, batch_size: int,
                  dtype: str = "float32", autocast_dtype: str | None = None, trust_remote_code: bool = False,
-                 bf16: bool | str | None = None):
+                 bf16: bool | str | None = None, sid_only: bool = False, eos_id: int | list[int] | None = None):
         """``bf16`` ('auto', True, False) overrides ``autocast_dtype``: resolved here, on the actor's device."""
         from transformers import AutoModelForCausalLM
 
@@ -35,7 +35,8 @@ class BeamSearchWorker:
             reason = f"autocast_dtype={autocast_dtype!r} given"
         self.precision = {"bf16": autocast_dtype == "bfloat16", "reason": reason}
         self.kw = dict(beam_width=beam_width, pad_id=pad_id, batch_size=batch_size,
-                       autocast_dtype=getattr(torch, autocast_dtype) if autocast_dtype else None)
+                       autocast_dtype=getattr(torch, autocast_dtype) if autocast_dtype else None,
+                       sid_only=sid_only, eos_id=eos_id)
 
     def precision_info(self) -> dict:
         """``{"bf16": bool, "reason": str}``: the precision this actor's beam search runs in."""
@@ -53,7 +54,8 @@ def evaluate_distributed(model_dir: str, prompt_ids: list[list[int]], sid_matrix
                          batch_size: int = 16, num_actors: int = 1, num_gpus_per_actor: float = 0.0,
                          num_cpus_per_actor: float = 1.0, dtype: str = "float32",
                          autocast_dtype: str | None = None, bf16: bool | str | None = None,
-                         precision: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         precision: dict | None = None, sid_only: bool = False,
+                         eos_id: int | list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Constrained beam search of ``prompt_ids`` on ``num_actors`` Ray actors; same outputs as local.
 
     ``bf16`` ('auto', True or False; overrides ``autocast_dtype``) is resolved by each actor for its own
@@ -72,7 +74,7 @@ def evaluate_distributed(model_dir: str, prompt_ids: list[list[int]], sid_matrix
     actor_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(BeamSearchWorker)
     sid_ref = ray.put(sid)
     actors = [actor_cls.remote(model_dir, sid_ref, beam_width, pad_id, batch_size, dtype, autocast_dtype,
-                               bf16=bf16) for _ in range(num_actors)]
+                               bf16=bf16, sid_only=sid_only, eos_id=eos_id) for _ in range(num_actors)]
     try:
         if precision is not None:
             infos = ray.get([a.precision_info.remote() for a in actors])

@@ -34,7 +34,7 @@ def _note_precision(precision: dict | None, info: dict) -> None:
 
 
 def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id: int,
-              model=None, precision: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+              model=None, precision: dict | None = None, eos_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Item-id rankings [N, beam_width] and scores of the model in ``mdir`` (or the given ``model``).
 
     ``cfg.bf16`` ('auto', true, false) is resolved for the device the search runs on (the model's, or
@@ -48,7 +48,8 @@ def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id:
         use, reason = resolve_bf16(cfg.bf16, next(model.parameters()).device)
         _note_precision(precision, {"bf16": use, "reason": reason})
         idx, scores = constrained_beam_search(model, rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
-                                              cfg.batch_size, autocast_dtype=torch.bfloat16 if use else None)
+                                              cfg.batch_size, autocast_dtype=torch.bfloat16 if use else None,
+                                              sid_only=cfg.sid_only_head, eos_id=eos_id)
     else:
         from raygen.eval.ray_layer import evaluate_distributed
 
@@ -56,7 +57,7 @@ def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id:
         idx, scores = evaluate_distributed(str(mdir), rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
                                            cfg.batch_size, num_actors=cfg.num_actors,
                                            num_gpus_per_actor=cfg.num_gpus_per_actor, bf16=cfg.bf16,
-                                           precision=info)
+                                           precision=info, sid_only=cfg.sid_only_head, eos_id=eos_id)
         _note_precision(precision, info)
     return indices_to_item_ids(idx.numpy(), catalog.item_ids), scores.numpy()
 
@@ -115,7 +116,8 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
         raise ValueError(f"split {split!r} has no evaluable rows")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     topk, scores = beam_rank(mdir, rows, catalog, cfg, pad, model=model,
-                             precision=None if cache is None else cache.setdefault("precision", {}))
+                             precision=None if cache is None else cache.setdefault("precision", {}),
+                             eos_id=tokenizer.eos_token_id)
     if out is not None:
         write_predictions(out / f"predictions_{split}.parquet", rows.row_ids, rows.targets, topk, scores)
     table = {"raygen": evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks)}
