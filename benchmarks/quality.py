@@ -349,7 +349,8 @@ def main() -> None:
     for name in variants:
         per_variant[name] = {"overrides": [o.format(ts=a.ts_ratio) for o in VARIANTS[name]], "runs": []}
         rows[name], curves[name] = [], []
-        for seed in seeds:
+    for seed in seeds:  # seed-major: an interrupted run still has every variant on the first seeds
+        for name in variants:
             record, r, curve, (row_ids, targets), last_run = run_variant(name, seed, a, base, cache, runs_root)
             if scored is not None and not np.array_equal(scored[0], row_ids):
                 raise RuntimeError("variants were scored on different test rows")
@@ -357,9 +358,9 @@ def main() -> None:
             per_variant[name]["runs"].append({"seed": seed, **record})
             rows[name].append(r)
             curves[name].append(curve)
-        per_variant[name]["summary"] = summarize(rows[name])
-        per_variant[name]["collapse"] = [x["collapse"] for x in per_variant[name]["runs"]]
-        _write(a, per_variant, {}, {}, seeds, t0, partial=True)  # progress survives an interrupted run
+            per_variant[name]["summary"] = summarize(rows[name])
+            per_variant[name]["collapse"] = [x["collapse"] for x in per_variant[name]["runs"]]
+            _write(a, per_variant, {}, {}, seeds, t0, partial=True)  # progress survives an interrupted run
 
     cfg = load_config(a.config, base)
     base_rows = baselines(cfg, last_run, seeds, scored[1], scored[0])

@@ -55,3 +55,30 @@ def test_record_best_patience_and_state_round_trip(tiny_llama):
 
 def test_broadcast_without_process_group_is_identity():
     assert broadcast_metrics({"a": 1.5}, ["a"], "cpu") == {"a": 1.5}
+
+
+def test_fit_local_learns_a_cycle_keeps_best_and_stops(tiny_llama):
+    """The single-process trainer (same cores as the Ray worker) on a learnable item cycle."""
+    from raygen.train.config import TrainConfig
+    from raygen.train.local import fit_local
+
+    torch.manual_seed(0)
+    lm = tiny_llama(vocab_size=80)
+    items = [[60 + i, 70 + (i * 3) % 6] for i in range(6)]
+    rows, g = [], torch.Generator().manual_seed(0)
+    for _ in range(48):
+        seq = [int(torch.randint(0, 6, (1,), generator=g))]
+        for _ in range(4):
+            seq.append((seq[-1] + 1) % 6)
+        flat = [t for i in seq for t in items[i]]
+        rows.append({"input_ids": [5, 6] + flat, "labels": [-100] * 4 + flat[2:]})
+    valid = ValidSet([[5, 6] + items[i] for i in range(6)], [(i + 1) % 6 for i in range(6)], items, pad_id=0)
+    cfg = TrainConfig(mode="full", batch_size=8, max_steps=300, lr=3e-2, valid_every=5, valid_beam=6, patience=3,
+                      pad_to="packing", max_len=64, bf16=False, sid_only_head=True)
+    sid_ids = sorted({t for s in items for t in s})
+    model, summary = fit_local(lm, rows, sid_ids, cfg, pad_id=0, eos_ids=[2], valid=valid)
+    best = max(c["valid_ndcg@10"] for c in summary["learning_curve"])
+    assert summary["stopped_early"] and summary["final_step"] < 300 and best > 0.6
+    assert summary["exported_step"] == summary["best_step"]
+    v = Validator(valid, beam_width=6, sid_only=True, eos_id=[2])
+    assert v.evaluate(model)["ndcg@10"] == best  # the returned model is the best state

@@ -43,7 +43,7 @@ from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_en
 from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, has_tokenizer, linear_schedule,
                                steps_per_epoch, train_steps)
 from raygen.precision import resolve_bf16
-from raygen.train.validation import METRIC_KEYS, ValidSet, Validator, broadcast_metrics
+from raygen.train.validation import Progress, ValidSet, Validator
 from raygen.train.masks import as_ids, count_trainable, load_trainable_state, prepare_trainable, sid_weights, \
     trainable_state_dict
 
@@ -268,37 +268,12 @@ def _worker_loop(config: dict) -> dict:
     stats = _Stats(device)
     last_report = {"step": start_step}
     examples_per_step = cfg.batch_size * cfg.grad_accum * world
-    clock = {"train_s": 0.0, "loss_sum": 0.0, "loss_n": 0}
-
-    def validate(step: int) -> dict:
-        """Validation on rank 0, broadcast; records the curve and keeps the best state."""
-        metrics = broadcast_metrics(validator.evaluate(lm) if rank == 0 else None, METRIC_KEYS, device)
-        loss = clock["loss_sum"] / max(clock["loss_n"], 1)
-        clock["loss_sum"], clock["loss_n"] = 0.0, 0
-        improved = validator.record(step, metrics, {"examples": step * examples_per_step, "loss": loss,
-                                                    "train_s": round(clock["train_s"], 2)})
-        if improved and cfg.keep_best:
-            state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
-            if rank == 0:
-                validator.keep(state)
-        if rank == 0:
-            log.info("valid step %d: %s (best %.4f at step %d)", step,
-                     {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")},
-                     validator.best, validator.best_step)
-        return {f"valid_{k}": v for k, v in metrics.items()}
+    progress = Progress(cfg, validator, examples_per_step, stop, device, rank, log)
+    state_fn = lambda: gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)  # noqa: E731
 
     def on_step(res: StepResult) -> bool:
         stats.add(res, timed=res.step > start_step + 1)  # the first step (warm-up) is not timed
-        clock["train_s"] += res.seconds
-        clock["loss_sum"] += res.loss
-        clock["loss_n"] += 1
-        out_of_time = bool(broadcast_metrics(
-            {"t": float(cfg.time_budget_s > 0 and clock["train_s"] >= cfg.time_budget_s)}, ["t"], device)["t"])
-        last = res.step == stop or out_of_time
-        valid_metrics = {}
-        if validator is not None and (res.step % cfg.valid_every == 0 or last):
-            valid_metrics = validate(res.step)
-        done = last or (validator is not None and validator.should_stop)
+        done, valid_metrics = progress.step(res, lm, state_fn)
         due_ckpt = cfg.checkpoint_every > 0 and res.step % cfg.checkpoint_every == 0
         if res.step % cfg.log_every == 0 or due_ckpt or done or valid_metrics:
             metrics = {**stats.window(res), **valid_metrics}
@@ -326,7 +301,7 @@ def _worker_loop(config: dict) -> dict:
         if changed:
             raise RuntimeError(f"STAR mask leak: {changed} non-SID rows of the vocabulary matrices changed")
     t_export = time.time()
-    state = gather(lambda: trainable_state_dict(lm, cfg.mode, sid_ids) if rank == 0 else None)
+    state = state_fn()
     exported_step = step
     if validator is not None and cfg.keep_best and validator.best_state is not None:
         state, exported_step = validator.best_state, validator.best_step

@@ -94,6 +94,50 @@ class Validator:
         self.bad, self.curve = int(state["bad"]), list(state["curve"])
 
 
+class Progress:
+    """The per-step bookkeeping of validation-driven training, shared by the Ray worker and
+    :func:`raygen.train.local.fit_local`: train-time clock and loss since the last validation, the time
+    budget, when to validate, keep-best and when to stop. ``state_fn()`` returns the trainable state
+    (called on every rank when a new best is found: under ZeRO-3 it is a collective)."""
+
+    def __init__(self, cfg, validator: Validator | None, examples_per_step: int, stop_step: int, device,
+                 rank: int = 0, log=None):
+        self.cfg, self.validator, self.examples_per_step = cfg, validator, examples_per_step
+        self.stop_step, self.device, self.rank, self.log = stop_step, device, rank, log
+        self.train_s, self.loss_sum, self.loss_n = 0.0, 0.0, 0
+
+    def step(self, res, model, state_fn) -> tuple[bool, dict]:
+        """After optimizer step ``res`` (a StepResult): ``(done, {"valid_<metric>": ...} or {})``."""
+        self.train_s += res.seconds
+        self.loss_sum += res.loss
+        self.loss_n += 1
+        budget = self.cfg.time_budget_s
+        out_of_time = bool(broadcast_metrics({"t": float(budget > 0 and self.train_s >= budget)}, ["t"],
+                                             self.device)["t"])
+        last = res.step == self.stop_step or out_of_time
+        v = self.validator
+        metrics = {}
+        if v is not None and (res.step % self.cfg.valid_every == 0 or last):
+            metrics = self.validate(res.step, model, state_fn)
+        return last or (v is not None and v.should_stop), metrics
+
+    def validate(self, step: int, model, state_fn) -> dict:
+        v = self.validator
+        metrics = broadcast_metrics(v.evaluate(model) if self.rank == 0 else None, METRIC_KEYS, self.device)
+        loss = self.loss_sum / max(self.loss_n, 1)
+        self.loss_sum, self.loss_n = 0.0, 0
+        improved = v.record(step, metrics, {"examples": step * self.examples_per_step, "loss": loss,
+                                            "train_s": round(self.train_s, 2)})
+        if improved and self.cfg.keep_best:
+            state = state_fn()
+            if self.rank == 0:
+                v.keep(state)
+        if self.rank == 0 and self.log is not None:
+            self.log.info("valid step %d: %s (best %.4f at step %d)", step,
+                          {k: round(x, 4) for k, x in metrics.items() if k.endswith("@10")}, v.best, v.best_step)
+        return {f"valid_{k}": x for k, x in metrics.items()}
+
+
 def broadcast_metrics(metrics: dict[str, float] | None, keys: Sequence[str], device) -> dict[str, float]:
     """Rank 0's ``metrics`` on every rank (a no-op without a process group)."""
     import torch.distributed as dist
