@@ -86,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from raygen.configbase import ConfigError
     from raygen.data.schema import DataError
     from raygen.recommend import RecommendError
+    from raygen.runner import RunnerError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, RecommendError, FileNotFoundError) as e:
-        print(f"raygen: error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, RecommendError, RunnerError, FileNotFoundError) as e:
+        msg = " ".join(str(e).splitlines())  # one line, whatever the message holds
+        print(f"raygen: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -7,10 +7,14 @@ Each section's fields and their documentation live next to the stage that uses t
 """
 from __future__ import annotations
 
+import copy
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raygen.configbase import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from raygen.configbase import (ConfigError, apply_overrides, from_dict, load_yaml, override_key, register_check,
+                               to_dict)
 from raygen.corpus.config import CorpusConfig
 from raygen.data.config import DataConfig
 from raygen.eval.config import EvalConfig
@@ -32,6 +36,10 @@ class RayConfig:
     dashboard: bool = False
     """Start the dashboard of a local Ray (bound to 127.0.0.1 only)."""
 
+    def validate(self) -> None:
+        if self.num_cpus < 0:
+            raise ConfigError(f"ray.num_cpus: must be >= 0 (0 = all of this machine's), got {self.num_cpus}")
+
 
 @dataclass
 class PipelineConfig:
@@ -52,13 +60,117 @@ class PipelineConfig:
     rl: RlConfig = field(default_factory=RlConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def validate(self) -> None:
+        from raygen.pipeline import stage_names
+
+        bad = [s for s in self.stages if s not in stage_names()]
+        if bad:
+            raise ConfigError(f"stages: unknown stage(s) {bad}; stages are {stage_names()}")
+
+
+# --- checks of sections whose config classes live in stage packages (registered with from_dict) ---
+
+
+def _at_least(obj, prefix: str, minimum, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{prefix}.{name}: must be >= {minimum}, got {getattr(obj, name)}")
+
+
+def _check_eval(cfg: EvalConfig, prefix: str) -> None:
+    prefix = prefix or "eval"
+    if not cfg.ks:
+        raise ConfigError(f"{prefix}.ks: give at least one cut-off K of HR@K / NDCG@K, e.g. [1, 5, 10]")
+    for i, k in enumerate(cfg.ks):
+        if k < 1:
+            raise ConfigError(f"{prefix}.ks[{i}]: must be >= 1, got {k}")
+    _at_least(cfg, prefix, 1, "beam_width", "batch_size")
+    _at_least(cfg, prefix, 0, "max_rows", "num_actors", "num_gpus_per_actor")
+    if cfg.sasrec.lr <= 0:
+        raise ConfigError(f"{prefix}.sasrec.lr: must be > 0, got {cfg.sasrec.lr}")
+    _at_least(cfg.sasrec, f"{prefix}.sasrec", 0, "weight_decay")
+
+
+SMOLLM2_LAYERS = 30
+"""Decoder layers of the packaged SmolLM2-135M-Instruct (lm.model 'smollm2')."""
+
+
+def model_layers(model: str) -> int | None:
+    """Decoder layers of ``lm.model`` when known without loading it: the packaged SmolLM2, or a local
+    folder's config.json; None for an HF id or an unreadable config (checked when the lm stage loads it)."""
+    from raygen.models import SMOLLM2_ALIASES
+
+    if model in SMOLLM2_ALIASES:
+        return SMOLLM2_LAYERS
+    path = Path(model) / "config.json"
+    try:
+        conf = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(conf, dict):
+        return None
+    for c in (conf, conf.get("text_config")):
+        if isinstance(c, dict) and isinstance(c.get("num_hidden_layers"), int):
+            return c["num_hidden_layers"]
+    return None
+
+
+def _check_lm(cfg: LmConfig, prefix: str) -> None:
+    total = model_layers(cfg.model) if cfg.num_layers > 0 else None
+    if total is not None and cfg.num_layers > total:
+        raise ConfigError(f"{prefix or 'lm'}.num_layers: {cfg.num_layers} but {cfg.model} has only {total} layers "
+                          "(0 = all)")
+
+
+TRAIN_MODES = ("embeddings", "lora", "full")
+
+
+def _check_train(cfg, prefix: str) -> None:
+    if cfg.mode not in TRAIN_MODES:
+        raise ConfigError(f"{prefix or 'train'}.mode: {cfg.mode!r} is not one of {list(TRAIN_MODES)}")
+    _at_least(cfg, prefix or "train", 1, "lora_alpha")
+
+
+register_check(EvalConfig, _check_eval)
+register_check(LmConfig, _check_lm)
+register_check(AlignConfig, _check_train)
+register_check(SftConfig, _check_train)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def _names_key(msg: str, key: str) -> bool:
+    """Whether an error message names dotted ``key`` (itself, or a key below it)."""
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", msg) is not None
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.field=value`` overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.field=value`` overrides.
+
+    An error names where the bad value came from: the command-line override whose key the error names
+    (or, when the file alone is valid, the overrides), else the YAML file.
+    """
+    overrides = list(overrides or [])
     data = load_yaml(path) if path else {}
-    data = apply_overrides(data, overrides or [])
+    file_only = copy.deepcopy(data)
+    data = apply_overrides(data, overrides)
     try:
         return from_dict(PipelineConfig, data)
     except ConfigError as e:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{e}") from None
+        msg = str(e)
+        named = [ov for ov in overrides if _names_key(msg, override_key(ov))]
+        if named:
+            raise ConfigError(f"command-line override {named[-1]!r}: {msg}") from None
+        if overrides and (not path or _valid(file_only)):
+            which = f"override {overrides[0]!r}" if len(overrides) == 1 else f"overrides {overrides}"
+            raise ConfigError(f"command-line {which}: {msg}") from None
+        raise ConfigError(f"{path}: {msg}" if path else msg) from None
+
+
+def _valid(data: dict) -> bool:
+    try:
+        from_dict(PipelineConfig, data)
+    except ConfigError:
+        return False
+    return True

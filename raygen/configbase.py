@@ -7,16 +7,28 @@ so a typo in a YAML key or a wrong type is a clear error naming the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the offending key."""
+
+
+_CHECKS: dict[type, list[Callable[[Any, str], None]]] = {}
+
+
+def register_check(cls: type, check: Callable[[Any, str], None]) -> None:
+    """Run ``check(obj, dotted_prefix)`` on every ``cls`` that :func:`from_dict` builds, before the
+    class's own ``validate()``: checks that cannot live in the class (its module belongs to a stage, or
+    they span modules). ``check`` raises ConfigError naming the dotted key."""
+    _CHECKS.setdefault(cls, []).append(check)
 
 
 def _describe(tp: Any) -> str:
@@ -77,6 +89,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -109,9 +123,32 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key)
     obj = cls(**kwargs)
+    for check in _CHECKS.get(cls, ()):
+        check(obj, prefix)
     if hasattr(obj, "validate"):
-        obj.validate()
+        try:
+            obj.validate()
+        except ConfigError as e:
+            raise ConfigError(_with_prefix(str(e), prefix, names)) from None
+        except (ValueError, TypeError, KeyError) as e:  # a validate() tripping over a value it did not expect
+            raise ConfigError(f"{prefix or cls.__name__}: invalid value(s): {type(e).__name__}: {e}") from None
     return obj
+
+
+_GENERIC_PREFIX = re.compile(r"^[a-z ]*config: ")
+
+
+def _with_prefix(msg: str, prefix: str, names: set[str]) -> str:
+    """A validate() message with the section's dotted key in front when it lacks it: a class shared by
+    two sections (align and sft are both TrainConfig) says 'train config: lr must be > 0', which
+    becomes 'align.lr must be > 0'."""
+    if not prefix or msg.startswith(prefix):
+        return msg
+    body = _GENERIC_PREFIX.sub("", msg)
+    first = re.match(r"\w+", body)
+    if first and first.group() in names:
+        return f"{prefix}.{body}"
+    return f"{prefix}: {body}"
 
 
 def to_dict(obj: Any) -> dict:
@@ -129,17 +166,101 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {ov!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+                raise ConfigError(f"command-line override {ov!r}: {p} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"command-line override {ov!r}: not valid YAML ({_one_line(e)})") from None
     return data
 
 
+def override_key(ov: str) -> str:
+    """The dotted key of a ``section.field=value`` override."""
+    return ov.split("=", 1)[0].strip()
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    """A YAML error as one line: its problem and where (line/column are 1-based)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    context = getattr(e, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden by explicit keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if dup:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, node)
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, node):
+        super().__init__(key)
+        self.key, self.line, self.node = key, line, node
+
+
+def _dotted(root, node, key) -> str:
+    """Dotted path of ``key`` in mapping ``node`` under the document's root node."""
+    def walk(cur, path):
+        if cur is node:
+            return path
+        if isinstance(cur, yaml.MappingNode):
+            for k, v in cur.value:
+                found = walk(v, path + [str(k.value)])
+                if found is not None:
+                    return found
+        elif isinstance(cur, yaml.SequenceNode):
+            for i, v in enumerate(cur.value):
+                found = walk(v, path[:-1] + [f"{path[-1]}[{i}]"] if path else [f"[{i}]"])
+                if found is not None:
+                    return found
+        return None
+
+    path = walk(root, []) if root is not None else None
+    return ".".join((path or []) + [str(key)])
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A config file as a dict; every problem (missing, a directory, not UTF-8, invalid YAML, empty,
+    a duplicated key, not a mapping) is a one-line ConfigError naming the file (and line)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a config file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} on line {line})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}:{e.line}: duplicate key {_dotted(root, e.node, e.key)!r}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {_one_line(e)}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty (write at least one section, e.g. 'run_dir: runs/x')")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return data

@@ -63,13 +63,16 @@ def save_config(cfg, run_dir: str | Path) -> Path:
 
 def run_pipeline(cfg, only: list[str] | None = None, force: list[str] | None = None) -> dict:
     """Run the stage graph (or ``only`` some stages) into ``cfg.run_dir``; save the config there first."""
+    from raygen.configbase import ConfigError
     from raygen.ray_utils import init_ray
 
     only = only or cfg.stages or None
     unknown = set(only or []) | set(force or [])
     unknown -= set(stage_names())
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {stage_names()}")
+        raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {stage_names()}")
+    if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        raise ConfigError(f"run_dir {cfg.run_dir} exists and is not a folder")
     save_config(cfg, cfg.run_dir)
     init_ray(cfg.ray)
     return run_stages(cfg, STAGES, cfg.run_dir, only=only, force=force)

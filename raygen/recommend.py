@@ -27,9 +27,15 @@ class RecommendError(ValueError):
     """The run folder or the query cannot give recommendations; the message says why."""
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def load_run_config(run_dir: str | Path):
     """The resolved :class:`~raygen.config.PipelineConfig` a run saved in ``<run_dir>/config.yaml``."""
     from raygen.config import load_config
+    from raygen.configbase import ConfigError
 
     if not Path(run_dir).is_dir():
         raise RecommendError(f"run folder {run_dir} does not exist")
@@ -38,15 +44,17 @@ def load_run_config(run_dir: str | Path):
         raise RecommendError(f"{path} not found: not a raygen run folder, or one written before runs saved "
                              "their config; rerun `raygen run` with the same config and --run-dir (finished "
                              "stages are skipped) to write it")
-    return load_config(path)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise RecommendError(f"the run's saved config is unusable: {e}") from None
 
 
 def check_final_model(run_dir: str | Path, cfg) -> Path:
     """Folder of the run's final model, after checking that ``cfg`` is the config that produced it."""
-    from raygen.io import read_json
     from raygen.modelref import model_dir
     from raygen.pipeline import STAGES
-    from raygen.runner import SUCCESS, stage_key
+    from raygen.runner import SUCCESS, stage_key, success_key
 
     run_dir = Path(run_dir)
     marker = run_dir / FINAL_STAGE / SUCCESS
@@ -58,16 +66,26 @@ def check_final_model(run_dir: str | Path, cfg) -> Path:
         keys[st.name] = stage_key(cfg, st, keys)
         if st.name == FINAL_STAGE:
             break
-    done = read_json(marker).get("key")
+    done = success_key(run_dir / FINAL_STAGE)
+    if done is None:
+        raise RecommendError(f"{marker} is not a valid raygen marker (a JSON object with the stage 'key'): the "
+                             f"run folder is damaged; rerun `raygen run` up to stage {FINAL_STAGE!r}")
     if done != keys[FINAL_STAGE]:
         raise RecommendError(
             f"{run_dir / CONFIG_FILE} is not the config that produced the model in {run_dir / FINAL_STAGE} "
             f"(stage key {keys[FINAL_STAGE]} != {done}): a later `raygen run` with another config "
             "overwrote it; rerun with the config of the finished model to restore it")
     try:
-        return model_dir(run_dir / FINAL_STAGE)
+        mdir = model_dir(run_dir / FINAL_STAGE)
     except FileNotFoundError as e:
         raise RecommendError(f"{run_dir} has no usable final model: {e}") from None
+    except (ValueError, TypeError, KeyError, OSError) as e:  # a damaged model_ref.json
+        raise RecommendError(f"{run_dir / FINAL_STAGE / 'model_ref.json'} is unreadable ({_first_line(e)}): "
+                             "the run folder is damaged") from None
+    if not (mdir / "config.json").is_file():
+        raise RecommendError(f"{mdir} (the final model of {run_dir / FINAL_STAGE}) is not a saved model (no "
+                             "config.json): its stage folder was removed or damaged; rerun `raygen run`")
+    return mdir
 
 
 class Recommender:
@@ -84,17 +102,26 @@ class Recommender:
         self.run_dir = Path(run_dir)
         self.cfg = load_run_config(self.run_dir)
         mdir = check_final_model(self.run_dir, self.cfg)
-        for stage, name in (("data", "items.parquet"), ("sids", "codes.parquet")):
-            if not (self.run_dir / stage / name).exists():
-                raise RecommendError(f"{self.run_dir / stage / name} not found (stage {stage!r} output)")
-        items = read_parquet(self.run_dir / "data" / "items.parquet").select(["item_id", "title"])
+        tables = {}
+        for stage, name, columns in (("data", "items.parquet", ["item_id", "title"]), ("sids", "codes.parquet", None)):
+            path = self.run_dir / stage / name
+            if not path.exists():
+                raise RecommendError(f"{path} not found (stage {stage!r} output)")
+            try:
+                tables[name] = read_parquet(path).select(columns) if columns else read_parquet(path)
+            except Exception as e:  # truncated / not Parquet / columns missing
+                raise RecommendError(f"{path} is unreadable ({_first_line(e)}): the run folder is damaged") from e
+        items, codes = tables["items.parquet"], tables["codes.parquet"]
         self.titles = dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()))
-        codes = read_parquet(self.run_dir / "sids" / "codes.parquet")
-        self.sids = sids_by_item(codes)
-        self.tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
-        self.catalog = Catalog.from_codes(codes, self.tokenizer)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
+        try:
+            self.sids = sids_by_item(codes)
+            self.tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
+            self.catalog = Catalog.from_codes(codes, self.tokenizer)
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
+        except Exception as e:  # truncated safetensors, missing tokenizer files, codes without SID tokens, ...
+            raise RecommendError(f"cannot load the model in {mdir} ({_first_line(e)}): the run folder is damaged; "
+                                 "rerun `raygen run` to rebuild it") from e
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 

@@ -6,6 +6,10 @@ the keys of its upstream stages. The runner skips a stage whose folder holds ``_
 with the same key; otherwise it runs the stage into ``<run_dir>/.<stage>.tmp`` and renames
 that onto ``<run_dir>/<stage>`` only when ``run`` returned. That gives resume-after-crash,
 caching between runs and Tune trials that share upstream stages.
+
+Every stage folder raygen creates holds a ``.raygen_stage`` marker; the runner replaces only such
+folders (or older ones with a valid ``_SUCCESS``) and refuses, before running anything, when a folder
+named like a stage was not written by raygen, so nothing a user keeps in the run folder is deleted.
 """
 from __future__ import annotations
 
@@ -24,6 +28,13 @@ from raygen.io import read_json, write_json
 log = logging.getLogger("raygen")
 
 SUCCESS = "_SUCCESS"
+STAGE_MARKER = ".raygen_stage"
+"""Written into every stage folder when raygen creates it: the runner only ever deletes folders holding
+it (or, for folders written before the marker existed, a valid ``_SUCCESS``)."""
+
+
+class RunnerError(RuntimeError):
+    """The run folder holds something the runner must not touch; the message says what and where."""
 
 
 @dataclass
@@ -68,14 +79,45 @@ def stage_key(cfg: Any, stage: Stage, dep_keys: dict[str, str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def stage_done(run_dir: Path, name: str, key: str) -> bool:
-    marker = run_dir / name / SUCCESS
-    if not marker.exists():
-        return False
+def success_key(stage_dir: Path) -> str | None:
+    """The key in ``stage_dir/_SUCCESS``; None when it is missing or not what raygen writes
+    (a JSON object with a string ``key``): a damaged marker never crashes the runner."""
     try:
-        return read_json(marker).get("key") == key
-    except (json.JSONDecodeError, OSError):
+        marker = read_json(Path(stage_dir) / SUCCESS)
+    except (ValueError, OSError):  # missing, unreadable, not UTF-8 or not JSON
+        return None
+    key = marker.get("key") if isinstance(marker, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def stage_done(run_dir: Path, name: str, key: str) -> bool:
+    return success_key(Path(run_dir) / name) == key
+
+
+def written_by_raygen(stage_dir: Path) -> bool:
+    """Whether ``stage_dir`` is a folder raygen created: it holds :data:`STAGE_MARKER`, or (a folder
+    written before the marker existed) a valid ``_SUCCESS``."""
+    stage_dir = Path(stage_dir)
+    if stage_dir.is_symlink() or not stage_dir.is_dir():
         return False
+    return (stage_dir / STAGE_MARKER).is_file() or success_key(stage_dir) is not None
+
+
+def check_replaceable(run_dir: Path, name: str) -> None:
+    """RunnerError unless ``<run_dir>/<name>`` is absent or a folder raygen created (which it may replace)."""
+    final = Path(run_dir) / name
+    if (final.exists() or final.is_symlink()) and not written_by_raygen(final):
+        what = "a link" if final.is_symlink() else "a folder" if final.is_dir() else "a file"
+        raise RunnerError(f"{final} is {what} that was not written by raygen (no {STAGE_MARKER} or valid {SUCCESS} "
+                          f"in it); raygen never deletes it: move it away or choose another run_dir")
+
+
+def _remove_own(path: Path) -> None:
+    """Delete a temporary or superseded stage folder of raygen's (``.<stage>.tmp`` / ``.<stage>.old``)."""
+    if path.is_symlink() or path.is_file():
+        raise RunnerError(f"{path} is not a folder raygen created; raygen never deletes it: move it away")
+    if path.exists():
+        shutil.rmtree(path)
 
 
 def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[str] | None = None,
@@ -86,6 +128,7 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
     keys: dict[str, str] = {}
     summary: dict[str, dict] = {}
     force = set(force or [])
+    todo: list[tuple[Stage, str, bool]] = []  # (stage, key, runs)
     for st in stages:
         for d in st.deps:
             if d not in keys:
@@ -94,14 +137,19 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
         keys[st.name] = key
         if only is not None and st.name not in only:
             continue
-        if st.name not in force and stage_done(run_dir, st.name, key):
+        todo.append((st, key, st.name in force or not stage_done(run_dir, st.name, key)))
+    for st, _, runs in todo:  # refuse before any stage runs, not after hours of training
+        if runs:
+            check_replaceable(run_dir, st.name)
+    for st, key, runs in todo:
+        if not runs:
             log.info("stage %-8s up to date (key %s), skipped", st.name, key)
             summary[st.name] = {"status": "skipped", "key": key}
             continue
         tmp = run_dir / f".{st.name}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _remove_own(tmp)
         tmp.mkdir(parents=True)
+        (tmp / STAGE_MARKER).write_text(f"{st.name} folder created by raygen; raygen may replace it\n")
         ctx = StageContext(cfg=cfg, run_dir=run_dir, out=tmp, stage=st.name, key=key)
         log.info("stage %-8s running (key %s)", st.name, key)
         t0 = time.time()
@@ -110,10 +158,10 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / SUCCESS, {"key": key, "finished": time.time()})
         final = run_dir / st.name
+        check_replaceable(run_dir, st.name)
         if final.exists():
             trash = run_dir / f".{st.name}.old"
-            if trash.exists():
-                shutil.rmtree(trash)
+            _remove_own(trash)
             final.rename(trash)
             tmp.rename(final)
             shutil.rmtree(trash)

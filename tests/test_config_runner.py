@@ -4,7 +4,7 @@ import pytest
 
 from raygen.config import PipelineConfig, load_config
 from raygen.configbase import ConfigError
-from raygen.runner import SUCCESS, Stage, run_stages
+from raygen.runner import STAGE_MARKER, SUCCESS, RunnerError, Stage, run_stages
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -84,3 +84,183 @@ def test_runner_rejects_bad_order(tmp_path):
     st = [Stage("b", lambda ctx: {}, deps=("a",))]
     with pytest.raises(ValueError, match="depends on 'a'"):
         run_stages(PipelineConfig(), st, tmp_path)
+
+
+# --- issue 13: every bad config is a one-line error naming where the value came from ---------
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"sids:\n  levels: [3\n  codebook_size: 4\n", r"c\.yaml: invalid YAML: .*line \d+"),  # syntax error
+    (b"sids:\n\tlevels: 3\n", r"c\.yaml: invalid YAML: .*line 2 column 1"),                         # tab indentation
+    (b"sids:\n  device: caf\xe9\n", r"c\.yaml: not UTF-8 text"),                            # Latin-1 byte
+    (b"", r"c\.yaml: the config file is empty"),
+    (b"# only a comment\n\n", r"c\.yaml: the config file is empty"),
+    (b"sids:\n  levels: 3\n  levels: 4\n", r"c\.yaml:3: duplicate key 'sids\.levels'"),
+    (b"sids:\n  levels: 3\neval:\n  ks: [1]\nsids:\n  levels: 4\n", r"c\.yaml:5: duplicate key 'sids'"),
+    (b"- a list\n", r"c\.yaml: top level must be a mapping"),
+])
+def test_unreadable_config_files_are_one_line_errors(tmp_path, content, needle):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=needle) as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+
+
+def test_a_directory_as_the_config_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("eval.ks=[]", "eval.ks"),
+    ("eval.ks=[0]", "eval.ks"),
+    ("eval.max_rows=-1", "eval.max_rows"),
+    ("eval.batch_size=0", "eval.batch_size"),
+    ("eval.num_actors=-1", "eval.num_actors"),
+    ("eval.beam_width=0", "eval.beam_width"),
+    ("eval.num_gpus_per_actor=-1", "eval.num_gpus_per_actor"),
+    ("eval.sasrec.epochs=-1", "eval.sasrec.epochs"),
+    ("eval.sasrec.lr=0", "eval.sasrec.lr"),
+    ("rl.lr=-1", "rl.lr"),
+    ("rl.kl_beta=.nan", "rl.kl_beta"),
+    ("rl.max_grad_norm=-1", "rl.max_grad_norm"),
+    ("rl.rollout_num_cpus=-1", "rl.rollout_num_cpus"),
+    ("rl.eval_split=bogus", "rl.eval_split"),
+    ("rl.rewards={rule: .inf}", "rl.rewards.rule"),
+    ("ray.num_cpus=-4", "ray.num_cpus"),
+    ("sft.mode=bogus", "sft.mode"),
+    ("sft.lr=.inf", "sft.lr"),
+    ("sft.lr=0", "sft.lr must be > 0"),
+    ("align.lr=-1", "align.lr must be > 0"),
+    ("align.zero_stage=7", "align.zero_stage must be"),
+    ("lm.num_layers=1000", "lm.num_layers"),
+    ("sids.kmeans_iters=-3", "sids.kmeans_iters"),
+    ("sids.levels=0", "sids.levels"),
+    ("sids.codebook_size=1", "sids.codebook_size"),
+    ("sids.epochs=0", "sids.epochs"),
+    ("sids.lr=0", "sids.lr"),
+    ("sids.hidden_dims=[0]", "sids.hidden_dims"),
+    ("sids.sinkhorn_epsilon=0", "sids.sinkhorn_epsilon"),
+    ("sids.device=gpu", "sids.device"),
+    ("sids.n_token_keywords=0", "sids.n_token_keywords"),
+    ("corpus.embed_num_gpus=.nan", "corpus.embed_num_gpus"),
+    ("tasks.align_ratio=.inf", "tasks.align_ratio"),
+    ("stages=[data, bogus]", "stages"),
+])
+def test_meaningless_values_are_rejected_at_load_time(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")) as e:
+        load_config(None, [override])
+    assert str(e.value).startswith(f"command-line override {override!r}: "), str(e.value)
+
+
+def test_layers_are_checked_against_a_local_model(tiny_model_dir):
+    assert load_config(None, [f"lm.model={tiny_model_dir}", "lm.num_layers=2"]).lm.num_layers == 2
+    with pytest.raises(ConfigError, match=r"lm\.num_layers: 3 but .* has only 2 layers"):
+        load_config(None, [f"lm.model={tiny_model_dir}", "lm.num_layers=3"])
+
+
+def test_override_errors_name_the_override_and_file_errors_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("sids:\n  levels: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["sids.levels=abc"])
+    assert str(e.value).startswith("command-line override 'sids.levels=abc': sids.levels: expected an integer")
+    assert str(p) not in str(e.value)
+    p.write_text("sids:\n  levels: abc\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["sids.codebook_size=8"])
+    assert str(e.value).startswith(f"{p}: sids.levels: expected an integer")
+    with pytest.raises(ConfigError, match=r"^command-line override 'eval.ks=\[': not valid YAML"):
+        load_config(None, ["eval.ks=["])
+
+
+def test_cli_config_errors_exit_2_without_traceback(tmp_path, capsys):
+    from raygen.cli import main
+
+    p = tmp_path / "c.yaml"
+    p.write_text("sids:\n\tlevels: 3\n")
+    assert main(["run", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raygen: error: ") and "Traceback" not in err and err.count("\n") == 1
+    assert main(["run", "--config", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["run", "--config", "configs/default.yaml", "--run-dir", str(tmp_path / "r"),
+                 "--stages", "data,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage(s) ['bogus']" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+# --- issue 13: the runner only ever removes folders raygen created ----------------------------
+
+
+def test_runner_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
+    kept = tmp_path / "a" / "notes.txt"
+    kept.parent.mkdir()
+    kept.write_text("mine")
+    calls = []
+    with pytest.raises(RunnerError, match=r"a.* was not written by raygen") as e:
+        run_stages(PipelineConfig(), _stages(calls), tmp_path)
+    assert "\n" not in str(e.value)
+    assert kept.read_text() == "mine" and calls == []  # refused before running anything
+    (tmp_path / "b").write_text("a file named like a stage")
+    kept.unlink()
+    kept.parent.rmdir()
+    with pytest.raises(RunnerError, match="was not written by raygen"):
+        run_stages(PipelineConfig(), _stages(calls), tmp_path)
+    assert (tmp_path / "b").read_text() == "a file named like a stage"
+
+
+def test_runner_replaces_its_own_folders_marked_or_legacy(tmp_path):
+    calls = []
+    run_stages(PipelineConfig(), _stages(calls), tmp_path)
+    assert (tmp_path / "a" / STAGE_MARKER).exists()
+    (tmp_path / "a" / STAGE_MARKER).unlink()  # a folder written before the marker existed: _SUCCESS with a key
+    calls.clear()
+    run_stages(PipelineConfig(), _stages(calls), tmp_path, force=["a"])
+    assert calls == ["a"] and (tmp_path / "a" / STAGE_MARKER).exists()
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"a string"', "{}"])
+def test_invalid_success_marker_is_not_a_crash(tmp_path, content):
+    calls = []
+    run_stages(PipelineConfig(), _stages(calls), tmp_path)
+    (tmp_path / "b" / SUCCESS).write_text(content)
+    calls.clear()
+    run_stages(PipelineConfig(), _stages(calls), tmp_path)  # b is not done: it re-runs (c's key is unchanged)
+    assert calls == ["b"]
+    (tmp_path / "b" / SUCCESS).write_text(content)
+    (tmp_path / "b" / STAGE_MARKER).unlink()  # neither marker nor a valid _SUCCESS: not provably raygen's
+    with pytest.raises(RunnerError, match="was not written by raygen"):
+        run_stages(PipelineConfig(), _stages(calls), tmp_path)
+
+
+def test_cli_run_dir_that_is_a_file_exits_2(tmp_path, capsys):
+    from raygen.cli import main
+
+    (tmp_path / "r").write_text("not a folder")
+    assert main(["run", "--config", "configs/default.yaml", "--run-dir", str(tmp_path / "r"), "--stages", "data"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "r").read_text() == "not a folder"
+
+
+def test_cli_refuses_to_replace_a_user_folder_exit_2(tmp_path, capsys, monkeypatch):
+    import raygen.ray_utils
+    from raygen.cli import main
+
+    monkeypatch.setattr(raygen.ray_utils, "init_ray", lambda cfg=None: None)  # refused before any stage needs Ray
+    kept = tmp_path / "data" / "my_notes.txt"
+    kept.parent.mkdir()
+    kept.write_text("mine")
+    assert main(["run", "--config", "configs/default.yaml", "--run-dir", str(tmp_path), "--stages", "data"]) == 2
+    err = capsys.readouterr().err
+    assert "was not written by raygen" in err and "Traceback" not in err
+    assert kept.read_text() == "mine" and sorted(p.name for p in (tmp_path / "data").iterdir()) == ["my_notes.txt"]
+
+
+def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("align: &train\n  lr: 0.01\n  batch_size: 4\nsft:\n  <<: *train\n  lr: 0.002\n")
+    cfg = load_config(p)
+    assert (cfg.align.lr, cfg.sft.lr, cfg.sft.batch_size) == (0.01, 0.002, 4)

@@ -199,3 +199,37 @@ def test_many_skips_are_all_counted_with_a_few_examples(tmp_path):
     assert report["skips"]["counts"]["interaction_item_without_meta"] == 13  # I, plus the 12 above
     assert len(report["skips"]["examples"]["interaction_item_without_meta"]) == 5
     assert report["skips"]["total"] == 16
+
+
+# --- issue 13: crashes on corrupted input ----------------------------------------------------
+
+
+@pytest.mark.parametrize("ts", ["NaN", "Infinity", "-Infinity", "1e300", str(2 ** 70), "-1e30"])
+def test_unusable_timestamps_are_errors_naming_the_line(tmp_path, ts):
+    reviews = _reviews()
+    reviews.insert(4, '{"user_id": "U9", "parent_asin": "A", "timestamp": %s}' % ts)
+    _write(tmp_path, reviews, _meta())
+    with pytest.raises(DataError, match=rf"^{CAT}\.jsonl:5 field 'timestamp': .*int64") as e:
+        load_data(_cfg(tmp_path))
+    assert (e.value.file, e.value.line, e.value.field) == (f"{CAT}.jsonl", 5, "timestamp")
+
+
+def test_nan_meta_fields_are_missing_not_the_text_nan(tmp_path):
+    meta = [m for m in _meta() if m["parent_asin"] != "A"]
+    meta.insert(0, '{"parent_asin": "A", "title": "Widget A", "description": NaN, "features": NaN, '
+                   '"store": NaN, "categories": [NaN], "main_category": NaN}')
+    _write(tmp_path, _reviews(), meta)
+    items, _, report = load_data(_cfg(tmp_path))
+    a = items.to_pylist()[0]
+    assert (a["title"], a["description"], a["brand"], a["categories"]) == ("Widget A", "", "", [])
+    assert report["skips"]["counts"]["non_finite_number_field"] == 5
+
+
+@pytest.mark.parametrize("line", ['{"user_id": "U9", "parent_asin": "A", "timestamp": %s}' % ("9" * 5000),
+                                  "[" * 100_000 + "]" * 100_000])
+def test_unreadable_json_numbers_and_nesting_are_errors(tmp_path, line):
+    reviews = _reviews()
+    reviews.insert(4, line)
+    _write(tmp_path, reviews, _meta())
+    with pytest.raises(DataError, match=rf"^{CAT}\.jsonl:5: unreadable JSON"):
+        load_data(_cfg(tmp_path))

@@ -222,3 +222,143 @@ def test_missing_csv_column_and_missing_files(tmp_path):
     (tmp_path / "test.csv").unlink()
     with pytest.raises(DataError, match="test.csv: file not found"):
         load_data(cfg)
+
+
+# --- issue 13: crashes and silent drops on corrupted input -----------------------------------
+
+
+def test_csv_field_over_the_csv_module_limit_is_read(tmp_path):
+    """A 200,000-character title (> csv's default 128 KiB field limit) is read, not a _csv.Error."""
+    cfg = _write(tmp_path, ITEMS, valid=[["A", "[0, 1]", 2], ["B", "[1]", 3]])
+    path = tmp_path / "valid.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",[],t,", ",[]," + "T" * 200_000 + ",", 1)
+    path.write_text("".join(lines))
+    _, samples, report = load_data(cfg)
+    assert [r["split"] for r in samples.to_pylist()].count("valid") == 2
+    assert report["skips"]["total"] == 0
+
+
+def test_targets_must_be_ascii_integers(tmp_path):
+    cfg = _write(tmp_path, ITEMS, valid=[
+        ["A", "[0, 1]", 2],   # line 2: fine
+        ["B", "[0]", "--5"],  # line 3: passed lstrip('-').isdigit(), then int() raised
+        ["C", "[0]", "²"],    # line 4: str.isdigit() is true for a superscript two
+        ["D", "[0]", "١٢"],   # line 5: Arabic-Indic twelve was read as item 12 (here: would be unknown)
+        ["E", "[0]", " 3"],   # line 6: surrounding blanks are fine
+    ])
+    _, samples, report = load_data(cfg)
+    assert report["skips"]["counts"] == {"sample_bad_target": 3}
+    assert report["skips"]["examples"]["sample_bad_target"] == ["valid.csv:3", "valid.csv:4", "valid.csv:5"]
+    assert [(r["user_id"], r["target"]) for r in samples.to_pylist() if r["split"] == "valid"] == [("A", 2), ("E", 3)]
+
+
+def test_arabic_indic_digits_are_not_item_12(tmp_path):
+    items = {str(i): _item(title=f"Item {i}") for i in range(13)}
+    cfg = _write(tmp_path, items, valid=[["A", "[0]", "١٢"], ["B", "[0]", 12]])
+    _, samples, report = load_data(cfg)
+    assert report["skips"]["counts"] == {"sample_bad_target": 1}
+    assert [r["user_id"] for r in samples.to_pylist() if r["split"] == "valid"] == ["B"]
+
+
+@pytest.mark.parametrize("key", ["99999999999999999999", "-99999999999999999999", "١٢", "1_2", "+3"])
+def test_item_id_out_of_int64_or_not_ascii_is_an_error(tmp_path, key):
+    text = '{\n"0": {"title": "a"},\n"%s": {"title": "b"}\n}\n' % key
+    cfg = _write(tmp_path, text, valid=[["A", "[0]", 0]])
+    with pytest.raises(DataError, match=r"items\.json:3 field .*(int64|not an integer)") as e:
+        load_data(cfg)
+    assert e.value.line == 3 and e.value.field == key
+
+
+def test_history_ids_out_of_int64_are_unknown_items(tmp_path):
+    cfg = _write(tmp_path, ITEMS, valid=[["A", "[0, 99999999999999999999]", 1], ["B", "[0]", "99999999999999999999"],
+                                         ["C", "[0]", 1]])
+    _, samples, report = load_data(cfg)
+    assert report["skips"]["counts"] == {"sample_unknown_item": 2}
+    assert samples.num_rows == 1
+
+
+def test_unterminated_quote_is_an_error_not_a_silent_drop(tmp_path):
+    """Python's csv folds every row after an unterminated quote into one field: fail naming the line."""
+    cfg = _write(tmp_path, ITEMS, valid=[["A", "[0]", 1]] * 10)  # one-item histories: no other quote in the file
+    path = tmp_path / "valid.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace(",t,", ',"t,', 1)  # line 4: a quote that never closes
+    path.write_text("".join(lines))
+    with pytest.raises(DataError, match=r"valid\.csv:4 field 'item_title': .*line break.*lines 4-11") as e:
+        load_data(cfg)
+    assert e.value.line == 4
+
+
+def test_huge_history_literal_is_parsed_in_linear_time(tmp_path, monkeypatch):
+    import ast
+    import time
+
+    import raygen.data.common as common
+
+    seen, real_literal_eval = [], ast.literal_eval
+
+    def spy(node_or_text):
+        if isinstance(node_or_text, str):
+            seen.append(len(node_or_text))
+        return real_literal_eval(node_or_text)
+
+    monkeypatch.setattr(common.ast, "literal_eval", spy)
+    hist = "[" + ", ".join(["0", "1"] * 50_000) + "]"  # 400 KB: far over the cap on what ast.literal_eval gets
+    cfg = _write(tmp_path, ITEMS, valid=[["A", hist, 2], ["B", "[" + "0, " * 40_000 + "'x']", 2]])
+    t0 = time.perf_counter()
+    _, samples, report = load_data(cfg)
+    assert time.perf_counter() - t0 < 60  # ~1 s; before: minutes (ast on 400 KB, quadratic prefix copies)
+    assert max(seen, default=0) <= common.MAX_LITERAL_CHARS
+    assert report["skips"]["counts"] == {"sample_bad_history_literal": 1}
+    valid = [r for r in samples.to_pylist() if r["split"] == "valid"]
+    assert [r["user_id"] for r in valid] == ["A"] and valid[0]["history"] == [0, 1] * 10  # max_history 20
+
+
+def test_huge_description_literal_is_capped_before_parsing(tmp_path):
+    import time
+
+    big = "[" + ", ".join(str(i) for i in range(700_000)) + "]"  # ~4.6 MiB list literal of ints
+    items = {"0": _item(description=big), "1": _item(description="['" + "x" * 70_000 + "', 'tail']"), "2": _item()}
+    cfg = _write(tmp_path, items, valid=[["A", "[0, 1]", 2]])
+    t0 = time.perf_counter()
+    items_t, _, report = load_data(cfg)
+    assert time.perf_counter() - t0 < 60  # well under 1 s; before: 9 s and 2 GB in ast.literal_eval
+    rows = items_t.to_pylist()
+    assert rows[0]["description"].startswith("[0, 1, 2") and len(rows[0]["description"]) <= 50
+    assert rows[1]["description"] == "x" * 50
+    counts = report["skips"]["counts"]
+    assert counts["description_literal_too_long"] == 2 and counts["description_truncated"] == 2
+
+
+def test_nan_fields_are_missing_not_the_text_nan(tmp_path):
+    text = ('{\n"0": {"title": "a", "description": NaN, "brand": NaN, "categories": NaN},\n'
+            '"1": {"title": "b", "description": ["ok", NaN], "brand": Infinity, "categories": ["c", NaN]},\n'
+            '"2": {"title": "c"}\n}\n')
+    cfg = _write(tmp_path, text, valid=[["A", "[0, 1]", 2]])
+    items, _, report = load_data(cfg)
+    rows = items.to_pylist()
+    assert [(r["description"], r["brand"], r["categories"]) for r in rows[:2]] == [("", "", []), ("ok", "", ["c"])]
+    assert report["skips"]["counts"] == {"non_finite_number_field": 6}
+    assert report["skips"]["examples"]["non_finite_number_field"][0] == "items.json item 0 field 'description'"
+
+
+def test_unreadable_json_number_is_an_error(tmp_path):
+    cfg = _write(tmp_path, '{\n"0": {"title": "a", "brand": ' + "9" * 5000 + '}\n}\n', valid=[["A", "[0]", 0]])
+    with pytest.raises(DataError, match=r"^items\.json: unreadable JSON: ValueError: Exceeds the limit"):
+        load_data(cfg)
+
+
+def test_prefix_samples_of_a_long_sequence_are_linear():
+    import time
+
+    from raygen.data.common import loo_samples, prefix_samples
+
+    seq = list(range(200_000))
+    t0 = time.perf_counter()
+    rows = prefix_samples("u", seq, 3)
+    loo = loo_samples("u", seq, 3)
+    assert time.perf_counter() - t0 < 30  # ~1 s; slicing seq[:i] first was quadratic (minutes)
+    assert rows[0]["history"] == [0] and rows[-1] == {"user_id": "u", "history": [199_996, 199_997, 199_998],
+                                                      "target": 199_999, "split": "train"}
+    assert loo[-1]["split"] == "test" and loo[-1]["history"] == [199_996, 199_997, 199_998]

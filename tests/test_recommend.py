@@ -137,3 +137,45 @@ def test_run_pipeline_saves_a_config_that_reloads_to_the_same_keys(tmp_path, mon
     assert saved == cfg and saved.sft.lr == 0.0003
     assert read_json(tmp_path / "data" / "_SUCCESS")["key"] == summary["data"]["key"]
     assert run_pipeline(saved, only=["data"])["data"]["status"] == "skipped"  # same keys from the saved copy
+
+
+# --- issue 13: a damaged run folder is a RecommendError (exit 2), never a traceback -----------
+
+
+def _damaged(tiny_run, tmp_path, damage):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    damage(run)
+    return run
+
+
+def _missing_sft(run):
+    (run / "rl" / "model_ref.json").write_text(json.dumps({"model_dir": "sft/model", "reason": "keep_best"}))
+    shutil.rmtree(run / "sft")
+
+
+def _truncated_safetensors(run):
+    from raygen.modelref import model_dir
+
+    f = model_dir(run / "rl") / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (_missing_sft, r"sft/model.* not a saved model"),
+    (_truncated_safetensors, r"cannot load the model in .*lm/model"),
+    (lambda run: (run / "rl" / "_SUCCESS").write_text("[1, 2]"), r"rl/_SUCCESS is not a valid raygen marker"),
+    (lambda run: (run / "rl" / "_SUCCESS").write_text("{not json"), r"rl/_SUCCESS is not a valid raygen marker"),
+    (lambda run: (run / CONFIG_FILE).write_text("sids:\n  levels: [3\n"), r"config\.yaml.*invalid YAML"),
+    (lambda run: (run / CONFIG_FILE).write_text("sids:\n  levels: three\n"), r"config\.yaml.*sids\.levels"),
+    (lambda run: (run / "rl" / "model_ref.json").write_text("[]"), r"model_ref\.json"),
+    (lambda run: (run / "data" / "items.parquet").write_bytes(b"PAR1 truncated"), r"items\.parquet"),
+])
+def test_damaged_run_is_a_clear_error(tiny_run, tmp_path, capsys, damage, needle):
+    run = _damaged(tiny_run, tmp_path, damage)
+    with pytest.raises(RecommendError, match=needle) as e:
+        recommend(run, [100], k=3)
+    assert "\n" not in str(e.value)
+    assert main(["recommend", "--run", str(run), "--history", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raygen: error: ") and "Traceback" not in err

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from raygen.data.common import clean_categories, clean_description, iter_lines, loo_samples, make_report, sample
+from raygen.data.common import (INT64_MAX, INT64_MIN, clean_categories, clean_description, clean_text, iter_lines,
+                                loo_samples, make_report, non_finite, sample)
 from raygen.data.config import DataConfig
 from raygen.data.schema import DataError, SkipLog, items_table, samples_table
 
@@ -46,6 +47,8 @@ def iter_records(path: Path, skips: SkipLog):
             rec = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(path.name, lineno, None, f"malformed JSON (column {e.colno}): {e.msg}") from None
+        except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
+            raise DataError(path.name, lineno, None, f"unreadable JSON: {type(e).__name__}: {e}") from None
         if not isinstance(rec, dict):
             raise DataError(path.name, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
         yield lineno, rec
@@ -69,6 +72,8 @@ def read_reviews(path: Path, skips: SkipLog) -> tuple[list[str], list[str], dict
         user = _get(rec, "user_id", (str,), path, lineno)
         asin = _get(rec, "parent_asin", (str,), path, lineno)
         ts = _get(rec, "timestamp", (int, float), path, lineno)
+        if non_finite(ts) or not INT64_MIN <= ts <= INT64_MAX:
+            raise DataError(path.name, lineno, "timestamp", f"expected milliseconds within the int64 range, got {ts!r}")
         cols["user"].append(users.setdefault(user, len(users)))
         cols["item"].append(asins.setdefault(asin, len(asins)))
         cols["ts"].append(int(ts))
@@ -101,12 +106,15 @@ def read_meta(path: Path, wanted: set[str], max_chars: int, skips: SkipLog) -> t
             no_title.add(asin)
             continue
         # Many 2023 items have an empty description but informative bullet features.
-        desc = rec.get("description") or rec.get("features")
-        cats = clean_categories(rec.get("categories")) or clean_categories(rec.get("main_category"))
+        desc = clean_description(rec.get("description"), max_chars, skips, where)
+        if not desc:
+            desc = clean_description(rec.get("features"), max_chars, skips, where, field="features")
+        cats = (clean_categories(rec.get("categories"), skips, where)
+                or clean_categories(rec.get("main_category"), skips, where, field="main_category"))
         meta[asin] = {
             "title": " ".join(title.split()),
-            "description": clean_description(desc, max_chars, skips, where),
-            "brand": str(rec.get("store") or "").strip(),
+            "description": desc,
+            "brand": clean_text(rec.get("store"), skips, where, "store"),
             "categories": cats,
         }
     return meta, no_title

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import math
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,6 +17,74 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raygen.data.schema import SPLITS, SkipLog
+
+MAX_LITERAL_CHARS = 65_536
+"""List literals longer than this are never given to ``ast.literal_eval`` (a 4 MiB literal of ints takes
+it seconds and gigabytes); real descriptions are far shorter (Industrial: < 6,000 characters)."""
+
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_ASCII_INT = re.compile(r"-?[0-9]+")
+_INT_LIST = re.compile(r"\[\s*(?:-?[0-9]+\s*(?:,\s*-?[0-9]+\s*)*,?\s*)?\]")
+
+
+def parse_int64(text: str) -> int | None:
+    """``text`` (surrounding blanks allowed) as an int64 when it is a plain ASCII integer, else None.
+
+    Stricter than ``int()``, which also takes ``'+3'``, ``'1_2'`` and non-ASCII digits (``'١٢'`` -> 12).
+    """
+    s = text.strip()
+    if not _ASCII_INT.fullmatch(s):
+        return None
+    value = int(s)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def parse_int_list(text: str) -> list[int] | None:
+    """A list literal of ints (``"[1, 2]"``) -> list; anything else -> None.
+
+    The plain form is parsed in linear time without ``ast``; other forms (tuples, nested brackets)
+    go to ``ast.literal_eval`` only when shorter than :data:`MAX_LITERAL_CHARS`.
+    """
+    s = text.strip()
+    if _INT_LIST.fullmatch(s):
+        inner = s[1:-1].strip().rstrip(",")
+        return [int(p) for p in inner.split(",")] if inner else []
+    if len(s) > MAX_LITERAL_CHARS:
+        return None
+    try:
+        value = ast.literal_eval(s)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None
+    return list(value)
+
+
+def non_finite(value) -> bool:
+    """True for a float NaN or +-Infinity (what JSON's ``NaN`` / ``Infinity`` parse to)."""
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _drop_non_finite(value, skips: SkipLog | None, where: str, field: str):
+    """``value`` with NaN/Infinity (alone or as list elements) removed and counted under
+    ``non_finite_number_field``: a missing value, never the text ``'nan'``."""
+    def count():
+        if skips is not None:
+            skips.add("non_finite_number_field", f"{where} field {field!r}" if field else where)
+
+    if non_finite(value):
+        count()
+        return None
+    if isinstance(value, (list, tuple)) and any(non_finite(v) for v in value):
+        count()
+        return [v for v in value if not non_finite(v)]
+    return value
+
+
+def clean_text(value, skips: SkipLog | None = None, where: str = "", field: str = "") -> str:
+    """A short text field (brand, store) as one stripped string; None, empty or NaN -> "" (NaN counted)."""
+    value = _drop_non_finite(value, skips, where, field)
+    return str(value).strip() if value else ""
 
 
 def iter_lines(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str]]:
@@ -50,7 +119,7 @@ def _split_broken_literal(s: str) -> list[str] | str:
     return [p.replace("\\n", " ") for p in re.split(r"""['"], ['"]""", s[2:-2])]
 
 
-def clean_description(value, max_chars: int, skips: SkipLog, where: str) -> str:
+def clean_description(value, max_chars: int, skips: SkipLog, where: str, field: str = "description") -> str:
     """Normalise a description to one string.
 
     Accepts a list of strings, a Python-list literal string (``"['a', 'b']"``, parsed with
@@ -58,18 +127,26 @@ def clean_description(value, max_chars: int, skips: SkipLog, where: str) -> str:
     whitespace collapsed. A literal that does not parse is split by hand when it looks like a
     list of quoted strings (``description_literal_repaired``), else kept verbatim
     (``description_unparsed``); text longer than ``max_chars`` is truncated
-    (``description_truncated``).
+    (``description_truncated``). A literal longer than :data:`MAX_LITERAL_CHARS` is not parsed but split
+    by hand (``description_literal_too_long``); NaN / Infinity (alone or in a list) count as missing
+    (``non_finite_number_field``).
     """
+    value = _drop_non_finite(value, skips, where, field)
     if value is None:
         return ""
     if isinstance(value, str):
         s = value.strip()
-        if s.startswith("[") and s.endswith("]"):
+        if s.startswith("[") and s.endswith("]") and len(s) > MAX_LITERAL_CHARS:
+            value = _split_broken_literal(s)
+            skips.add("description_literal_too_long", where)
+        elif s.startswith("[") and s.endswith("]"):
             try:
                 value = ast.literal_eval(s)
             except (ValueError, SyntaxError, MemoryError, RecursionError):
                 value = _split_broken_literal(s)
                 skips.add("description_unparsed" if value is s else "description_literal_repaired", where)
+            else:
+                value = _drop_non_finite(value, skips, where, field)
         else:
             value = s
     if isinstance(value, (list, tuple)):
@@ -81,20 +158,30 @@ def clean_description(value, max_chars: int, skips: SkipLog, where: str) -> str:
     return text
 
 
-def clean_categories(value) -> list[str]:
-    """Categories as a list of non-empty strings (from a list, a list-literal string, '' or None)."""
+def clean_categories(value, skips: SkipLog | None = None, where: str = "", field: str = "categories") -> list[str]:
+    """Categories as a list of non-empty strings (from a list, a list-literal string, '' or None).
+
+    NaN / Infinity (alone or as list elements) count as missing (``non_finite_number_field``); a literal
+    longer than :data:`MAX_LITERAL_CHARS` is kept as one string, unparsed (``categories_literal_too_long``).
+    """
+    value = _drop_non_finite(value, skips, where, field)
     if value is None:
         return []
     if isinstance(value, str):
         s = value.strip()
         if not s:
             return []
-        if s.startswith("["):
+        if s.startswith("[") and len(s) <= MAX_LITERAL_CHARS:
             try:
                 value = ast.literal_eval(s)
             except (ValueError, SyntaxError, MemoryError, RecursionError):
                 return [s]
+            value = _drop_non_finite(value, skips, where, field)
+            if value is None:
+                return []
         else:
+            if s.startswith("[") and skips is not None:
+                skips.add("categories_literal_too_long", where)
             return [s]
     if isinstance(value, (list, tuple)):
         return [str(c).strip() for c in value if c is not None and str(c).strip()]
@@ -111,9 +198,14 @@ def sample(user: str, history: Sequence[int], target: int, split: str, max_histo
     return {"user_id": user, "history": truncate(history, max_history), "target": int(target), "split": split}
 
 
+def _window(seq: Sequence[int], i: int, max_history: int) -> Sequence[int]:
+    """``seq[:i]`` cut to its last ``max_history`` items without copying the rest (linear in a long sequence)."""
+    return seq[max(0, i - max_history):i] if max_history > 0 else seq[:i]
+
+
 def prefix_samples(user: str, seq: Sequence[int], max_history: int, split: str = "train") -> list[dict]:
     """Every prefix of a chronological sequence as a sample: ``seq[:i] -> seq[i]`` for ``i >= 1``."""
-    return [sample(user, seq[:i], seq[i], split, max_history) for i in range(1, len(seq))]
+    return [sample(user, _window(seq, i, max_history), seq[i], split, max_history) for i in range(1, len(seq))]
 
 
 def loo_samples(user: str, seq: Sequence[int], max_history: int) -> list[dict]:
@@ -127,7 +219,7 @@ def loo_samples(user: str, seq: Sequence[int], max_history: int) -> list[dict]:
     out = []
     for i in range(1, n):
         split = "test" if i == n - 1 else "valid" if i == n - 2 else "train"
-        out.append(sample(user, seq[:i], seq[i], split, max_history))
+        out.append(sample(user, _window(seq, i, max_history), seq[i], split, max_history))
     return out
 
 

@@ -20,8 +20,15 @@ class SyntheticConfig:
     """Shortest user sequence (items), before splitting."""
     max_seq_len: int = 14
     """Longest user sequence (items)."""
-    transition_prob: float = 0.6
-    """Probability that the next item follows the item-to-item transition graph of the previous item."""
+    transition_prob: float = 0.7
+    """Probability that the next item follows the previous item's successors (the item-to-item
+    transition graph) instead of a fresh draw from the user's tastes."""
+    n_successors: int = 3
+    """Likely next items of each item (same or complementary subcategory): the transition graph."""
+    successor_decay: float = 0.4
+    """Successor k of an item is followed with weight successor_decay**k (1 = all alike)."""
+    popularity_sigma: float = 0.7
+    """Spread of the lognormal item popularity (0 = all items equally popular)."""
 
     def validate(self) -> None:
         from raygen.data.synthetic import MAX_CATEGORIES
@@ -36,6 +43,12 @@ class SyntheticConfig:
             raise ConfigError("data.synthetic needs 2 <= min_seq_len <= max_seq_len")
         if not 0.0 <= self.transition_prob <= 1.0:
             raise ConfigError("data.synthetic.transition_prob must be in [0, 1]")
+        if self.n_successors < 1:
+            raise ConfigError("data.synthetic.n_successors must be >= 1")
+        if not 0.0 < self.successor_decay <= 1.0:
+            raise ConfigError("data.synthetic.successor_decay must be in (0, 1]")
+        if self.popularity_sigma < 0.0:
+            raise ConfigError("data.synthetic.popularity_sigma must be >= 0")
 
 
 @dataclass

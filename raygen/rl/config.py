@@ -107,6 +107,17 @@ class RlConfig:
             raise ConfigError(f"rl.kl_beta: must be >= 0, got {self.kl_beta}")
         if self.temperature <= 0:
             raise ConfigError(f"rl.temperature: must be > 0, got {self.temperature}")
+        if self.lr <= 0:
+            raise ConfigError(f"rl.lr: must be > 0, got {self.lr}")
+        for name in ("weight_decay", "max_grad_norm", "rollout_num_gpus", "rollout_num_cpus", "checkpoint_every",
+                     "eval_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"rl.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("lora_r", "lora_alpha", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.eval_split not in ("train", "valid", "test"):
+            raise ConfigError(f"rl.eval_split: {self.eval_split!r} is not one of ['train', 'valid', 'test']")
         if self.rollout_backend == "vllm" and self.rollout_num_gpus <= 0:
             raise ConfigError("rl.rollout_backend: 'vllm' needs rl.rollout_num_gpus > 0")
         if self.rollout_backend == "vllm" and self.num_rollout_actors < 1:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+from raygen.configbase import ConfigError
 
 
 @dataclass
@@ -47,3 +50,23 @@ class SidConfig:
     """Ranked keywords kept per SID token (for SA-Init and TS-Align)."""
     seed: int = 0
     """Seed for k-means and RQ-VAE."""
+
+    def validate(self) -> None:
+        """Raise ConfigError (naming ``sids.<field>``) on values no run could use."""
+        for name in ("levels", "latent_dim", "epochs", "batch_size", "kmeans_iters", "sinkhorn_iters",
+                     "n_token_keywords"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sids.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("num_threads", "sinkhorn_rounds", "beta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"sids.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.codebook_size < 2:
+            raise ConfigError(f"sids.codebook_size: must be >= 2, got {self.codebook_size}")
+        for i, d in enumerate(self.hidden_dims):
+            if d < 1:
+                raise ConfigError(f"sids.hidden_dims[{i}]: must be >= 1, got {d}")
+        for name in ("lr", "sinkhorn_epsilon"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"sids.{name}: must be > 0, got {getattr(self, name)}")
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ConfigError(f"sids.device: {self.device!r} is not 'cpu', 'cuda', 'cuda:N' or 'auto'")
