@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -14,6 +13,8 @@ from raygen.configbase import ConfigError, from_dict
 from raygen.data import DataConfig, SyntheticConfig, load_data, validate_tables
 from raygen.data.schema import ITEMS_SCHEMA, SAMPLES_SCHEMA, DataError, item_text
 from raygen.data.synthetic import load_synthetic
+from raygen.eval.baselines import popularity_rank
+from raygen.eval.metrics import ranking_metrics
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +60,6 @@ def test_deterministic_for_a_seed(default):
     assert items.equals(default[0]) and samples.equals(default[1])
     other_items, other_samples, _ = load_synthetic(DataConfig(seed=1))
     assert not other_items.equals(items) and not other_samples.equals(samples)
-
-
-def test_fast():
-    cfg = DataConfig()
-    best = min(_timed(cfg) for _ in range(3))
-    assert best < 1.0, f"synthetic default size took {best:.2f}s"
-
-
-def _timed(cfg: DataConfig) -> float:
-    t = time.perf_counter()
-    load_synthetic(cfg)
-    return time.perf_counter() - t
 
 
 def test_leave_one_out_splits(default):
@@ -136,11 +125,98 @@ def test_transitions_drive_same_subcategory_pairs():
     assert same_sub(0.9) > same_sub(0.0) + 0.2
 
 
+def _split(samples: pa.Table, name: str) -> tuple[list[list[int]], np.ndarray]:
+    rows = [r for r in samples.to_pylist() if r["split"] == name]
+    return [r["history"] for r in rows], np.array([r["target"] for r in rows])
+
+
+def _markov_rank(train_hist, train_tgt, histories, k: int = 10) -> np.ndarray:
+    """First-order transition counts (last history item -> target), backed off to popularity."""
+    follow: dict = defaultdict(Counter)
+    for h, t in zip(train_hist, train_tgt):
+        follow[h[-1]][int(t)] += 1
+    popular = popularity_rank(train_hist, train_tgt, 1, k)[0].tolist()
+    out = []
+    for h in histories:
+        ranked = [i for i, _ in sorted(follow[h[-1]].items(), key=lambda kv: (-kv[1], kv[0]))][:k]
+        out.append(ranked + [i for i in popular if i not in ranked][: k - len(ranked)])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_transitions_beat_popularity(seed):
+    """The sequential signal dominates: a first-order Markov model fitted on the train split
+    clearly beats most-popular on the test split, while popularity stays informative and the
+    next item is far from fully predictable."""
+    _, samples, _ = load_synthetic(DataConfig(seed=seed))
+    train_hist, train_tgt = _split(samples, "train")
+    hist, tgt = _split(samples, "test")
+    pop = ranking_metrics(popularity_rank(train_hist, train_tgt, len(tgt), 10), tgt, (10,))["ndcg@10"]
+    markov = ranking_metrics(_markov_rank(train_hist, train_tgt, hist), tgt, (10,))["ndcg@10"]
+    assert 0.01 < pop and markov > 2.5 * pop and markov < 0.6, (pop, markov)
+
+
+def test_no_transitions_no_sequential_signal():
+    """With transition_prob=0 the Markov model has nothing to exploit beyond popularity/taste."""
+    _, samples, _ = load_synthetic(DataConfig(synthetic=SyntheticConfig(transition_prob=0.0)))
+    train_hist, train_tgt = _split(samples, "train")
+    hist, tgt = _split(samples, "test")
+    pop = ranking_metrics(popularity_rank(train_hist, train_tgt, len(tgt), 10), tgt, (10,))["ndcg@10"]
+    markov = ranking_metrics(_markov_rank(train_hist, train_tgt, hist), tgt, (10,))["ndcg@10"]
+    assert markov < 1.5 * pop + 0.02, (pop, markov)
+
+
+def test_popularity_skew_and_varied_lengths(default):
+    _, samples, _ = default
+    seqs = _sequences(samples)
+    counts = Counter(i for s in seqs.values() for i in s)
+    cfg = SyntheticConfig()
+    top = sum(c for _, c in counts.most_common(cfg.n_items // 10)) / sum(counts.values())
+    assert 0.2 < top < 0.6, top  # a popular head (uniform would be 0.1), not a handful of hits
+    assert len(counts) > 0.8 * cfg.n_items  # the long tail is still bought
+    lengths = Counter(len(s) for s in seqs.values())
+    assert len(lengths) == cfg.max_seq_len - cfg.min_seq_len + 1
+
+
+def test_successors_are_related_items():
+    from raygen.data.synthetic import _items
+
+    cfg = SyntheticConfig()
+    cat = _items(cfg, np.random.default_rng(0))
+    for i, succ in enumerate(cat.successors):
+        assert len(succ) == len(set(succ)) == cfg.n_successors and i not in succ
+        related = {int(cat.sub_of[i]), *cat.complements[cat.sub_of[i]]}
+        assert all(int(cat.sub_of[j]) in related for j in succ), (i, succ)
+
+
+def test_tiny_catalog():
+    """Fewer items than subcategories: successors fall back to the category / catalog."""
+    items, samples, report = load_data(DataConfig(synthetic=SyntheticConfig(n_items=20, n_users=10)))
+    assert items.num_rows == 20 and report["users"] == 10
+    assert all(len(set(s)) == len(s) for s in _sequences(samples).values())
+
+
+def test_works_with_mentions_the_next_purchase(default):
+    """An item's "Works with <subcategory>" sentence names where its buyers go next."""
+    items, samples, _ = default
+    rows = items.to_pylist()
+    sub = [r["categories"][1] for r in rows]
+    seqs = _sequences(samples)
+    pairs = [(a, b) for s in seqs.values() for a, b in zip(s, s[1:]) if sub[a] != sub[b]]
+    mentioned = [f"Works with {sub[b].lower()}." in rows[a]["description"] for a, b in pairs]
+    subs = sorted(set(sub))
+    chance = np.mean([f"Works with {s.lower()}." in rows[a]["description"] for a, _ in pairs for s in subs])
+    assert np.mean(mentioned) > 0.3 and np.mean(mentioned) > 8 * chance, (np.mean(mentioned), chance)
+
+
 @pytest.mark.parametrize("data, msg", [
     ({"synthetic": {"n_categories": 13}}, "n_categories"),
     ({"synthetic": {"n_items": 5}}, "n_items"),
     ({"synthetic": {"min_seq_len": 9, "max_seq_len": 4}}, "min_seq_len"),
     ({"synthetic": {"transition_prob": 1.5}}, "transition_prob"),
+    ({"synthetic": {"n_successors": 0}}, "n_successors"),
+    ({"synthetic": {"successor_decay": 0.0}}, "successor_decay"),
+    ({"synthetic": {"popularity_sigma": -1.0}}, "popularity_sigma"),
     ({"max_history": 0}, "max_history"),
     ({"source": "minionerec"}, "data.path"),
     ({"source": "amazon2023", "path": "x"}, "data.category"),
