@@ -42,7 +42,7 @@ from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
 from raygen.io import atomic_path, read_json, write_json  # noqa: E402
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
-from raygen.runner import SUCCESS, stage_key  # noqa: E402
+from raygen.runner import SUCCESS, stage_done, stage_key  # noqa: E402
 
 NO_TEXT_TASKS = ["tasks.token_ratio=0", "sft.sid_only_head=true"]
 VARIANTS: dict[str, list[str]] = {
@@ -100,8 +100,7 @@ def link_cached(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
 
 def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
     for name, key in stage_keys(cfg).items():
-        marker = run_dir / name / SUCCESS
-        if marker.exists() and read_json(marker).get("key") == key:
+        if stage_done(run_dir, name, key):
             cache.setdefault(key, (run_dir / name).resolve())
 
 

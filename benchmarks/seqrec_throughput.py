@@ -73,19 +73,9 @@ def load_industrial(data_dir: Path):
 
 def prepare_model(layers: int, sid_tokens: list[str], work: Path) -> tuple[Path, list[int]]:
     """Truncated SmolLM2 + the SID tokens, saved to ``work/model`` (each run reloads it fresh)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from benchmarks.train_throughput import save_smollm2_with_sids
 
-    from raygen.lm import add_sid_tokens
-    from raygen.models import resolve_lm
-
-    src = resolve_lm("smollm2")
-    tok = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, num_hidden_layers=layers)
-    sid_ids = add_sid_tokens(model, tok, sid_tokens).tolist()
-    out = work / "model"
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out, sid_ids
+    return save_smollm2_with_sids(layers, sid_tokens, work)
 
 
 def build_examples(model_dir: Path, samples, sids: dict[int, str], sid_len: int) -> tuple[dict, dict]:
@@ -129,13 +119,13 @@ def build_examples(model_dir: Path, samples, sids: dict[int, str], sid_len: int)
     return encoded, stats
 
 
-def make_batches(examples: list[dict], fmt: str, bs: int, n: int, pad_id: int) -> list[dict]:
+def make_batches(examples: list[dict], fmt: str, bs: int, n: int, pad_id: int, pack_len: int = MAX_LEN) -> list[dict]:
     """``n`` collated micro-batches of ``bs`` examples, in a fixed shuffled order (seed 0)."""
     order = np.random.default_rng(0).permutation(len(examples))
     if bs * n > len(examples):
         raise ValueError(f"{fmt}: {n} batches of {bs} need {bs * n} examples, only {len(examples)}")
     collate = pad_collate if fmt == "prompt" else pack_collate
-    return [collate([examples[j] for j in order[i * bs:(i + 1) * bs]], pad_id=pad_id, max_len=MAX_LEN)
+    return [collate([examples[j] for j in order[i * bs:(i + 1) * bs]], pad_id=pad_id, max_len=pack_len)
             for i in range(n)]
 
 
@@ -179,6 +169,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--prompt-batch", type=int, default=16, help="prompt-format examples per step")
     ap.add_argument("--seq-batch", type=int, default=32, help="sequence-format user rows per step (packed)")
+    ap.add_argument("--pack-len", type=int, default=256, help="row length of the packed sequence format")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/amazon18-industrial")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seqrec_throughput.json")
     args = ap.parse_args()
@@ -194,7 +185,7 @@ def main() -> None:
         cfg = json.loads((model_dir / "config.json").read_text())
         pad_id = int(cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None else cfg["eos_token_id"])
         bs = {"prompt": args.prompt_batch, "sequence": args.seq_batch}
-        batches = {f: make_batches(encoded[f], f, bs[f], args.steps + 1, pad_id) for f in FORMATS}
+        batches = {f: make_batches(encoded[f], f, bs[f], args.steps + 1, pad_id, args.pack_len) for f in FORMATS}
         runs: dict[str, list[dict]] = {f: [] for f in FORMATS}
         for rnd in range(args.rounds):
             for fmt in FORMATS:
@@ -210,7 +201,7 @@ def main() -> None:
     formats = {}
     for f in FORMATS:
         e, b = epoch[f], best[f]
-        formats[f] = {**e, "batch": bs[f], "layout": "pad_to_longest" if f == "prompt" else f"packing max_len {MAX_LEN}",
+        formats[f] = {**e, "batch": bs[f], "layout": "pad_to_longest" if f == "prompt" else f"packing max_len {args.pack_len}",
                       "best_round": b, "all_rounds_targets_per_s": [r["targets_per_s"] for r in runs[f]],
                       "tokens_per_s": b["tokens_per_s"], "examples_per_s": b["examples_per_s"],
                       "targets_per_s": b["targets_per_s"],
@@ -224,7 +215,7 @@ def main() -> None:
                  "items_with_sid": len(sids), "distinct_sids": len(set(sids.values()))},
         "model": f"SmolLM2-135M-Instruct truncated to {args.layers} layers, {len(sid_ids)} SID tokens added",
         "settings": {"layers": args.layers, "steps": args.steps, "rounds": args.rounds, "threads": args.threads,
-                     "prompt_batch": args.prompt_batch, "seq_batch": args.seq_batch, "max_len": MAX_LEN,
+                     "prompt_batch": args.prompt_batch, "seq_batch": args.seq_batch, "max_len": MAX_LEN, "pack_len": args.pack_len,
                      "mode": "full", "optimizer": "AdamW", "lr": LR, "grad_clip": GRAD_CLIP,
                      "logits": "sid (SID rows + EOS)", "bf16": bf16, "bf16_reason": bf16_reason,
                      "torch": torch.__version__},

@@ -54,23 +54,29 @@ LR = 1e-4
 
 def prepare_model(layers: int, data_csv: Path, work: Path) -> tuple[Path, list[int], list[list[str]], list[str]]:
     """Truncated SmolLM2 + the data's SID tokens, saved to ``work/model``; the data's histories and targets."""
+    rows = list(csv.DictReader(open(data_csv, encoding="utf-8")))
+    histories = [ast.literal_eval(r["history_item_sid"]) for r in rows]
+    targets = [r["item_sid"] for r in rows]
+    tokens = sorted({t for h, y in zip(histories, targets) for s in [*h, y] for t in SID_TOKEN.findall(s)})
+    out, sid_ids = save_smollm2_with_sids(layers, tokens, work)
+    return out, sid_ids, histories, targets
+
+
+def save_smollm2_with_sids(layers: int, sid_tokens: list[str], work: Path) -> tuple[Path, list[int]]:
+    """SmolLM2 cut to ``layers`` decoder layers + ``sid_tokens``, saved to ``work/model``; its SID ids."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from raygen.lm import add_sid_tokens
     from raygen.models import resolve_lm
 
-    rows = list(csv.DictReader(open(data_csv, encoding="utf-8")))
-    histories = [ast.literal_eval(r["history_item_sid"]) for r in rows]
-    targets = [r["item_sid"] for r in rows]
-    tokens = sorted({t for h, y in zip(histories, targets) for s in [*h, y] for t in SID_TOKEN.findall(s)})
     src = resolve_lm("smollm2")
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, num_hidden_layers=layers)
-    sid_ids = add_sid_tokens(model, tok, tokens).tolist()
+    sid_ids = add_sid_tokens(model, tok, sid_tokens).tolist()
     out = work / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out, sid_ids, histories, targets
+    return out, sid_ids
 
 
 def encode(model_dir: Path, histories, targets, n: int, max_len: int) -> list[dict]:

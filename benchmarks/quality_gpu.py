@@ -1,0 +1,210 @@
+"""The init ablation of benchmarks/quality.py on one device (a GPU), without Ray: same data, SIDs,
+inits, tasks, sequence-format SFT with validation-driven stopping, beam search and scoring, run by
+the single-process trainer (raygen.train.local.fit_local, the same cores the Ray workers run).
+
+    python benchmarks/quality_gpu.py --model-dir <truncated SmolLM2 folder> --run runs/industrial \
+        --out results/quality_industrial_gpu.json
+
+``--run`` needs the data and sids stages' outputs (data/items.parquet, data/samples.parquet,
+sids/codes.parquet, sids/tokens.parquet). Writes the JSON (after every run), a Markdown table and
+plots, in the layout of quality_industrial.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.quality import markdown, paired_diff, per_row, plot, summarize  # noqa: E402
+from raygen.data.schema import SkipLog  # noqa: E402
+from raygen.eval.beam import constrained_beam_search  # noqa: E402
+from raygen.eval.metrics import collapse_stats  # noqa: E402
+from raygen.eval.rows import Catalog, split_rows  # noqa: E402
+from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402
+from raygen.lm.init import init_sid_rows  # noqa: E402
+from raygen.lm.stage import read_sid_tokens  # noqa: E402
+from raygen.lm.vocab import add_sid_tokens  # noqa: E402
+from raygen.tasks.builders import alignment_examples, build_sft_examples, sids_by_item  # noqa: E402
+from raygen.tasks.config import TasksConfig  # noqa: E402
+from raygen.tasks.encode import encode_examples  # noqa: E402
+from raygen.train.config import TrainConfig  # noqa: E402
+from raygen.train.local import fit_local  # noqa: E402
+from raygen.train.validation import ValidSet  # noqa: E402
+
+# variant -> (init, rescale, STAR alignment, TS-Align token ratio in SFT)
+VARIANTS = {
+    "random": ("random", False, False, 0.0),
+    "mean": ("mean", False, False, 0.0),
+    "sa_init": ("sa_init", False, False, 0.0),
+    "sa_init_norm": ("sa_init", True, False, 0.0),
+    "star": ("mean", False, True, 0.0),
+    "star_sa": ("sa_init", False, True, 0.0),
+    "sa_init+ts_align": ("sa_init", False, False, 0.25),
+}
+
+
+def load(model_dir: str, layers: int, device):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    conf = AutoConfig.from_pretrained(model_dir)
+    if layers:
+        conf.num_hidden_layers = layers
+    lm = AutoModelForCausalLM.from_pretrained(model_dir, config=conf, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return lm.to(device), tok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variants", default="mean,sa_init,star,sa_init+ts_align,random")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--layers", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--sft-lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--valid-every", type=int, default=20)
+    ap.add_argument("--valid-rows", type=int, default=1000)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--align-steps", type=int, default=200)
+    ap.add_argument("--align-lr", type=float, default=3e-3)
+    ap.add_argument("--eval-batch", type=int, default=512)
+    ap.add_argument("--max-steps", type=int, default=0, help="cap SFT steps (smoke tests only)")
+    ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
+    ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
+    a = ap.parse_args()
+    t0 = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    run = Path(a.run)
+    items, samples = read_parquet(run / "data/items.parquet"), read_parquet(run / "data/samples.parquet")
+    codes, tokens = read_parquet(run / "sids/codes.parquet"), read_parquet(run / "sids/tokens.parquet")
+    token_rows = read_sid_tokens(run / "sids/tokens.parquet")
+    variants, seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
+    per_variant = {v: {"runs": []} for v in variants}
+    rows: dict[str, list] = {v: [] for v in variants}
+    curves: dict[str, list] = {v: [] for v in variants}
+    scored = tok = None
+    settings = {"layers": a.layers or "all of --model-dir", "epochs": a.epochs, "batch_size": a.batch_size,
+                "sft_lr": a.sft_lr, "warmup": a.warmup, "valid_every": a.valid_every, "valid_rows": a.valid_rows,
+                "patience": a.patience, "align_steps": a.align_steps, "align_lr": a.align_lr, "ts_ratio": 0.25,
+                "seeds": seeds, "format": "sequence", "device": str(device),
+                "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+
+    def write(base=None, diffs=None):
+        result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {}, "partial": base is None,
+                  "invalid_total": 0, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
+                  "command": " ".join(["python", "benchmarks/quality_gpu.py", *sys.argv[1:]]),
+                  "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}}
+        write_json(a.out, result)
+        return result
+
+    for seed in seeds:
+        for name in variants:
+            if a.deadline and time.time() - t0 > a.deadline:
+                break
+            init, rescale, star, ts = VARIANTS[name]
+            ts0 = time.time()
+            lm, tok = load(a.model_dir, a.layers, device)
+            sid_ids = add_sid_tokens(lm, tok, [r["token"] for r in token_rows]).tolist()
+            init_sid_rows(lm, tok, torch.tensor(sid_ids), token_rows, strategy=init, seed=seed, sa_init_rescale=rescale)
+            eos = [tok.eos_token_id]
+            tasks = TasksConfig(seqrec_format="sequence", max_history=10, align_ratio=0.0, token_ratio=ts, seed=seed)
+            catalog = Catalog.from_codes(codes, tok)
+            align_s = 0.0
+            if star:
+                ex = encode_examples(tok, alignment_examples(items, sids_by_item(codes), tasks, SkipLog()), 256,
+                                     SkipLog())
+                acfg = TrainConfig(mode="embeddings", max_steps=a.align_steps, batch_size=a.batch_size, lr=a.align_lr,
+                                   pad_to="longest", max_len=256, seed=seed, bf16="auto")
+                lm, asum = fit_local(lm, ex, sid_ids, acfg, tok.pad_token_id, eos, device=device)
+                align_s = asum["train_seconds"]
+            enc = encode_examples(tok, build_sft_examples(samples, items, codes, tokens, tasks, "train", SkipLog()),
+                                  512, SkipLog())
+            vrows = split_rows(samples, codes, tok, tasks, "valid", a.valid_rows, 0)
+            index = catalog.index_of()
+            valid = ValidSet(vrows.prompt_ids, [index[int(t)] for t in vrows.targets], catalog.sid_matrix.tolist(),
+                             tok.pad_token_id)
+            scfg = TrainConfig(mode="full", epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.sft_lr,
+                               warmup_steps=a.warmup, pad_to="packing", max_len=512, sid_only_head=ts == 0,
+                               valid_every=a.valid_every, valid_rows=a.valid_rows, patience=a.patience,
+                               valid_batch_size=a.eval_batch, seed=seed, bf16="auto")
+            lm, ssum = fit_local(lm, enc, sid_ids, scfg, tok.pad_token_id, eos, valid=valid, device=device)
+            test = split_rows(samples, codes, tok, tasks, "test", a.test_rows, 0)
+            te = time.time()
+            idx, _ = constrained_beam_search(lm, test.prompt_ids, catalog.sid_matrix, 10, tok.pad_token_id,
+                                             a.eval_batch, autocast_dtype=torch.bfloat16 if ssum["precision"]["bf16"]
+                                             else None, sid_only=True, eos_id=eos)
+            topk = catalog.item_ids[idx.numpy()]
+            r = per_row(topk, test.targets)
+            scored = (test.row_ids, test.targets, test.histories)
+            rec = {"seed": seed, **{m: float(v.mean()) for m, v in r.items()}, "n_rows": len(test.targets),
+                   "collapse": collapse_stats(topk, len(catalog.item_ids)), "best_step": ssum.get("best_step"),
+                   "final_step": ssum["final_step"], "stopped_early": ssum.get("stopped_early"),
+                   "examples_seen": ssum["examples_seen"], "sft_seconds": ssum["train_seconds"],
+                   "sft_tokens_per_s": ssum["tokens_per_s"], "precision": ssum["precision"], "align_seconds": align_s,
+                   "eval_seconds": round(time.time() - te, 2), "wall_s": round(time.time() - ts0, 1)}
+            per_variant[name]["runs"].append(rec)
+            rows[name].append(r)
+            curves[name].append(ssum.get("learning_curve") or [])
+            per_variant[name]["summary"] = summarize(rows[name])
+            per_variant[name]["collapse"] = [x["collapse"] for x in per_variant[name]["runs"]]
+            print(f"[gpu] {name} seed {seed}: ndcg@10 {rec['ndcg@10']:.4f} hr@10 {rec['hr@10']:.4f} best step "
+                  f"{rec['best_step']}/{rec['final_step']} ({rec['wall_s']}s, total {time.time() - t0:.0f}s)", flush=True)
+            settings["precision"] = f"bf16={ssum['precision']['bf16']} ({ssum['precision']['reason']})"
+            settings["test_rows_used"] = len(test.targets)
+            write()
+            del lm
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    from raygen.eval.baselines import popularity_rank
+    from raygen.eval.sasrec import sasrec_rank
+    from raygen.eval.stage import fit_sasrec_baseline
+    from raygen.eval.config import EvalConfig
+
+    row_ids, targets, histories = scored
+    catalog = Catalog.from_codes(codes, tok)
+    train = samples.filter(__import__("pyarrow.compute").compute.equal(samples.column("split"), "train"))
+    pop = popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(), len(targets), 10)
+    base = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, len(catalog.item_ids))]},
+            "sasrec": {"rows": [], "collapse": [], "fit": []}}
+    index = catalog.index_of()
+    for s in seeds:
+        ecfg = EvalConfig()
+        ecfg = replace(ecfg, sasrec=replace(ecfg.sasrec, seed=s))
+        model = fit_sasrec_baseline(samples, catalog, ecfg)
+        top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in histories], 10)]
+        base["sasrec"]["rows"].append(per_row(top, targets))
+        base["sasrec"]["collapse"].append(collapse_stats(top, len(catalog.item_ids)))
+        base["sasrec"]["fit"].append(model.fit_info)
+    done = [v for v in variants if rows[v]]
+    diffs = {v: {b: paired_diff(rows[v], base[b]["rows"]) for b in base} for v in done}
+    for v in done:
+        if "mean" in done and v != "mean":
+            diffs[v]["mean"] = paired_diff(rows[v], rows["mean"])
+    result = write({b: {"summary": summarize(r["rows"]), "collapse": r["collapse"],
+                        **({"fit": r["fit"]} if "fit" in r else {})} for b, r in base.items()}, diffs)
+    result["variants"] = {v: per_variant[v] for v in done}
+    plot(result, {v: curves[v] for v in done}, Path(a.out).with_suffix(""))
+    with atomic_path(Path(a.out).with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
