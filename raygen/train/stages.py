@@ -61,8 +61,6 @@ def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConf
     summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
                     resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None, valid=valid)
     summary["model_dir"] = f"{ctx.stage}/model"  # relative to the run folder (ctx.out is renamed when the stage ends)
-    if summary.get("learning_curve"):
-        _plot_curve(summary["learning_curve"], ctx.out / "learning_curve.png", ctx.stage)
     tasks = {}
     for ex in examples:
         tasks[ex["task"]] = tasks.get(ex["task"], 0) + 1
@@ -88,30 +86,6 @@ def _valid_set(ctx: StageContext, tokenizer, cfg: TrainConfig):
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return ValidSet(prompt_ids=rows.prompt_ids, targets=[index[int(t)] for t in rows.targets],
                     sid_matrix=catalog.sid_matrix.tolist(), pad_id=int(pad))
-
-
-def _plot_curve(curve: list[dict], path: Path, stage: str) -> None:
-    """Train loss and valid NDCG@10 against examples seen."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from raygen.io import atomic_path
-
-    x = [c["examples"] for c in curve]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(x, [c["loss"] for c in curve], "o-", color="tab:blue", label="train loss")
-    ax.set_xlabel("examples seen")
-    ax.set_ylabel("train loss", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(x, [c["valid_ndcg@10"] for c in curve], "s-", color="tab:red", label="valid NDCG@10")
-    ax2.set_ylabel("valid NDCG@10", color="tab:red")
-    ax.set_title(f"{stage}: learning curve")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def run_align(ctx: StageContext) -> dict:
