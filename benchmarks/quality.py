@@ -144,7 +144,8 @@ def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], 
     return {"diff": float(d.mean()), "ci95": bootstrap_ci(d)}
 
 
-def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray) -> dict:
+def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray,
+              sasrec_max_epochs: int = 0) -> dict:
     """Popularity and SASRec (early-stopped on valid, one per seed) on exactly the scored rows."""
     from dataclasses import replace
 
@@ -172,7 +173,8 @@ def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids
            "sasrec": {"rows": [], "collapse": [], "fit": []}}
     index = catalog.index_of()
     for s in seeds:
-        ecfg = replace(cfg.eval, sasrec=replace(cfg.eval.sasrec, seed=s))
+        sr = replace(cfg.eval.sasrec, seed=s, **({"epochs": sasrec_max_epochs} if sasrec_max_epochs else {}))
+        ecfg = replace(cfg.eval, sasrec=sr)
         model = fit_sasrec_baseline(samples, catalog, ecfg)
         top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in hist_rows], k)]
         out["sasrec"]["rows"].append(per_row(top, targets))
@@ -318,6 +320,8 @@ def main() -> None:
     p.add_argument("--test-rows", type=int, default=0, help="test rows scored (0 = all 4,533)")
     p.add_argument("--eval-batch", type=int, default=64)
     p.add_argument("--cpus", type=int, default=2, help="CPUs per training worker and evaluation actors")
+    p.add_argument("--sasrec-seeds", default="", help="SASRec baseline seeds (default: --seeds)")
+    p.add_argument("--sasrec-max-epochs", type=int, default=0, help="cap SASRec epochs (0 = eval.sasrec.epochs)")
     p.add_argument("overrides", nargs="*", help="more section.field=value for every variant")
     a = p.parse_args()
     setup_logging(False)
@@ -362,7 +366,8 @@ def main() -> None:
             _write(a, per_variant, {}, {}, seeds, t0, partial=True)  # progress survives an interrupted run
 
     cfg = load_config(a.config, base)
-    base_rows = baselines(cfg, last_run, seeds, scored[1], scored[0])
+    sasrec_seeds = [int(x) for x in a.sasrec_seeds.split(",") if x] or seeds
+    base_rows = baselines(cfg, last_run, sasrec_seeds, scored[1], scored[0], a.sasrec_max_epochs)
     result_baselines = {b: {"summary": summarize(r["rows"]), "collapse": r["collapse"],
                             **({"fit": r["fit"]} if "fit" in r else {})} for b, r in base_rows.items()}
     diffs = {}
