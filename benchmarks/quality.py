@@ -146,41 +146,63 @@ def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], 
 
 def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray,
               sasrec_max_epochs: int = 0) -> dict:
-    """Popularity and SASRec (early-stopped on valid, one per seed) on exactly the scored rows."""
-    from dataclasses import replace
-
-    import pyarrow.compute as pc
+    """Popularity and SASRec on exactly the scored rows of ``run_dir``'s samples (see :func:`baseline_rows`)."""
     from transformers import AutoTokenizer
 
-    from raygen.eval.baselines import popularity_rank
-    from raygen.eval.metrics import collapse_stats
     from raygen.eval.rows import Catalog
-    from raygen.eval.sasrec import sasrec_rank
-    from raygen.eval.stage import fit_sasrec_baseline
     from raygen.io import read_parquet
     from raygen.modelref import model_dir
 
     samples = read_parquet(run_dir / "data" / "samples.parquet")
-    codes = read_parquet(run_dir / "sids" / "codes.parquet")
     tok = AutoTokenizer.from_pretrained(model_dir(run_dir / "lm"), local_files_only=True)
-    catalog = Catalog.from_codes(codes, tok)
+    catalog = Catalog.from_codes(read_parquet(run_dir / "sids" / "codes.parquet"), tok)
     histories = [list(h) for h in samples.column("history").to_pylist()]
-    hist_rows = [histories[i] for i in row_ids]
+    return baseline_rows(samples, catalog, cfg.eval, seeds, targets, [histories[i] for i in row_ids],
+                         sasrec_max_epochs)
+
+
+def baseline_rows(samples, catalog, eval_cfg, seeds: list[int], targets: np.ndarray, histories: list[list[int]],
+                  sasrec_max_epochs: int = 0) -> dict:
+    """Per-row metrics and collapse stats of popularity and of SASRec (early-stopped on valid, one per
+    seed) for the rows with these ``targets`` / ``histories``."""
+    from dataclasses import replace
+
+    import pyarrow.compute as pc
+
+    from raygen.eval.baselines import popularity_rank
+    from raygen.eval.metrics import collapse_stats
+    from raygen.eval.sasrec import sasrec_rank
+    from raygen.eval.stage import fit_sasrec_baseline
+
     train = samples.filter(pc.equal(samples.column("split"), "train"))
-    k = cfg.eval.beam_width
+    k, n_items = eval_cfg.beam_width, len(catalog.item_ids)
     pop = popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(), len(targets), k)
-    out = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, len(catalog.item_ids))]},
+    out = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, n_items)]},
            "sasrec": {"rows": [], "collapse": [], "fit": []}}
     index = catalog.index_of()
     for s in seeds:
-        sr = replace(cfg.eval.sasrec, seed=s, **({"epochs": sasrec_max_epochs} if sasrec_max_epochs else {}))
-        ecfg = replace(cfg.eval, sasrec=sr)
-        model = fit_sasrec_baseline(samples, catalog, ecfg)
-        top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in hist_rows], k)]
+        sr = replace(eval_cfg.sasrec, seed=s, **({"epochs": sasrec_max_epochs} if sasrec_max_epochs else {}))
+        model = fit_sasrec_baseline(samples, catalog, replace(eval_cfg, sasrec=sr))
+        top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in histories], k)]
         out["sasrec"]["rows"].append(per_row(top, targets))
-        out["sasrec"]["collapse"].append(collapse_stats(top, len(catalog.item_ids)))
+        out["sasrec"]["collapse"].append(collapse_stats(top, n_items))
         out["sasrec"]["fit"].append(model.fit_info)
     return out
+
+
+def differences(rows: dict[str, list], base_rows: dict[str, dict]) -> dict:
+    """Paired NDCG@10 differences of every variant to each baseline and to ``mean``."""
+    diffs = {}
+    for name, r in rows.items():
+        diffs[name] = {b: paired_diff(r, base_rows[b]["rows"]) for b in base_rows}
+        if "mean" in rows and name != "mean":
+            diffs[name]["mean"] = paired_diff(r, rows["mean"])
+    return diffs
+
+
+def baseline_summary(base_rows: dict[str, dict]) -> dict:
+    return {b: {"summary": summarize(r["rows"]), "collapse": r["collapse"], **({"fit": r["fit"]} if "fit" in r else {})}
+            for b, r in base_rows.items()}
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -368,13 +390,8 @@ def main() -> None:
     cfg = load_config(a.config, base)
     sasrec_seeds = [int(x) for x in a.sasrec_seeds.split(",") if x] or seeds
     base_rows = baselines(cfg, last_run, sasrec_seeds, scored[1], scored[0], a.sasrec_max_epochs)
-    result_baselines = {b: {"summary": summarize(r["rows"]), "collapse": r["collapse"],
-                            **({"fit": r["fit"]} if "fit" in r else {})} for b, r in base_rows.items()}
-    diffs = {}
-    for name in variants:
-        diffs[name] = {b: paired_diff(rows[name], base_rows[b]["rows"]) for b in base_rows}
-        if "mean" in rows and name != "mean":
-            diffs[name]["mean"] = paired_diff(rows[name], rows["mean"])
+    result_baselines = baseline_summary(base_rows)
+    diffs = differences(rows, base_rows)
     result = _write(a, per_variant, result_baselines, diffs, seeds, t0, partial=False)
     plot(result, curves, Path(a.out).with_suffix(""))
     print(markdown(result))

@@ -16,16 +16,15 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import markdown, paired_diff, per_row, plot, summarize  # noqa: E402
+from benchmarks.quality import (baseline_rows, baseline_summary, differences, markdown, per_row, plot,  # noqa: E402
+                                summarize)
 from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.eval.beam import constrained_beam_search  # noqa: E402
 from raygen.eval.metrics import collapse_stats  # noqa: E402
@@ -172,33 +171,12 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    from raygen.eval.baselines import popularity_rank
-    from raygen.eval.sasrec import sasrec_rank
-    from raygen.eval.stage import fit_sasrec_baseline
     from raygen.eval.config import EvalConfig
 
     row_ids, targets, histories = scored
-    catalog = Catalog.from_codes(codes, tok)
-    train = samples.filter(__import__("pyarrow.compute").compute.equal(samples.column("split"), "train"))
-    pop = popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(), len(targets), 10)
-    base = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, len(catalog.item_ids))]},
-            "sasrec": {"rows": [], "collapse": [], "fit": []}}
-    index = catalog.index_of()
-    for s in seeds:
-        ecfg = EvalConfig()
-        ecfg = replace(ecfg, sasrec=replace(ecfg.sasrec, seed=s))
-        model = fit_sasrec_baseline(samples, catalog, ecfg)
-        top = catalog.item_ids[sasrec_rank(model, [[index[h] for h in hs] for hs in histories], 10)]
-        base["sasrec"]["rows"].append(per_row(top, targets))
-        base["sasrec"]["collapse"].append(collapse_stats(top, len(catalog.item_ids)))
-        base["sasrec"]["fit"].append(model.fit_info)
     done = [v for v in variants if rows[v]]
-    diffs = {v: {b: paired_diff(rows[v], base[b]["rows"]) for b in base} for v in done}
-    for v in done:
-        if "mean" in done and v != "mean":
-            diffs[v]["mean"] = paired_diff(rows[v], rows["mean"])
-    result = write({b: {"summary": summarize(r["rows"]), "collapse": r["collapse"],
-                        **({"fit": r["fit"]} if "fit" in r else {})} for b, r in base.items()}, diffs)
+    base = baseline_rows(samples, Catalog.from_codes(codes, tok), EvalConfig(), seeds, targets, histories)
+    result = write(baseline_summary(base), differences({v: rows[v] for v in done}, base))
     result["variants"] = {v: per_variant[v] for v in done}
     plot(result, {v: curves[v] for v in done}, Path(a.out).with_suffix(""))
     with atomic_path(Path(a.out).with_suffix(".md")) as tmp:

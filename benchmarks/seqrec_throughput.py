@@ -17,7 +17,7 @@ isolate the format:
   sample, loss on the SID + EOS), micro-batches of ``--prompt-batch`` examples padded to the longest;
 - sequence format: ``sequence_examples`` + ``encode_examples`` (one row per user window: prefix, then
   the items' SIDs, loss on every item after the first), micro-batches of ``--seq-batch`` rows packed
-  into rows of at most 512 tokens (``pack_collate``).
+  into rows of at most ``--pack-len`` tokens (``pack_collate``, default 256).
 
 Timing: per format one untimed warm-up step then ``--steps`` timed optimizer steps (one micro-batch
 each), formats interleaved over ``--rounds`` rounds, best round kept. Batches are drawn from the
