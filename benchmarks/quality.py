@@ -11,8 +11,7 @@ state kept, stopped after --patience validations without improvement. Variants:
 
     random            SID rows ~ N(0, 0.02)
     mean              SID rows = mean of the pretrained vocabulary rows
-    sa_init           SID rows = mean of the LM's embeddings of the token's cluster keywords (TS-Rec),
-                      rescaled to the vocabulary's mean row norm (lm.sa_init_rescale)
+    sa_init           SID rows = mean of the LM's embeddings of the token's cluster keywords (TS-Rec)
     star              mean init, then STAR: embedding-only alignment on item text <-> SID pairs
     star_sa           sa_init, then STAR
     sa_init+ts_align  sa_init with TS-Align token tasks mixed into SFT
@@ -209,7 +208,8 @@ def baseline_summary(base_rows: dict[str, dict]) -> dict:
 
 def markdown(result: dict) -> str:
     st = result["settings"]
-    lines = [f"# SID-token init ablation on Amazon 2018 Industrial: full test split ({st['test_rows_used']} rows), "
+    split = "full test split" if not st.get("test_rows") else "test rows (a subset: --test-rows)"
+    lines = [f"# SID-token init ablation on Amazon 2018 Industrial: {split} ({st['test_rows_used']} rows), "
              f"{len(st['seeds'])} seeds", "",
              f"SmolLM2-135M-Instruct, first {st['layers']} decoder layers, {st['precision']}. Sequence-format SFT "
              f"(full fine-tuning, lr {st['sft_lr']}, batch {st['batch_size']} users, <= {st['epochs']} epochs, valid "

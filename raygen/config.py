@@ -148,29 +148,35 @@ def _names_key(msg: str, key: str) -> bool:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``section.field=value`` overrides.
 
-    An error names where the bad value came from: the command-line override whose key the error names
-    (or, when the file alone is valid, the overrides), else the YAML file.
+    An error names where the bad value came from (see :func:`build_attributed`).
     """
+    return build_attributed(path, overrides, lambda data: from_dict(PipelineConfig, data))
+
+
+def build_attributed(path: str | Path | None, overrides: list[str] | None, build):
+    """``build(data)`` on the YAML at ``path`` (or ``{}``) with ``overrides`` applied. A ConfigError
+    names where the bad value came from: the command-line override whose key the error names (or,
+    when the file alone builds, the overrides), else the YAML file. ``build`` must not mutate ``data``."""
     overrides = list(overrides or [])
     data = load_yaml(path) if path else {}
     file_only = copy.deepcopy(data)
     data = apply_overrides(data, overrides)
     try:
-        return from_dict(PipelineConfig, data)
+        return build(data)
     except ConfigError as e:
         msg = str(e)
         named = [ov for ov in overrides if _names_key(msg, override_key(ov))]
         if named:
             raise ConfigError(f"command-line override {named[-1]!r}: {msg}") from None
-        if overrides and (not path or _valid(file_only)):
+        if overrides and (not path or _builds(build, file_only)):
             which = f"override {overrides[0]!r}" if len(overrides) == 1 else f"overrides {overrides}"
             raise ConfigError(f"command-line {which}: {msg}") from None
         raise ConfigError(f"{path}: {msg}" if path else msg) from None
 
 
-def _valid(data: dict) -> bool:
+def _builds(build, data: dict) -> bool:
     try:
-        from_dict(PipelineConfig, data)
+        build(data)
     except ConfigError:
         return False
     return True

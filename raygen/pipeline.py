@@ -33,7 +33,8 @@ STAGES: list[Stage] = [
     Stage("lm", _lazy("raygen.lm.stage:run_lm_init"), deps=("sids",), sections=("lm",)),
     Stage("align", _lazy("raygen.train.stages:run_align"), deps=("lm",), sections=("align", "tasks")),
     Stage("sft", _lazy("raygen.train.stages:run_sft"), deps=("align",), sections=("sft", "tasks")),
-    Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl",)),
+    # rl reads eval (keep-best validation: beam, ks, SID-only head) and tasks (prompts)
+    Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl", "eval", "tasks")),
     Stage("eval", _lazy("raygen.eval.stage:run_eval"), deps=("rl",), sections=("eval", "tasks")),
     Stage("report", _lazy("raygen.report.stage:run_report"), deps=("eval",), sections=()),
 ]

@@ -102,6 +102,8 @@ class Recommender:
         self.run_dir = Path(run_dir)
         self.cfg = load_run_config(self.run_dir)
         mdir = check_final_model(self.run_dir, self.cfg)
+        self.model_dir = Path(mdir)
+        """The model folder this run hands on (rl/model, or what rl/model_ref.json points at)."""
         tables = {}
         for stage, name, columns in (("data", "items.parquet", ["item_id", "title"]), ("sids", "codes.parquet", None)):
             path = self.run_dir / stage / name

@@ -12,6 +12,9 @@ Stable names (other test files rely on them):
   by default), in eval mode. Extra keyword arguments go to ``LlamaConfig``.
 - ``tiny_model_dir``: a folder with ``save_pretrained`` of a tied tiny Llama and the tiny tokenizer
   (session scoped: treat it as READ-ONLY; load it with ``from_pretrained``).
+- ``scripted_teacher_dir``: a folder holding a 1-layer Llama (and the tiny tokenizer) whose greedy
+  answer to ANY chat prompt is exactly ``SCRIPTED_REPLY`` then ``<|im_end|>``: a real model on the real
+  teacher path (HFBackend, Ray Data KeywordActor) that yields parseable keywords. Session, read-only.
 - ``tiny_catalog``: dict of Arrow tables ``items`` (ITEMS_SCHEMA), ``samples`` (SAMPLES_SCHEMA),
   ``codes`` (item_id, codes list<int32>, 3 levels), ``tokens`` (level, code, token, keywords,
   description: 4 codes per level, like the sids stage's tokens.parquet). Session scoped, read-only.
@@ -101,6 +104,51 @@ def tiny_model_dir(tmp_path_factory, tiny_llama, tiny_tokenizer_json) -> Path:
     path = tmp_path_factory.mktemp("tiny_model")
     tiny_llama().save_pretrained(path)
     make_tiny_tokenizer(tiny_tokenizer_json).save_pretrained(path)
+    return path
+
+
+SCRIPTED_REPLY = "leather wallet, steel knife"
+
+
+def scripted_llama(tokenizer, reply: str):
+    """A 1-layer tied-off Llama that, after the generation prompt, greedily emits ``reply`` + EOS.
+
+    Attention and MLP outputs are zeroed (o_proj, down_proj = 0), so the last hidden state is the
+    current token's embedding: a bigram model. The prompt's last token and each reply token get
+    orthonormal embedding directions e_i, and the (untied) head row of the next token is 10 e_i, so
+    token i is followed by token i + 1 whatever came before. Reply tokens must be distinct."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    chain = [prompt[-1], *tokenizer(reply, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    assert len(set(chain)) == len(chain), "reply tokens must be distinct (and differ from the prompt's last)"
+    hidden = 64
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=4, intermediate_size=128, max_position_embeddings=512,
+                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.norm.weight.fill_(1.0)
+        model.model.layers[0].input_layernorm.weight.fill_(1.0)
+        model.model.layers[0].post_attention_layernorm.weight.fill_(1.0)
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        for i, (cur, nxt) in enumerate(zip(chain, chain[1:])):
+            emb[cur, i] = 1.0
+            head[nxt, i] = 10.0
+    return model
+
+
+@pytest.fixture(scope="session")
+def scripted_teacher_dir(tmp_path_factory, tiny_tokenizer_json) -> Path:
+    path = tmp_path_factory.mktemp("scripted_teacher")
+    tok = make_tiny_tokenizer(tiny_tokenizer_json)
+    scripted_llama(tok, SCRIPTED_REPLY).save_pretrained(path)
+    tok.save_pretrained(path)
     return path
 
 

@@ -89,5 +89,5 @@ def test_minilm_shapes_normalisation_and_similarity(minilm):
 
 @pytest.mark.realmodel
 def test_load_embedder_unknown_model_is_a_clear_error(tmp_path):
-    with pytest.raises((FileNotFoundError, OSError)):
+    with pytest.raises(FileNotFoundError, match=r"cannot load sentence embedder '.*missing-model'"):
         load_embedder(str(tmp_path / "missing-model"))

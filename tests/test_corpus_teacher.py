@@ -62,7 +62,7 @@ def test_hf_backend_needs_a_chat_template(tmp_path, tiny_llama, tiny_tokenizer):
 
 
 def test_hf_backend_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises((FileNotFoundError, OSError)):
+    with pytest.raises(FileNotFoundError, match=r"cannot load teacher LLM '.*nope'"):
         HFBackend(str(tmp_path / "nope"))
 
 
@@ -98,3 +98,22 @@ def test_vllm_backend_without_vllm_says_how_to_get_it():
         VLLMBackend("smollm2")
     with pytest.raises(ImportError, match="keyword_backend='hf' or 'fallback'"):
         make_teacher(CorpusConfig(keyword_backend="vllm"))
+
+
+def test_scripted_teacher_yields_parsed_keywords_through_the_hf_backend(scripted_teacher_dir):
+    """A real model on the real path: chat template, batched left-padded greedy generate, decode,
+    parse and grounding; the answer's keywords are kept only for the item whose text holds them."""
+    from conftest import SCRIPTED_REPLY
+
+    from raygen.corpus.keywords import extract_keywords
+
+    backend = HFBackend(str(scripted_teacher_dir))
+    convs = [[{"role": "user", "content": "Title: leather wallet"}], [{"role": "user", "content": "a longer "
+                                                                         "prompt about cotton socks and more"}]]
+    assert backend.generate(convs, max_new_tokens=16) == [SCRIPTED_REPLY, SCRIPTED_REPLY]
+    rows = [{"title": "Leather wallet with a steel knife", "description": "", "categories": []},
+            {"title": "Cotton socks", "description": "", "categories": []}]
+    results = extract_keywords(backend, rows, 3, max_new_tokens=16, max_chars=256, min_keywords=2, grounded=True,
+                               use_teacher=[True, True])
+    assert [src for _, src in results] == ["teacher", "fallback"]
+    assert results[0][0] == ["leather wallet", "steel knife"]

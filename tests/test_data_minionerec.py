@@ -36,13 +36,15 @@ def test_real_counts(real):
     items, samples, report = real
     assert items.num_rows == 3686
     assert report["items"] == 3686
-    # 10,393 = sum over the 3,285 users of (len(first eval history) - 1): the README's "about 10.4k".
-    assert report["samples"] == {"train": 10393, "valid": 4532, "test": 4533}
-    assert report["users"] == 3285
     first_hist = {}
     for u, h, _ in _csv_rows("valid.csv") + _csv_rows("test.csv"):
         first_hist.setdefault(u, h)
-    assert len(first_hist) == 3285
+    # one train sample per item after the first of each user's first eval history (10,393: the
+    # README's "about 10.4k"); valid/test: one per row of the release's files
+    expected = {"train": sum(len(h) - 1 for h in first_hist.values()), "valid": len(_csv_rows("valid.csv")),
+                "test": len(_csv_rows("test.csv"))}
+    assert report["samples"] == expected and expected["train"] == 10393
+    assert report["users"] == len(first_hist) == 3285
     train_users = {u for u, s in zip(samples["user_id"].to_pylist(), samples["split"].to_pylist()) if s == "train"}
     assert train_users == {u for u, h in first_hist.items() if len(h) >= 2}
     json.dumps(report)  # JSON-able for metrics.json

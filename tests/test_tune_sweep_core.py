@@ -29,6 +29,17 @@ def test_bad_sweep_values_name_the_key(override, match):
         load_sweep_config("configs/sweep_tiny.yaml", [override])
 
 
+def test_sweep_errors_name_the_override_or_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^command-line override 'sweep.rungs=0': sweep.rungs"):
+        load_sweep_config("configs/sweep_tiny.yaml", ["sweep.lrs=[0.01]", "sweep.rungs=0"])
+    with pytest.raises(ConfigError, match=r"^command-line override 'sft.lr=-1': .*lr"):
+        load_sweep_config("configs/sweep_tiny.yaml", ["sft.lr=-1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep:\n  rungs: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: sweep.rungs"):  # from the file, not the (valid) override
+        load_sweep_config(bad, ["sweep.lrs=[0.01]"])
+
+
 def test_grid_expands_depths_only_for_sa_init_and_repeats_shift_seeds():
     sweep = SweepConfig(lrs=[1e-4, 1e-3], inits=["random", "sa_init", "star"], sa_init_depths=[1, 2],
                         lora_ranks=[4], num_samples=2, rungs=2, steps_per_rung=5)

@@ -9,22 +9,32 @@ drawn into ``plots/learning_curve_<stage>.png``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from raygen.io import atomic_path, read_json
 from raygen.runner import SUCCESS, StageContext
 
-# Headline metrics shown per stage (everything else stays in the stage's metrics.json).
+log = logging.getLogger("raygen")
+
+# Headline metrics shown per stage (everything else stays in the stage's metrics.json). A key ending
+# in "?" is shown when the stage wrote it (e.g. validation results only when validation ran); every
+# other key is required: a stage that no longer writes it is listed under ``missing`` in the report's
+# metrics and in report.md, so the report cannot drift from the stages unnoticed.
 HEADLINES = {
-    "data": ["n_items", "n_users", "samples", "skips.total"],
+    "data": ["source", "items", "users", "interactions", "samples", "skips.total"],
     "corpus": ["n_items", "dim", "n_teacher", "n_fallback", "embed_items_per_s", "keyword_items_per_s"],
-    "sids": ["n_items", "levels_final", "collision_rate_before", "collision_rate", "utilization", "recon_error"],
-    "lm": ["init", "n_sid_tokens", "layers", "params"],
-    "align": ["mode", "steps", "final_loss", "tokens_per_s"],
-    "sft": ["mode", "steps", "final_loss", "tokens_per_s"],
-    "rl": ["steps", "reward_mean_first", "reward_mean_last", "sync_s_mean"],
-    "eval": ["split", "n_rows", "invalid", "table", "sasrec_fit"],
+    "sids": ["method", "n_items", "levels_final", "collision_rate_before", "collision_rate", "utilization",
+             "recon_error"],
+    "lm": ["init.strategy", "sid_tokens", "num_hidden_layers", "parameters", "init.sid_mean_norm",
+           "init.vocab_mean_norm"],
+    "align": ["mode", "final_step", "loss", "tokens_per_s", "precision.bf16"],
+    "sft": ["mode", "final_step", "exported_step", "loss", "tokens_per_s", "precision.bf16", "best_step?",
+            "best_valid?", "stopped_early?"],
+    "rl": ["chosen", "steps", "reward_mean_first", "reward_mean_last", "sync_s_mean", "selection_metric",
+           "valid_metric_before", "valid_metric_after"],
+    "eval": ["split", "n_rows", "invalid", "table", "sasrec_fit?"],
 }
 COLLAPSE_KEYS = ["distinct_top1", "coverage@10", "same_top10_share", "collapsed"]
 """Diversity diagnostics per method and split in eval/metrics.json (``collapse_stats``)."""
@@ -127,7 +137,8 @@ def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
 
 def build_report(run_dir: Path, out: Path) -> dict:
     lines = [f"# raygen run report: `{run_dir}`", ""]
-    seconds = {}
+    seconds: dict = {}
+    missing: dict[str, list[str]] = {}
     for stage in HEADLINES:
         folder = run_dir / stage
         if not (folder / SUCCESS).exists():
@@ -135,9 +146,12 @@ def build_report(run_dir: Path, out: Path) -> dict:
         m = read_json(folder / "metrics.json")
         seconds[stage] = m.get("seconds")
         lines += [f"## {stage}", "", f"{m.get('seconds', 0):.1f} s", ""]
-        for key in HEADLINES[stage]:
+        for spec in HEADLINES[stage]:
+            key = spec.rstrip("?")
             v = _get(m, key)
             if v is None:
+                if not spec.endswith("?"):
+                    missing.setdefault(stage, []).append(key)
                 continue
             if key == "table" and isinstance(v, dict):
                 lines += [""] + _metric_table(v) + [""]  # a table needs a blank line after a list
@@ -160,9 +174,14 @@ def build_report(run_dir: Path, out: Path) -> dict:
     lines += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in seconds.items() if v is not None]
     lines += [f"| total | {total:.1f} |", ""]
+    if missing:
+        log.warning("report: headline metrics missing from the stages' metrics.json: %s", missing)
+        lines += ["## Missing headline metrics", "", "These stages did not write a metric the report expects "
+                  "(a stage changed its metrics.json): " + "; ".join(f"{k}: {', '.join(v)}" for k, v in
+                                                                     missing.items()), ""]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
-    return {"stage_seconds": seconds, "total_seconds": round(total, 1)}
+    return {"stage_seconds": seconds, "total_seconds": round(total, 1), "missing": missing}
 
 
 def run_report(ctx: StageContext) -> dict:

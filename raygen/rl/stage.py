@@ -1,8 +1,11 @@
 """The rl stage: GRPO refinement of the SFT model, evaluated before and after on the validation split.
 
 With ``rl.keep_best`` (default) the stage hands on whichever of the SFT and the RL model scores the
-higher validation NDCG@10 (model selection on validation, never on test), so at the default
-settings RL cannot lower validation NDCG@10; metrics.json records both and what was chosen.
+higher validation NDCG@K, K = max(eval.ks) (model selection on validation, never on test), so at
+the default settings RL cannot lower validation NDCG@10; metrics.json records both, what was
+chosen and ``model_dir``, the model handed on (relative to the run). On disk: ``rl/model`` when
+RL was chosen; otherwise ``rl/model_ref.json`` pointing at the SFT model and the rejected policy in
+``rl/rejected_rl_model`` (so ``rl/model`` never exists as a model nothing uses).
 """
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
-from raygen.io import read_parquet
+from raygen.io import read_json, read_parquet
 from raygen.modelref import model_dir, pass_through, write_ref
 from raygen.runner import StageContext
 
 log = logging.getLogger("raygen")
+REJECTED = "rejected_rl_model"
+"""Where keep-best moves the RL policy it did not choose (kept for inspection; nothing loads it)."""
 
 
 def _item_embeddings(path, item_ids: np.ndarray) -> np.ndarray:
@@ -31,6 +36,11 @@ def _item_embeddings(path, item_ids: np.ndarray) -> np.ndarray:
         raise DataError(str(path), None, "item_id", f"no embedding for {len(missing)} catalog item(s), "
                         f"e.g. item_id {missing[0]}")
     return np.asarray([by_id[int(i)] for i in item_ids], dtype=np.float32)
+
+
+def selection_metric(ks) -> str:
+    """The metric keep-best compares: NDCG at the largest K evaluated (NDCG@10 at the defaults)."""
+    return f"ndcg@{max(ks)}"
 
 
 def run_rl(ctx: StageContext) -> dict:
@@ -55,22 +65,28 @@ def run_rl(ctx: StageContext) -> dict:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], splits=[cfg.eval_split])
+    metric = selection_metric(ecfg.ks)
     before = evaluate_split(sft_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
-    log.info("rl: %s NDCG@10 before RL %.4f", cfg.eval_split, before["ndcg@10"])
+    log.info("rl: %s %s before RL %.4f", cfg.eval_split, metric, before[metric])
     summary = run_grpo(str(sft_dir), train.prompt_ids, [index[int(t)] for t in train.targets],
                        catalog.sid_matrix, emb, cfg, str(ctx.out), pad_id=pad,
                        checkpoint_dir=str(ctx.run_dir / "rl_checkpoints" / ctx.key))
     rl_dir = ctx.out / "model"
     after = evaluate_split(rl_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
-    log.info("rl: %s NDCG@10 after RL %.4f", cfg.eval_split, after["ndcg@10"])
+    log.info("rl: %s %s after RL %.4f", cfg.eval_split, metric, after[metric])
     history = summary.pop("history", [])
-    chosen = "rl"
-    if cfg.keep_best and after["ndcg@10"] < before["ndcg@10"]:
+    chosen, handed_on = "rl", f"{ctx.stage}/model"  # relative to the run (ctx.out is renamed at the end)
+    if cfg.keep_best and after[metric] < before[metric]:
+        # one model on disk per meaning: rl/model is never a model downstream stages do not use
         chosen = "sft"
+        rl_dir.rename(ctx.out / REJECTED)
         write_ref(ctx.out, sft_dir, "rl.keep_best: RL lowered validation NDCG@10")
+        handed_on = read_json(ctx.out / "model_ref.json")["model_dir"]  # as the reference stores it
     first, last = (history[0], history[-1]) if history else ({}, {})
-    return {**{k: v for k, v in summary.items() if k not in ("final",)},
-            "valid_before": before, "valid_after": after, "chosen": chosen,
+    return {**{k: v for k, v in summary.items() if k not in ("final",)}, "model_dir": handed_on,
+            "rejected_model_dir": f"{ctx.stage}/{REJECTED}" if chosen == "sft" else None,
+            "valid_before": before, "valid_after": after, "chosen": chosen, "selection_metric": metric,
+            "valid_metric_before": before[metric], "valid_metric_after": after[metric],
             "reward_mean_first": first.get("reward_mean"), "reward_mean_last": last.get("reward_mean"),
             "sync_s_mean": float(np.mean([h["sync_s"] for h in history])) if history else None,
             "train_rows": len(train.targets), "skips": skips.to_dict(), "history": history}

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raygen.configbase import ConfigError, apply_overrides, from_dict, load_yaml
+from raygen.configbase import ConfigError, from_dict
 
 SWEEP_INITS = ("random", "mean", "sa_init", "star")
 """'random' / 'mean' / 'sa_init': lm.init with the align stage off; 'star': lm.init 'mean' then STAR
@@ -93,21 +93,23 @@ def metric_k(metric: str) -> int | None:
 
 def load_sweep_config(path: str | Path | None = None, overrides: list[str] | None = None):
     """``(PipelineConfig, SweepConfig)`` from a YAML whose top-level ``sweep`` section is the sweep
-    and whose other sections are the pipeline's, with ``section.field=value`` overrides."""
+    and whose other sections are the pipeline's, with ``section.field=value`` overrides. An error
+    names the override or the file the bad value came from, as :func:`raygen.config.load_config`."""
+    from raygen.config import build_attributed
+
+    return build_attributed(path, overrides, _build_sweep)
+
+
+def _build_sweep(data: dict):
     from raygen.config import PipelineConfig
 
-    data = load_yaml(path) if path else {}
-    data = apply_overrides(data, overrides or [])
-    where = f"{path}: " if path else ""
+    data = dict(data)
     raw = data.pop("sweep", None) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}sweep: expected a mapping, got {raw!r}")
-    try:
-        sweep = from_dict(SweepConfig, raw, prefix="sweep")
-        cfg = from_dict(PipelineConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{where}{e}") from None
+        raise ConfigError(f"sweep: expected a mapping, got {raw!r}")
+    sweep = from_dict(SweepConfig, raw, prefix="sweep")
+    cfg = from_dict(PipelineConfig, data)
     k = metric_k(sweep.metric)
     if k not in cfg.eval.ks or k > cfg.eval.beam_width:
-        raise ConfigError(f"{where}sweep.metric {sweep.metric!r}: K={k} must be one of eval.ks {cfg.eval.ks}")
+        raise ConfigError(f"sweep.metric {sweep.metric!r}: K={k} must be one of eval.ks {cfg.eval.ks}")
     return cfg, sweep

@@ -111,3 +111,22 @@ def test_keyword_items_fallback_backend_and_bad_input(ray_local):
                                for r in rows]
     with pytest.raises(ValueError, match="no items"):
         keyword_items(items.slice(0, 0), CorpusConfig(keyword_backend="fallback"))
+
+
+def test_keyword_actor_with_a_scripted_teacher_keeps_parsed_keywords(ray_local, scripted_teacher_dir):
+    """The Ray Data KeywordActor with a real (scripted) HF teacher: grounded answers become the item's
+    keywords (source 'teacher'), the others fall back; every item exactly once, in item_id order."""
+    from raygen.corpus.ray_layer import keyword_items
+
+    rows = [{"item_id": 10 + i, "title": "Leather wallet and steel knife set" if i % 2 == 0 else "Cotton socks",
+             "description": "", "brand": "acme", "categories": ["home"]} for i in range(8)]
+    items = items_table(rows[::-1])
+    out = keyword_items(items, CorpusConfig(keyword_backend="hf", teacher_model=str(scripted_teacher_dir),
+                                            keyword_batch_size=3, max_new_tokens=16, n_keywords=3))
+    got = out.to_pylist()
+    assert [r["item_id"] for r in got] == [10 + i for i in range(8)]
+    for i, r in enumerate(got):
+        if i % 2 == 0:
+            assert (r["keywords"], r["source"]) == (["leather wallet", "steel knife"], "teacher")
+        else:  # the reply is not grounded in "Cotton socks"
+            assert (r["keywords"], r["source"]) == (fallback_keywords(rows[i], 3), "fallback")

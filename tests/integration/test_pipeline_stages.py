@@ -1,0 +1,124 @@
+"""The stages as a user runs them: one tiny real pipeline (synthetic catalog, tiny Llama, every stage
+on: STAR alignment, SFT with validation, GRPO, evaluation with both baselines, the report), then what
+each stage promises about its outputs: the report shows every headline, the model RL hands on is the
+one eval and ``recommend`` load (both keep-best branches), eval's predictions line up with the samples.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from raygen.config import load_config
+from raygen.io import read_json, read_parquet
+from raygen.pipeline import run_pipeline
+from raygen.report.stage import HEADLINES
+
+
+def _overrides(run_dir: Path, model_dir: Path, address: str, keep_best: bool) -> list[str]:
+    syn = {"n_items": 40, "n_users": 30, "n_categories": 4, "n_tastes": 3, "min_seq_len": 4, "max_seq_len": 6}
+    return [f"run_dir={run_dir}", f"ray.address={address}", "data.source=synthetic",
+            *[f"data.synthetic.{k}={v}" for k, v in syn.items()],
+            "corpus.keyword_backend=fallback", "sids.method=rqkmeans", "sids.levels=2", "sids.codebook_size=8",
+            "sids.kmeans_iters=10", f"lm.model={model_dir}", "lm.init=sa_init",
+            "align.enabled=true", "align.max_steps=3", "align.batch_size=4", "align.num_workers=1",
+            "align.deepspeed=false", "align.checkpoint_every=0", "align.max_len=128",
+            "sft.mode=full", "sft.num_workers=1", "sft.deepspeed=false", "sft.batch_size=4", "sft.max_steps=6",
+            "sft.checkpoint_every=0", "sft.max_len=128", "sft.valid_every=3", "sft.valid_rows=8",
+            "sft.patience=5", "rl.steps=2", "rl.rollout_batch=4", "rl.group_size=2", "rl.eval_rows=8",
+            "rl.eval_beam=4", "rl.num_rollout_actors=1", f"rl.keep_best={str(keep_best).lower()}",
+            "eval.splits=[valid,test]", "eval.max_rows=12", "eval.num_actors=0", "eval.beam_width=5",
+            "eval.ks=[1,5]", "eval.baselines=[popularity,sasrec]", "eval.sasrec.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_local, tmp_path_factory, tiny_model_dir):
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    address = ray_local.get_runtime_context().gcs_address
+    cfg = load_config(None, _overrides(run_dir, tiny_model_dir, address, keep_best=False))
+    summary = run_pipeline(cfg)
+    assert all(s["status"] == "ran" for s in summary.values()), summary
+    return run_dir, address
+
+
+def test_report_shows_every_headline_of_every_stage(tiny_run):
+    run_dir, _ = tiny_run
+    report = read_json(run_dir / "report" / "metrics.json")
+    assert report["missing"] == {}  # each required headline key is in its stage's metrics.json
+    text = (run_dir / "report" / "report.md").read_text()
+    for stage, keys in HEADLINES.items():
+        assert f"## {stage}\n" in text
+        for spec in keys:
+            if not spec.endswith("?") and spec != "table":
+                assert f"- **{spec}**: " in text, (stage, spec)
+    assert "- **chosen**: rl" in text and "- **best_step**: " in text
+    assert "| method | hr@1 | hr@5 | ndcg@1 | ndcg@5 | invalid |" in text
+    assert "![sft learning curve](plots/learning_curve_sft.png)" in text
+    assert (run_dir / "report" / "plots" / "learning_curve_sft.png").stat().st_size > 0
+
+
+def test_rl_model_is_the_one_eval_and_recommend_load(tiny_run):
+    from raygen.recommend import Recommender
+
+    run_dir, _ = tiny_run
+    rl = read_json(run_dir / "rl" / "metrics.json")
+    assert rl["chosen"] == "rl" and rl["model_dir"] == "rl/model" and rl["rejected_model_dir"] is None
+    assert (run_dir / "rl" / "model" / "config.json").exists() and not (run_dir / "rl" / "model_ref.json").exists()
+    assert Path(read_json(run_dir / "eval" / "metrics.json")["model_dir"]).resolve() == (run_dir / "rl/model").resolve()
+    assert Path(Recommender(run_dir).model_dir).resolve() == (run_dir / "rl/model").resolve()
+
+
+def test_eval_predictions_line_up_with_the_samples(tiny_run):
+    run_dir, _ = tiny_run
+    ev = read_json(run_dir / "eval" / "metrics.json")
+    samples = read_parquet(run_dir / "data" / "samples.parquet").to_pydict()
+    catalog = set(read_parquet(run_dir / "sids" / "codes.parquet").column("item_id").to_pylist())
+    for split in ("valid", "test"):
+        pred = pq.read_table(run_dir / "eval" / f"predictions_{split}.parquet").to_pydict()
+        n_split = sum(s == split and len(h) > 0 for s, h in zip(samples["split"], samples["history"]))
+        assert len(pred["row_id"]) == min(12, n_split) == ev["splits"][split]["raygen"]["n"]  # eval.max_rows
+        assert len(set(pred["row_id"])) == len(pred["row_id"])  # each row scored once
+        for i, target, topk in zip(pred["row_id"], pred["target"], pred["topk"]):  # row_id: samples row
+            assert samples["split"][i] == split and samples["target"][i] == target
+            assert len(topk) == 5 and len(set(topk)) == 5 and set(topk) <= catalog
+        for method in ("raygen", "popularity", "sasrec"):
+            assert ev["splits"][split][method]["invalid"] == 0
+    # the table's HR@5 is the share of scored rows whose target is in the top 5 of the predictions file
+    pred = pq.read_table(run_dir / "eval" / "predictions_test.parquet").to_pydict()
+    hits = np.mean([t in k[:5] for t, k in zip(pred["target"], pred["topk"])])
+    assert ev["table"]["raygen"]["hr@5"] == pytest.approx(hits)
+    assert ev["sasrec_fit"]["epochs_run"] >= 1
+
+
+def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch):
+    """Rerun rl with keep_best on, its 'after' score forced below 'before': rl/model must not exist,
+    the reference points at sft/model, and eval and recommend load the SFT model."""
+    import raygen.rl.stage as rl_stage
+    from raygen.recommend import Recommender
+
+    run_dir, _ = tiny_run
+    real = rl_stage.evaluate_split
+    calls = []
+
+    def worse_after(model_dir, *a, **k):
+        out = real(model_dir, *a, **k)
+        calls.append(str(model_dir))
+        if len(calls) == 2:  # the RL policy's validation
+            out["raygen"] = {**out["raygen"], "ndcg@10": out["raygen"]["ndcg@10"] - 1.0}
+        return out
+
+    monkeypatch.setattr(rl_stage, "evaluate_split", worse_after)
+    cfg = load_config(str(run_dir / "config.yaml"), ["rl.keep_best=true"])  # the run's saved config
+    summary = run_pipeline(cfg, only=["rl", "eval"])
+    assert summary["rl"]["status"] == "ran" and summary["eval"]["status"] == "ran"
+    rl = read_json(run_dir / "rl" / "metrics.json")
+    assert rl["chosen"] == "sft" and rl["model_dir"] == "sft/model"
+    assert rl["rejected_model_dir"] == "rl/rejected_rl_model"
+    assert not (run_dir / "rl" / "model").exists() and (run_dir / "rl" / "rejected_rl_model" / "config.json").exists()
+    assert json.loads((run_dir / "rl" / "model_ref.json").read_text())["model_dir"] == "sft/model"
+    sft_model = (run_dir / "sft" / "model").resolve()
+    assert Path(read_json(run_dir / "eval" / "metrics.json")["model_dir"]).resolve() == sft_model
+    assert Path(Recommender(run_dir).model_dir).resolve() == sft_model
