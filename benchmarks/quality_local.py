@@ -18,6 +18,7 @@ in the layout of quality_industrial.json. ``--depths`` runs each depth and write
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -129,6 +130,32 @@ def score_test(d: Data, lm, tok, catalog, ssum: dict, a) -> tuple:
     return per_row(topk, test.targets), topk, test
 
 
+def run_file(a, name: str, seed: int) -> Path:
+    """Where one finished run's per-row results are kept (beside --out), so a rerun resumes."""
+    out = Path(a.out)
+    return out.parent / f"{out.stem}_runs" / f"{name.replace('+', '_')}-s{seed}.npz"
+
+
+def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec),
+                 curve=json.dumps(curve), **{f"metric:{k}": v for k, v in r.items()})
+
+
+def load_run(path: Path, fingerprint: str):
+    """``(record, per-row metrics, topk, row_ids, targets, curve)`` of a saved run made with the same
+    settings, else None."""
+    if not path.exists():
+        return None
+    z = np.load(path, allow_pickle=False)
+    if str(z["fingerprint"]) != fingerprint:
+        print(f"[local] {path} was made with other settings: run again", flush=True)
+        return None
+    r = {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("metric:")}
+    return json.loads(str(z["record"])), r, z["topk"], z["row_ids"], z["targets"], json.loads(str(z["curve"]))
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_native_bf16": cpu_native_bf16(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
@@ -223,7 +250,7 @@ def main() -> None:
     rows: dict[str, list] = {v: [] for v in variants}
     curves: dict[str, list] = {v: [] for v in variants}
     scored = tok = None
-    settings = settings_of(a, seeds, device)
+    settings = settings_of(a, seeds, device)  # the fingerprint of a saved run: same settings, same result
 
     def write(base=None, diffs=None):
         result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {}, "partial": base is None,
@@ -232,41 +259,56 @@ def main() -> None:
         write_json(a.out, result)
         return result
 
+    fingerprint = json.dumps({k: v for k, v in settings.items() if k != "seeds"}, sort_keys=True, default=str)
     for seed in seeds:  # seed-major: a run cut short still has every variant on the first seeds
         for name in variants:
             if a.deadline and time.time() - t0 > a.deadline:
                 break
-            ts0 = time.time()
-            lm, tok, catalog, ssum, align_s = train_variant(d, name, seed, a.layers, a, device)
-            te = time.time()
-            r, topk, test = score_test(d, lm, tok, catalog, ssum, a)
-            if scored is not None and not np.array_equal(scored[0], test.row_ids):
+            saved = run_file(a, name, seed)
+            cached = load_run(saved, fingerprint)
+            if cached is not None:  # finished by an earlier invocation with the same settings
+                rec, r, topk, row_ids, targets, curve = cached
+                print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
+            else:
+                ts0 = time.time()
+                lm, tok, catalog, ssum, align_s = train_variant(d, name, seed, a.layers, a, device)
+                te = time.time()
+                r, topk, test = score_test(d, lm, tok, catalog, ssum, a)
+                row_ids, targets, curve = test.row_ids, test.targets, ssum.get("learning_curve") or []
+                rec = {"seed": seed, **{m: float(v.mean()) for m, v in r.items()}, "n_rows": len(targets),
+                       "collapse": collapse_stats(topk, len(catalog.item_ids)), "best_step": ssum.get("best_step"),
+                       "final_step": ssum["final_step"], "stopped_early": ssum.get("stopped_early"),
+                       "examples_seen": ssum["examples_seen"], "sft_seconds": ssum["train_seconds"],
+                       "sft_tokens_per_s": ssum["tokens_per_s"], "precision": ssum["precision"],
+                       "align_seconds": align_s, "eval_seconds": round(time.time() - te, 2),
+                       "wall_s": round(time.time() - ts0, 1), "load_avg": machine()["load_avg"]}
+                save_run(saved, fingerprint, rec, r, topk, row_ids, targets, curve)
+                del lm
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            if scored is not None and not np.array_equal(scored[0], row_ids):
                 raise RuntimeError("variants were scored on different test rows")
-            scored = (test.row_ids, test.targets, test.histories)
-            rec = {"seed": seed, **{m: float(v.mean()) for m, v in r.items()}, "n_rows": len(test.targets),
-                   "collapse": collapse_stats(topk, len(catalog.item_ids)), "best_step": ssum.get("best_step"),
-                   "final_step": ssum["final_step"], "stopped_early": ssum.get("stopped_early"),
-                   "examples_seen": ssum["examples_seen"], "sft_seconds": ssum["train_seconds"],
-                   "sft_tokens_per_s": ssum["tokens_per_s"], "precision": ssum["precision"], "align_seconds": align_s,
-                   "eval_seconds": round(time.time() - te, 2), "wall_s": round(time.time() - ts0, 1)}
+            scored = (row_ids, targets)
             per_variant[name]["runs"].append(rec)
             rows[name].append(r)
-            curves[name].append(ssum.get("learning_curve") or [])
+            curves[name].append(curve)
             per_variant[name]["summary"] = summarize(rows[name])
             per_variant[name]["collapse"] = [x["collapse"] for x in per_variant[name]["runs"]]
             print(f"[local] {name} seed {seed}: ndcg@10 {rec['ndcg@10']:.4f} hr@10 {rec['hr@10']:.4f} best step "
                   f"{rec['best_step']}/{rec['final_step']} distinct top-1 {rec['collapse']['distinct_top1']} "
                   f"({rec['wall_s']}s, total {time.time() - t0:.0f}s)", flush=True)
-            settings["precision"] = f"bf16={ssum['precision']['bf16']} ({ssum['precision']['reason']})"
-            settings["test_rows_used"] = len(test.targets)
+            settings["precision"] = f"bf16={rec['precision']['bf16']} ({rec['precision']['reason']})"
+            settings["test_rows_used"] = len(targets)
             write()
-            del lm
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
 
     from raygen.eval.config import EvalConfig
 
-    row_ids, targets, histories = scored
+    row_ids, targets = scored
+    all_histories = d.samples.column("history").to_pylist()
+    histories = [list(all_histories[int(i)]) for i in row_ids]  # row_id = the samples row
+    if tok is None:  # every run was reused: the catalog needs a tokenizer with the SID tokens
+        lm, tok = load(a.model_dir, 1, torch.device("cpu"))
+        add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
     done = [v for v in variants if rows[v]]
     base = baseline_rows(d.samples, Catalog.from_codes(d.codes, tok), EvalConfig(), seeds, targets, histories,
                          a.sasrec_max_epochs)

@@ -107,7 +107,7 @@ def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch)
         out = real(model_dir, *a, **k)
         calls.append(str(model_dir))
         if len(calls) == 2:  # the RL policy's validation
-            out["raygen"] = {**out["raygen"], "ndcg@10": out["raygen"]["ndcg@10"] - 1.0}
+            out["raygen"] = {k: v - 1.0 if k.startswith("ndcg@") else v for k, v in out["raygen"].items()}
         return out
 
     monkeypatch.setattr(rl_stage, "evaluate_split", worse_after)
@@ -115,7 +115,7 @@ def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch)
     summary = run_pipeline(cfg, only=["rl", "eval"])
     assert summary["rl"]["status"] == "ran" and summary["eval"]["status"] == "ran"
     rl = read_json(run_dir / "rl" / "metrics.json")
-    assert rl["chosen"] == "sft" and rl["model_dir"] == "sft/model"
+    assert rl["chosen"] == "sft" and rl["model_dir"] == "sft/model" and rl["selection_metric"] == "ndcg@5"
     assert rl["rejected_model_dir"] == "rl/rejected_rl_model"
     assert not (run_dir / "rl" / "model").exists() and (run_dir / "rl" / "rejected_rl_model" / "config.json").exists()
     assert json.loads((run_dir / "rl" / "model_ref.json").read_text())["model_dir"] == "sft/model"
