@@ -44,6 +44,14 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
+def stage(name: str) -> Stage:
+    """The pipeline's definition of stage ``name`` (the one stage graph: no module defines its own)."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"no stage {name!r}; stages are {stage_names()}")
+
+
 def save_config(cfg, run_dir: str | Path) -> Path:
     """Write the resolved config (every field, defaults included) to ``<run_dir>/config.yaml``, atomically.
 

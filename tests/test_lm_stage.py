@@ -10,7 +10,8 @@ import torch
 from raygen.data.schema import DataError
 from raygen.io import read_json, write_parquet
 from raygen.lm.config import LmConfig
-from raygen.lm.stage import LM_STAGE, load_lm_output
+from raygen.lm.stage import load_lm_output
+from raygen.pipeline import stage
 from raygen.runner import Stage, run_stages
 
 
@@ -29,7 +30,7 @@ def test_lm_stage_end_to_end(tmp_path, tiny_model_dir, tiny_catalog):
     tokens = tiny_catalog["tokens"]
     shuffled = tokens.take(pa.array(list(reversed(range(tokens.num_rows)))))
     cfg = Cfg(lm=LmConfig(model=str(tiny_model_dir), init="sa_init", sa_init_depth=2, num_layers=1))
-    summary = run_stages(cfg, [sids_stage(shuffled), LM_STAGE], tmp_path / "run")
+    summary = run_stages(cfg, [sids_stage(shuffled), stage("lm")], tmp_path / "run")
     m = summary["lm"]["metrics"]
     out = tmp_path / "run" / "lm"
     meta = read_json(out / "sid_ids.json")
@@ -47,7 +48,7 @@ def test_lm_stage_end_to_end(tmp_path, tiny_model_dir, tiny_catalog):
     assert not torch.allclose(w[sid_ids[0]], w[sid_ids[1]])  # keyword init differs per token
     torch.testing.assert_close(w[sid_ids[-1]], w[sid_ids[-2]])  # level 2 >= depth: both the mean
     # rerun with the same config is skipped
-    assert run_stages(cfg, [sids_stage(shuffled), LM_STAGE], tmp_path / "run")["lm"]["status"] == "skipped"
+    assert run_stages(cfg, [sids_stage(shuffled), stage("lm")], tmp_path / "run")["lm"]["status"] == "skipped"
 
 
 def test_bad_tokens_table_names_field(tmp_path, tiny_model_dir):
@@ -55,4 +56,4 @@ def test_bad_tokens_table_names_field(tmp_path, tiny_model_dir):
                     "token": ["<b_1>"], "keywords": pa.array([["x"]], pa.list_(pa.string()))})
     cfg = Cfg(lm=LmConfig(model=str(tiny_model_dir)))
     with pytest.raises(DataError, match="tokens.parquet:0 field 'token'"):
-        run_stages(cfg, [sids_stage(bad), LM_STAGE], tmp_path / "run")
+        run_stages(cfg, [sids_stage(bad), stage("lm")], tmp_path / "run")

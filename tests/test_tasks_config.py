@@ -31,7 +31,8 @@ def test_override_replaces_one_task():
     ({"align_directions": ["sid2price"]}, "align_directions"),
     ({"token_directions": ["title2sid"]}, "token_directions"),
     ({"align_ratio": -0.1}, "align_ratio"),
-    ({"max_len": 0}, "max_len"),
+    ({"max_history": 0}, "max_history"),
+    ({"max_len": 512}, "max_len"),  # removed (read by nothing): sft.max_len / align.max_len set the budget
 ])
 def test_bad_config(data, match):
     with pytest.raises(ConfigError, match=match):

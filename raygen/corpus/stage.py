@@ -16,7 +16,7 @@ from raygen.corpus.keywords import SOURCE_FALLBACK, SOURCE_TEACHER
 from raygen.corpus.ray_layer import embed_items, ensure_ray, keyword_items
 from raygen.data.schema import DataError
 from raygen.io import read_parquet, write_parquet
-from raygen.runner import Stage, StageContext
+from raygen.runner import StageContext
 
 FALLBACK_SAMPLE = 20
 
@@ -77,5 +77,3 @@ def run_corpus(ctx: StageContext) -> dict:
         **keyword_metrics(kw, cfg),
     }
 
-
-STAGE = Stage(name="corpus", run=run_corpus, deps=("data",), sections=("corpus",))

@@ -4,7 +4,7 @@
     ids = add_sid_tokens(model, tok, ["<a_0>", "<a_1>", "<b_0>"])
     init_sid_rows(model, tok, ids, tokens_rows, strategy="sa_init", sa_init_depth=2)
 
-The ``lm`` pipeline stage is :data:`raygen.lm.stage.LM_STAGE` (``run_lm_init``).
+The ``lm`` pipeline stage runs :func:`raygen.lm.stage.run_lm_init` (``raygen.pipeline.stage("lm")``).
 """
 from raygen.lm.backbone import load_backbone
 from raygen.lm.config import LmConfig

@@ -18,7 +18,7 @@ from raygen.lm.backbone import DTYPES, load_backbone
 from raygen.lm.diagnostics import diagnose
 from raygen.lm.init import init_sid_rows
 from raygen.lm.vocab import add_sid_tokens, base_rows, sid_token
-from raygen.runner import Stage, StageContext
+from raygen.runner import StageContext
 
 log = logging.getLogger("raygen")
 
@@ -71,5 +71,3 @@ def load_lm_output(folder: str | Path, dtype: str = "float32"):
     sid_ids = torch.tensor(read_json(folder / "sid_ids.json")["ids"], dtype=torch.long)
     return model, tokenizer, sid_ids
 
-
-LM_STAGE = Stage(name="lm", run=run_lm_init, deps=("sids",), sections=("lm",))

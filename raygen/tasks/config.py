@@ -37,8 +37,6 @@ class TasksConfig:
     """Separator between history SIDs in a seqrec prompt."""
     max_text_chars: int = 256
     """Item titles/descriptions and token descriptions are cut to this many characters."""
-    max_len: int = 512
-    """Token budget of an encoded example (prompt left-truncated to fit, answer kept whole)."""
     system_prompt: str = ""
     """System message put before every prompt ('' = none; a chat template may add its own default)."""
     seed: int = 0
@@ -54,7 +52,7 @@ class TasksConfig:
         for name in ("align_ratio", "token_ratio"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tasks.{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("max_history", "max_text_chars", "max_len"):
+        for name in ("max_history", "max_text_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tasks.{name}: must be >= 1, got {getattr(self, name)}")
 

@@ -64,7 +64,8 @@ def tiny_st_dir(tmp_path_factory, tiny_tokenizer_json):
 def test_run_corpus_two_embed_actors_teacher_then_fallback(ray_local, tiny_st_dir, tiny_model_dir, tmp_path):
     """One stage run: 2 embedding actors, a (tiny, random) HF teacher for the first 6 items and
     fallback keywords for the rest. Few Ray passes on purpose: each starts fresh actor processes."""
-    from raygen.corpus.stage import STAGE, run_corpus
+    from raygen.corpus.stage import run_corpus
+    from raygen.pipeline import stage
 
     items = synthetic_items()
     (tmp_path / "data").mkdir()
@@ -98,7 +99,7 @@ def test_run_corpus_two_embed_actors_teacher_then_fallback(ray_local, tiny_st_di
     assert metrics["fallback_after_teacher_ids_sample"] == ids[:6]
     assert metrics["embed_items_per_s"] > 0 and metrics["keyword_items_per_s"] > 0
     assert 0 < metrics["mean_keywords_per_item"] <= 3
-    assert STAGE.name == "corpus" and STAGE.deps == ("data",) and STAGE.sections == ("corpus",)
+    assert stage("corpus").deps == ("data",) and stage("corpus").sections == ("corpus",)
 
 
 def test_keyword_items_fallback_backend_and_bad_input(ray_local):

@@ -100,7 +100,6 @@ def _tiny_pipeline_config(run_dir: Path, model_dir: Path, ray_address: str) -> d
         "corpus": {"keyword_backend": "fallback"},
         "sids": {"method": "rqkmeans", "levels": 2, "codebook_size": 8, "kmeans_iters": 10},
         "lm": {"model": str(model_dir), "init": "random"},
-        "tasks": {"max_len": 128},
         "align": {"enabled": False},
         # log_every=1: once the step-4 checkpoint is being written, the step-2 one is registered
         "sft": {"mode": "full", "num_workers": 1, "deepspeed": False, "batch_size": 4, "max_steps": 12,
