@@ -97,6 +97,7 @@ class Recommender:
 
         from raygen.eval.rows import Catalog
         from raygen.io import read_parquet
+        from raygen.lm.vocab import pad_id_of
         from raygen.tasks.builders import sids_by_item
 
         self.run_dir = Path(run_dir)
@@ -125,7 +126,7 @@ class Recommender:
             raise RecommendError(f"cannot load the model in {mdir} ({_first_line(e)}): the run folder is damaged; "
                                  "rerun `raygen run` to rebuild it") from e
         tok = self.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.pad_id = pad_id_of(tok)
 
     def check_history(self, history: Sequence[int]) -> list[int]:
         """``history`` as ints; RecommendError naming every item this run does not know."""

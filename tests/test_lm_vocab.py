@@ -80,3 +80,16 @@ def test_sid_matrix(tiny_tokenizer, tiny_llama):
     assert tiny_tokenizer.decode(mat[2].tolist()) == "<a_3><b_2><c_1>"
     with pytest.raises(ValueError, match="single tokens"):
         sid_matrix(tiny_tokenizer, np.array([[9, 0, 0]]))  # <a_9> was never added
+
+
+def test_one_padding_rule_for_tokenizers_and_model_configs(tiny_tokenizer):
+    from transformers import LlamaConfig
+
+    from raygen.lm.vocab import config_pad_id, pad_id_of
+
+    assert pad_id_of(tiny_tokenizer) == tiny_tokenizer.pad_token_id == 3
+    tiny_tokenizer.pad_token = None
+    assert pad_id_of(tiny_tokenizer) == tiny_tokenizer.eos_token_id == 2
+    assert config_pad_id(LlamaConfig(pad_token_id=None, eos_token_id=[7, 8], bos_token_id=1)) == 7
+    assert config_pad_id({"pad_token_id": None, "eos_token_id": None, "bos_token_id": 1}) == 1
+    assert config_pad_id({}) == 0

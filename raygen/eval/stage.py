@@ -17,6 +17,7 @@ from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_pr
 from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
 from raygen.io import read_parquet
+from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir
 from raygen.precision import resolve_bf16
 from raygen.runner import StageContext
@@ -114,7 +115,7 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     rows = split_rows(samples, codes, tokenizer, tasks_cfg, split, cfg.max_rows, cfg.seed, skips)
     if len(rows.targets) == 0:
         raise ValueError(f"split {split!r} has no evaluable rows")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id_of(tokenizer)
     topk, scores = beam_rank(mdir, rows, catalog, cfg, pad, model=model,
                              precision=None if cache is None else cache.setdefault("precision", {}),
                              eos_id=tokenizer.eos_token_id)

@@ -112,3 +112,20 @@ def add_sid_tokens(model, tokenizer, tokens: Sequence[str]) -> torch.LongTensor:
                 if w is not None:
                     w[fresh] = w[base].float().mean(0).to(w.dtype)
     return ids
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id padded positions get (they are masked out, so any real id works): the tokenizer's pad
+    token, else its EOS. The one padding rule of training, evaluation, RL and recommend."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def config_pad_id(config) -> int:
+    """:func:`pad_id_of` from a model config (object or ``config.json`` dict) where no tokenizer is at
+    hand: pad, else EOS, else BOS token id (the first of a list), else 0."""
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        v = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        v = v[0] if isinstance(v, (list, tuple)) and v else v
+        if isinstance(v, int):
+            return v
+    return 0

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from raygen.io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from raygen.lm.vocab import config_pad_id
 from raygen.rl.config import RlConfig
 from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 from raygen.rl.rewards import RewardContext, combine
@@ -253,18 +254,6 @@ class _Remote:
         return lambda *a, **k: ray.get(method.remote(*a, **k))
 
 
-def _default_pad_id(model_dir: str) -> int:
-    cfg_path = Path(model_dir) / "config.json"
-    if cfg_path.exists():
-        c = json.loads(cfg_path.read_text())
-        for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
-            v = c.get(key)
-            v = v[0] if isinstance(v, list) and v else v
-            if isinstance(v, int):
-                return v
-    return 0  # any id works: padded positions are masked out
-
-
 def _check_inputs(prompts, targets, sid_matrix, item_embeddings, cfg: RlConfig) -> None:
     if len(prompts) == 0 or len(prompts) != len(targets):
         raise ValueError(f"need one target per prompt and at least one prompt, got {len(prompts)} prompts "
@@ -316,7 +305,10 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     sid = torch.as_tensor(np.asarray(sid_matrix), dtype=torch.long)
     emb = None if item_embeddings is None else torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
     _check_inputs(prompts, targets_t, sid, emb, cfg)
-    pad_id = _default_pad_id(model_dir) if pad_id is None else int(pad_id)
+    if pad_id is None:
+        cfg_path = Path(model_dir) / "config.json"
+        pad_id = config_pad_id(json.loads(cfg_path.read_text()) if cfg_path.exists() else {})
+    pad_id = int(pad_id)
     reward_fn = combine(cfg.rewards)
     bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
 

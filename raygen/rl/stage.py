@@ -18,6 +18,7 @@ from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
+from raygen.lm.vocab import pad_id_of
 from raygen.io import read_json, read_parquet
 from raygen.modelref import model_dir, pass_through, write_ref
 from raygen.runner import StageContext
@@ -62,7 +63,7 @@ def run_rl(ctx: StageContext) -> dict:
     train = split_rows(samples, codes, tok, ctx.cfg.tasks, "train", cfg.max_train_rows, cfg.seed, skips)
     emb = (_item_embeddings(ctx.input("corpus") / "embeddings.parquet", catalog.item_ids)
            if cfg.rewards.get("semantic", 0) else None)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id_of(tok)
 
     ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], splits=[cfg.eval_split])
     metric = selection_metric(ecfg.ks)

@@ -37,6 +37,7 @@ import torch
 
 from raygen.configbase import from_dict
 from raygen.io import load_tensors, read_json, save_tensors, write_json
+from raygen.lm.vocab import config_pad_id
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
@@ -181,15 +182,6 @@ def _ray_collate(pad_to: str, pad_id: int, max_len: int):
     return Collate()
 
 
-def _pad_id(config) -> int:
-    for v in (config.pad_token_id, config.eos_token_id, 0):
-        if isinstance(v, (list, tuple)):
-            v = v[0] if v else None
-        if v is not None:
-            return int(v)
-    return 0
-
-
 def _eos_ids(model_dir: str, config) -> list[int]:
     """EOS ids of the model config and of the tokenizer (answers end with the tokenizer's EOS)."""
     ids = config.eos_token_id if isinstance(config.eos_token_id, (list, tuple)) else [config.eos_token_id]
@@ -222,7 +214,7 @@ def _worker_loop(config: dict) -> dict:
     if rank == 0:
         log.info("training precision: %s", precision_reason)
     lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    pad_id = _pad_id(lm.config)
+    pad_id = config_pad_id(lm.config)
     lm, groups = prepare_trainable(lm, cfg.mode, sid_ids, weight_decay=cfg.weight_decay, **lora_kw)
     module = LossModule(lm, logits="sid" if cfg.sid_only_head else "answer", sid_ids=sid_ids,
                         bf16=use_bf16 and cfg.bf16_impl == "autocast", extra_ids=_eos_ids(model_dir, lm.config))

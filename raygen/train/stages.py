@@ -7,6 +7,7 @@ from pathlib import Path
 
 from raygen.data.schema import SkipLog
 from raygen.io import read_json, read_parquet
+from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir, pass_through
 from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
@@ -83,7 +84,7 @@ def _valid_set(ctx: StageContext, tokenizer, cfg: TrainConfig):
     if len(rows.targets) == 0:
         raise ValueError(f"stage {ctx.stage}: valid_every > 0 but the valid split has no usable rows")
     index = catalog.index_of()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id_of(tokenizer)
     return ValidSet(prompt_ids=rows.prompt_ids, targets=[index[int(t)] for t in rows.targets],
                     sid_matrix=catalog.sid_matrix.tolist(), pad_id=int(pad))
 
