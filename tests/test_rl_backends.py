@@ -88,7 +88,7 @@ def test_beam_mode_matches_constrained_beam_search(backend):
     items, scores = constrained_beam_search(backend.model, PROMPTS, backend.sid_matrix, 4, PAD)
     assert torch.equal(ro.items, items) and torch.allclose(ro.scores, scores)
     assert all(len(set(r.tolist())) == 4 for r in ro.items)          # distinct candidates
-    assert torch.equal(ro.tokens, backend.sid_matrix[ro.items])
+    # (ro.tokens is computed as sid_matrix[items]: asserting that equality would test nothing)
     with pytest.raises(ValueError, match="mode"):
         backend.generate(PROMPTS, 4, "greedy")
 

@@ -44,7 +44,7 @@ def test_pool_matches_local_and_broadcast_syncs_all_actors(ray_local, model_dir,
         new = merged_state_dict(tiny_llama(vocab_size=VOCAB, initializer_range=0.2, seed=9))
         report = pool.broadcast_weights(new, version=5)
         assert report["versions"] == [5, 5] and pool.weights_versions() == [5, 5]
-        assert report["sync_s"] >= report["put_s"] >= 0
+        # timings (put_s, sync_s) are figures for benchmarks/rl_throughput.py, not test assertions
         assert pool.checksums() == [state_checksum(new)] * 2
         local.broadcast_weights(new, version=5)
         after = pool.generate(PROMPTS, 4, "beam")
