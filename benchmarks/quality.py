@@ -233,6 +233,8 @@ def markdown(result: dict) -> str:
     for name, d in result["differences"].items():
         lines.append("- " + name + ": " + ", ".join(f"vs {b} {v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
                                                     for b, v in d.items()))
+    if st.get("note"):
+        lines += ["", f"Note: {st['note']}."]
     lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}.",
               f"Wall time: {result['wall_min']} min on {result['machine']['cpus']} CPU cores "
               f"({result['settings']['precision']}). Command: `{result['command']}`", ""]
