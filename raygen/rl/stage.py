@@ -18,8 +18,8 @@ from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
-from raygen.lm.vocab import pad_id_of
 from raygen.io import read_json, read_parquet
+from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir, pass_through, write_ref
 from raygen.runner import StageContext
 
@@ -81,7 +81,7 @@ def run_rl(ctx: StageContext) -> dict:
         # one model on disk per meaning: rl/model is never a model downstream stages do not use
         chosen = "sft"
         rl_dir.rename(ctx.out / REJECTED)
-        write_ref(ctx.out, sft_dir, "rl.keep_best: RL lowered validation NDCG@10")
+        write_ref(ctx.out, sft_dir, f"rl.keep_best: RL lowered validation {metric}")
         handed_on = read_json(ctx.out / "model_ref.json")["model_dir"]  # as the reference stores it
     first, last = (history[0], history[-1]) if history else ({}, {})
     return {**{k: v for k, v in summary.items() if k not in ("final",)}, "model_dir": handed_on,
