@@ -1,8 +1,9 @@
 """The init ablation of benchmarks/quality.py in one process, without Ray: same data, SIDs, inits,
 tasks, sequence-format SFT with validation-driven stopping, beam search and scoring, trained by the
 single-device trainer (raygen.train.local.fit_local: the loss, engine, schedule and validation the Ray
-workers run, without Ray Train or DeepSpeed). On a GPU, or on a small CPU machine where it trains
-~40 % more tokens per second than a one-worker Ray run (695 vs 495 tok/s, 4 layers, fp32, 2 cores).
+workers run, without Ray Train or DeepSpeed). On a GPU, or on a small CPU machine (there a 30-step probe
+ran at 695 tok/s against 495 for a one-worker Ray run under load: 4 layers, fp32, 2 cores; not a
+controlled comparison).
 
     python benchmarks/quality_local.py --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \
         --run runs/industrial --layers 4 --time-budget 210 --out benchmarks/results/quality_industrial.json
@@ -199,7 +200,7 @@ def depth_table(d: Data, a, device, depths: list[int]) -> None:
                                    "wall_min": round((time.time() - t0) / 60, 1), "machine": machine()})
     lines = [f"# Backbone depth at equal SFT time ({a.time_budget:.0f} s of training per run)", "",
              f"valid NDCG@10 on {a.valid_rows} valid rows (best validation), batch {a.batch_size} users, "
-             f"lr {a.sft_lr}, {out[0]['precision']}.", "",
+             f"lr {a.sft_lr}, bf16={out[0]['precision']['bf16']} ({out[0]['precision']['reason']}).", "",
              "| layers | variant | seed | best valid NDCG@10 | best step / steps | examples seen | SFT tok/s |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['layers']} | {r['variant']} | {r['seed']} | {r['best_valid_ndcg@10']:.4f} | {r['best_step']} / "

@@ -86,3 +86,12 @@ def test_plot_learning_curve_edge_cases(tmp_path):
     assert plot_learning_curve([{"step": 5, "valid_ndcg@10": 0.1}, {"step": 10, "valid_ndcg@10": 0.2}],
                                tmp_path / "b.png", "t")
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_a_disabled_training_stage_is_reported_as_skipped_not_missing(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    _stage(run, "align", {"seconds": 0.1, "skipped_training": "align.enabled is false", "model_dir": "lm/model"})
+    summary = build_report(run, out)
+    assert summary["missing"] == {}
+    assert "- **skipped_training**: align.enabled is false" in (out / "report.md").read_text()

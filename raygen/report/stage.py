@@ -146,6 +146,9 @@ def build_report(run_dir: Path, out: Path) -> dict:
         m = read_json(folder / "metrics.json")
         seconds[stage] = m.get("seconds")
         lines += [f"## {stage}", "", f"{m.get('seconds', 0):.1f} s", ""]
+        if "skipped_training" in m:  # a disabled training stage handed its upstream's model on
+            lines += [f"- **skipped_training**: {m['skipped_training']}", ""]
+            continue
         for spec in HEADLINES[stage]:
             key = spec.rstrip("?")
             v = _get(m, key)
