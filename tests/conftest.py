@@ -144,6 +144,13 @@ def scripted_llama(tokenizer, reply: str):
 
 
 @pytest.fixture(scope="session")
+def scripted_reply() -> str:
+    """What the ``scripted_teacher_dir`` model answers to any chat prompt. A fixture, not an import:
+    ``from conftest import ...`` resolves to whichever conftest module pytest loaded first."""
+    return SCRIPTED_REPLY
+
+
+@pytest.fixture(scope="session")
 def scripted_teacher_dir(tmp_path_factory, tiny_tokenizer_json) -> Path:
     path = tmp_path_factory.mktemp("scripted_teacher")
     tok = make_tiny_tokenizer(tiny_tokenizer_json)

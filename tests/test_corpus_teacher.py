@@ -100,17 +100,15 @@ def test_vllm_backend_without_vllm_says_how_to_get_it():
         make_teacher(CorpusConfig(keyword_backend="vllm"))
 
 
-def test_scripted_teacher_yields_parsed_keywords_through_the_hf_backend(scripted_teacher_dir):
+def test_scripted_teacher_yields_parsed_keywords_through_the_hf_backend(scripted_teacher_dir, scripted_reply):
     """A real model on the real path: chat template, batched left-padded greedy generate, decode,
     parse and grounding; the answer's keywords are kept only for the item whose text holds them."""
-    from conftest import SCRIPTED_REPLY
-
     from raygen.corpus.keywords import extract_keywords
 
     backend = HFBackend(str(scripted_teacher_dir))
     convs = [[{"role": "user", "content": "Title: leather wallet"}], [{"role": "user", "content": "a longer "
                                                                          "prompt about cotton socks and more"}]]
-    assert backend.generate(convs, max_new_tokens=16) == [SCRIPTED_REPLY, SCRIPTED_REPLY]
+    assert backend.generate(convs, max_new_tokens=16) == [scripted_reply, scripted_reply]
     rows = [{"title": "Leather wallet with a steel knife", "description": "", "categories": []},
             {"title": "Cotton socks", "description": "", "categories": []}]
     results = extract_keywords(backend, rows, 3, max_new_tokens=16, max_chars=256, min_keywords=2, grounded=True,
