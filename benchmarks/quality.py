@@ -41,7 +41,7 @@ from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
 from raygen.io import atomic_path, read_json, write_json  # noqa: E402
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
-from raygen.runner import SUCCESS, stage_done, stage_key  # noqa: E402
+from raygen.runner import SUCCESS, link_finished, stage_done, stage_keys  # noqa: E402
 
 NO_TEXT_TASKS = ["tasks.token_ratio=0", "sft.sid_only_head=true"]
 VARIANTS: dict[str, list[str]] = {
@@ -82,23 +82,13 @@ def seed_overrides(seed: int) -> list[str]:
     return [f"seed={seed}", f"lm.seed={seed}", f"align.seed={seed}", f"sft.seed={seed}", f"tasks.seed={seed}"]
 
 
-def stage_keys(cfg) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for st in STAGES:
-        keys[st.name] = stage_key(cfg, st, keys)
-    return keys
-
-
 def link_cached(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
-    """Symlink every stage folder whose cache key an earlier run already produced (same config => same output)."""
-    for name, key in stage_keys(cfg).items():
-        dst, src = run_dir / name, cache.get(key)
-        if src is not None and not dst.exists():
-            dst.symlink_to(src.resolve(), target_is_directory=True)
+    """Link every stage folder whose cache key an earlier run already produced (same config => same output)."""
+    link_finished(cfg, STAGES, run_dir, lambda name, key: cache.get(key))
 
 
 def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
-    for name, key in stage_keys(cfg).items():
+    for name, key in stage_keys(cfg, STAGES).items():
         if stage_done(run_dir, name, key):
             cache.setdefault(key, (run_dir / name).resolve())
 

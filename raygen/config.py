@@ -45,8 +45,6 @@ class RayConfig:
 class PipelineConfig:
     run_dir: str = "runs/default"
     """Folder for all stage outputs; a rerun with the same config skips finished stages."""
-    seed: int = 0
-    """Global seed (stages derive their own seeds from their sections)."""
     stages: list[str] = field(default_factory=list)
     """Run only these stages (empty = the whole pipeline)."""
     ray: RayConfig = field(default_factory=RayConfig)

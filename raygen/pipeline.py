@@ -1,7 +1,8 @@
 """The raygen stage graph: data -> corpus -> sids -> lm -> align -> sft -> rl -> eval -> report.
 
-Each entry names the stage, the stages it reads and the config sections that enter its
-cache key (see raygen.runner). The run functions live in each stage's subpackage.
+Each entry names the stage, the stage it follows (``deps``), the other upstream stages whose folders
+it reads (``reads``) and the config sections it reads, which are also what enters its cache key (see
+raygen.runner: the runner hands a stage only what it declares here). The run functions live in each stage's subpackage.
 """
 from __future__ import annotations
 
@@ -31,12 +32,18 @@ STAGES: list[Stage] = [
     Stage("corpus", _lazy("raygen.corpus.stage:run_corpus"), deps=("data",), sections=("corpus",)),
     Stage("sids", _lazy("raygen.sid.stage:run_sids"), deps=("corpus",), sections=("sids",)),
     Stage("lm", _lazy("raygen.lm.stage:run_lm_init"), deps=("sids",), sections=("lm",)),
-    Stage("align", _lazy("raygen.train.stages:run_align"), deps=("lm",), sections=("align", "tasks")),
-    Stage("sft", _lazy("raygen.train.stages:run_sft"), deps=("align",), sections=("sft", "tasks")),
+    Stage("align", _lazy("raygen.train.stages:run_align"), deps=("lm",), sections=("align", "tasks"),
+          reads=("data", "sids")),
+    Stage("sft", _lazy("raygen.train.stages:run_sft"), deps=("align",), sections=("sft", "tasks"),
+          reads=("data", "sids", "lm")),
     # rl reads eval (keep-best validation: beam, ks, SID-only head) and tasks (prompts)
-    Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl", "eval", "tasks")),
-    Stage("eval", _lazy("raygen.eval.stage:run_eval"), deps=("rl",), sections=("eval", "tasks")),
-    Stage("report", _lazy("raygen.report.stage:run_report"), deps=("eval",), sections=()),
+    Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl", "eval", "tasks"),
+          reads=("data", "sids", "corpus")),
+    Stage("eval", _lazy("raygen.eval.stage:run_eval"), deps=("rl",), sections=("eval", "tasks"),
+          reads=("data", "sids")),
+    # the report summarises every stage's metrics.json (and no config section)
+    Stage("report", _lazy("raygen.report.stage:run_report"), deps=("eval",), sections=(),
+          reads=("data", "corpus", "sids", "lm", "align", "sft", "rl")),
 ]
 
 

@@ -54,18 +54,14 @@ def check_final_model(run_dir: str | Path, cfg) -> Path:
     """Folder of the run's final model, after checking that ``cfg`` is the config that produced it."""
     from raygen.modelref import model_dir
     from raygen.pipeline import STAGES
-    from raygen.runner import SUCCESS, stage_key, success_key
+    from raygen.runner import SUCCESS, stage_keys, success_key
 
     run_dir = Path(run_dir)
     marker = run_dir / FINAL_STAGE / SUCCESS
     if not marker.exists():
         raise RecommendError(f"{run_dir} has no finished model: stage {FINAL_STAGE!r} has not finished "
                              f"(no {marker}); run `raygen run` up to stage {FINAL_STAGE!r} first")
-    keys: dict[str, str] = {}
-    for st in STAGES:
-        keys[st.name] = stage_key(cfg, st, keys)
-        if st.name == FINAL_STAGE:
-            break
+    keys = stage_keys(cfg, STAGES)
     done = success_key(run_dir / FINAL_STAGE)
     if done is None:
         raise RecommendError(f"{marker} is not a valid raygen marker (a JSON object with the stage 'key'): the "

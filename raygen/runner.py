@@ -1,8 +1,12 @@
 """Stage graph with content hashing, skip-on-rerun and atomic stage folders.
 
-A stage has a name, the upstream stages it reads, the config sections it depends on, and a
-``run(ctx)`` that writes into ``ctx.out``. Its *key* is a hash of those config sections plus
-the keys of its upstream stages. The runner skips a stage whose folder holds ``_SUCCESS``
+A stage has a name, the upstream stages it follows (``deps``) and reads (``reads``), the config
+sections it depends on, and a ``run(ctx)`` that writes into ``ctx.out``. Its *key* is a hash of those
+config sections plus the keys of its upstream stages.
+
+The contract is enforced: ``ctx.cfg`` is a view that answers only the declared sections (plus the
+run-wide ``run_dir`` and ``ray``), and ``ctx.input`` hands out only declared stages; anything else
+raises :class:`StageContractError`, so a stage cannot depend on a value its key does not cover. The runner skips a stage whose folder holds ``_SUCCESS``
 with the same key; otherwise it runs the stage into ``<run_dir>/.<stage>.tmp`` and renames
 that onto ``<run_dir>/<stage>`` only when ``run`` returned. That gives resume-after-crash,
 caching between runs and Tune trials that share upstream stages.
@@ -37,13 +41,47 @@ class RunnerError(RuntimeError):
     """The run folder holds something the runner must not touch; the message says what and where."""
 
 
+class StageContractError(RuntimeError):
+    """A stage read a config section or a stage folder it does not declare (a bug in the stage)."""
+
+
 @dataclass
 class Stage:
     name: str
     run: Callable[["StageContext"], dict | None]
     deps: tuple[str, ...] = ()
     sections: tuple[str, ...] = ()
-    """Config sections (attributes of the pipeline config) whose values enter the hash."""
+    """Config sections (attributes of the pipeline config) whose values enter the hash: the only
+    sections ``ctx.cfg`` answers."""
+    reads: tuple[str, ...] = ()
+    """Earlier stages whose folders ``run`` reads besides ``deps`` (each must be an ancestor, so its
+    key is part of this stage's key): ``ctx.input`` answers ``deps`` and ``reads`` only."""
+
+
+RUN_WIDE = ("run_dir", "ray")
+"""Config attributes every stage may read: where the run lives and how to reach Ray (neither changes
+what a stage computes)."""
+
+
+class ConfigView:
+    """A stage's read-only view of the pipeline config: its declared sections and :data:`RUN_WIDE`."""
+
+    def __init__(self, cfg: Any, stage: str, sections: tuple[str, ...]):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_allowed", frozenset(sections) | frozenset(RUN_WIDE))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._allowed:
+            return getattr(self._cfg, name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise StageContractError(f"stage {self._stage!r} read cfg.{name}, which is not among its declared sections "
+                                 f"{sorted(self._allowed - set(RUN_WIDE))}: declare it in raygen/pipeline.py "
+                                 "(it then enters the stage's cache key)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise StageContractError(f"stage {self._stage!r} tried to set cfg.{name}: a stage's config is read-only")
 
 
 @dataclass
@@ -55,9 +93,19 @@ class StageContext:
     key: str = ""
     """This stage's cache key (e.g. to name resumable training runs)."""
     metrics: dict = field(default_factory=dict)
+    stop_step: int = 0
+    """> 0: end a training stage after this optimizer step (one ASHA rung of a sweep); the stage then
+    sets ``partial`` unless it reached its own end, and the runner leaves its folder unfinished."""
+    partial: bool = False
+    readable: tuple[str, ...] | None = None
+    """Stages ``input`` may hand out (the runner sets the declared deps + reads; None = any, for tests
+    that call a stage function directly)."""
 
     def input(self, stage: str) -> Path:
-        """Folder of a finished upstream stage."""
+        """Folder of a finished upstream stage this stage declares."""
+        if self.readable is not None and stage not in self.readable:
+            raise StageContractError(f"stage {self.stage!r} read stage {stage!r}, which it does not declare "
+                                     f"(deps + reads: {list(self.readable)}); declare it in raygen/pipeline.py")
         p = self.run_dir / stage
         if not (p / SUCCESS).exists():
             raise FileNotFoundError(f"stage {self.stage!r} needs stage {stage!r}, which has not finished in {self.run_dir}")
@@ -88,6 +136,42 @@ def success_key(stage_dir: Path) -> str | None:
         return None
     key = marker.get("key") if isinstance(marker, dict) else None
     return key if isinstance(key, str) else None
+
+
+def stage_keys(cfg: Any, stages: list[Stage]) -> dict[str, str]:
+    """Every stage's cache key, in order (a stage's deps and reads must come earlier and be ancestors)."""
+    keys: dict[str, str] = {}
+    ancestors: dict[str, set[str]] = {}
+    for st in stages:
+        for d in st.deps:
+            if d not in keys:
+                raise ValueError(f"stage {st.name!r} depends on {d!r}, which is not earlier in the stage list")
+        ancestors[st.name] = set(st.deps).union(*(ancestors[d] for d in st.deps))
+        stray = [r for r in st.reads if r not in ancestors[st.name]]
+        if stray:
+            raise ValueError(f"stage {st.name!r} reads {stray}, which are not upstream of it (their keys would "
+                             "not enter its key)")
+        keys[st.name] = stage_key(cfg, st, keys)
+    return keys
+
+
+def link_finished(cfg: Any, stages: list[Stage], run_dir: Path, source: Callable[[str, str], Path | None]) -> list[str]:
+    """Reuse finished stage folders from elsewhere: for each stage of ``stages``, ``source(name, key)``
+    names a folder that may hold it; when that folder is finished with this config's key and
+    ``run_dir/<name>`` does not exist yet, link it there (a relative link). Returns the names linked.
+    Nothing in ``run_dir`` is replaced (the runner decides what reruns)."""
+    import os
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for name, key in stage_keys(cfg, stages).items():
+        src, dst = source(name, key), run_dir / name
+        if src is None or dst.exists() or dst.is_symlink() or success_key(src) != key:
+            continue
+        os.symlink(os.path.relpath(Path(src).resolve(), run_dir.resolve()), dst, target_is_directory=True)
+        linked.append(name)
+    return linked
 
 
 def stage_done(run_dir: Path, name: str, key: str) -> bool:
@@ -121,20 +205,21 @@ def _remove_own(path: Path) -> None:
 
 
 def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[str] | None = None,
-               force: list[str] | None = None) -> dict[str, dict]:
-    """Run ``stages`` in order (deps must come first). Returns {stage: metrics-or-status}."""
+               force: list[str] | None = None, stop_at: dict[str, int] | None = None) -> dict[str, dict]:
+    """Run ``stages`` in order (deps must come first). Returns {stage: metrics-or-status}.
+
+    ``stop_at={stage: step}`` runs that (training) stage only up to ``step``: when it stops before its
+    own end its output stays in ``<run_dir>/.<stage>.tmp`` with metrics.json but no ``_SUCCESS``
+    (status ``partial``, ``out`` = that folder) and no later stage runs; calling again with a larger
+    step resumes it (its training run is resumable), and a call without ``stop_at`` finishes it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    keys: dict[str, str] = {}
+    keys = stage_keys(cfg, stages)
     summary: dict[str, dict] = {}
     force = set(force or [])
     todo: list[tuple[Stage, str, bool]] = []  # (stage, key, runs)
     for st in stages:
-        for d in st.deps:
-            if d not in keys:
-                raise ValueError(f"stage {st.name!r} depends on {d!r}, which is not earlier in the stage list")
-        key = stage_key(cfg, st, keys)
-        keys[st.name] = key
+        key = keys[st.name]
         if only is not None and st.name not in only:
             continue
         todo.append((st, key, st.name in force or not stage_done(run_dir, st.name, key)))
@@ -150,12 +235,18 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
         _remove_own(tmp)
         tmp.mkdir(parents=True)
         (tmp / STAGE_MARKER).write_text(f"{st.name} folder created by raygen; raygen may replace it\n")
-        ctx = StageContext(cfg=cfg, run_dir=run_dir, out=tmp, stage=st.name, key=key)
+        ctx = StageContext(cfg=ConfigView(cfg, st.name, st.sections), run_dir=run_dir, out=tmp, stage=st.name,
+                           key=key, readable=tuple(dict.fromkeys((*st.deps, *st.reads))),
+                           stop_step=(stop_at or {}).get(st.name, 0))
         log.info("stage %-8s running (key %s)", st.name, key)
         t0 = time.time()
         metrics = st.run(ctx) or {}
         metrics = {**ctx.metrics, **metrics, "seconds": round(time.time() - t0, 3)}
         write_json(tmp / "metrics.json", metrics)
+        if ctx.partial:
+            log.info("stage %-8s stopped at step %d, unfinished in %s", st.name, ctx.stop_step, tmp)
+            summary[st.name] = {"status": "partial", "key": key, "out": str(tmp), "metrics": metrics}
+            break
         write_json(tmp / SUCCESS, {"key": key, "finished": time.time()})
         final = run_dir / st.name
         check_replaceable(run_dir, st.name)

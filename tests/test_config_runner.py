@@ -4,7 +4,8 @@ import pytest
 
 from raygen.config import PipelineConfig, load_config
 from raygen.configbase import ConfigError
-from raygen.runner import STAGE_MARKER, SUCCESS, RunnerError, Stage, run_stages
+from raygen.runner import (STAGE_MARKER, SUCCESS, RunnerError, Stage, StageContractError, link_finished, run_stages,
+                           stage_keys)
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -43,7 +44,7 @@ def _stages(calls, fail_in=None):
             if name == fail_in:
                 (ctx.out / "partial.txt").write_text("half")
                 raise RuntimeError("boom")
-            (ctx.out / "out.txt").write_text(name + str(ctx.cfg.data.seed))
+            (ctx.out / "out.txt").write_text(name + (str(ctx.cfg.data.seed) if name == "a" else ""))
             if name == "b":
                 assert (ctx.input("a") / "out.txt").exists()
             return {"value": len(calls)}
@@ -84,6 +85,84 @@ def test_runner_rejects_bad_order(tmp_path):
     st = [Stage("b", lambda ctx: {}, deps=("a",))]
     with pytest.raises(ValueError, match="depends on 'a'"):
         run_stages(PipelineConfig(), st, tmp_path)
+
+
+# --- issue 10: the stage contract is enforced --------------------------------------------------
+
+
+def test_a_stage_reading_an_undeclared_section_fails(tmp_path):
+    """A stage whose result depends on a section its key does not cover would go stale silently."""
+    st = [Stage("a", lambda ctx: {"lr": ctx.cfg.sft.lr}, sections=("data",))]
+    with pytest.raises(StageContractError, match=r"stage 'a' read cfg\.sft.*declared sections \['data'\]"):
+        run_stages(PipelineConfig(), st, tmp_path)
+    assert not (tmp_path / "a").exists()
+    ok = [Stage("a", lambda ctx: {"lr": ctx.cfg.sft.lr, "run": str(ctx.cfg.run_dir), "ray": ctx.cfg.ray.num_cpus},
+                sections=("sft",))]
+    assert run_stages(PipelineConfig(), ok, tmp_path)["a"]["metrics"]["lr"] == PipelineConfig().sft.lr
+    with pytest.raises(StageContractError, match="read-only"):
+        run_stages(PipelineConfig(), [Stage("b", lambda ctx: setattr(ctx.cfg, "sft", None), sections=("sft",))],
+                   tmp_path)
+
+
+def test_a_stage_reads_only_the_stage_folders_it_declares(tmp_path):
+    def reads(name):
+        return lambda ctx: {"n": len(list(ctx.input(name).iterdir()))}
+
+    a = Stage("a", lambda ctx: {})
+    b = Stage("b", lambda ctx: {}, deps=("a",))
+    run_stages(PipelineConfig(), [a, b, Stage("c", reads("a"), deps=("b",), reads=("a",))], tmp_path)
+    with pytest.raises(StageContractError, match=r"stage 'd' read stage 'a'.*\['b'\]"):
+        run_stages(PipelineConfig(), [a, b, Stage("d", reads("a"), deps=("b",))], tmp_path)
+    # a declared read must be upstream: otherwise its key would not enter the reader's key
+    with pytest.raises(ValueError, match=r"stage 'e' reads \['x'\], which are not upstream"):
+        stage_keys(PipelineConfig(), [a, Stage("x", lambda ctx: {}), Stage("e", lambda ctx: {}, deps=("a",),
+                                                                            reads=("x",))])
+
+
+def test_pipeline_stages_declare_upstream_reads_only():
+    from raygen.pipeline import STAGES
+
+    keys = stage_keys(PipelineConfig(), STAGES)  # raises on a read that is not upstream
+    assert list(keys) == [s.name for s in STAGES] and len(set(keys.values())) == len(STAGES)
+
+
+def test_stop_at_leaves_a_stage_unfinished_and_resumable(tmp_path):
+    """One ASHA rung: the stage stops at ``stop_step``, stays in .<stage>.tmp without _SUCCESS and no later
+    stage runs; a run without stop_at finishes it (the runner writes metrics and marker)."""
+    def train(ctx):
+        total = 6
+        done = min(ctx.stop_step, total) if ctx.stop_step else total
+        ctx.partial = done < total
+        (ctx.out / "model.txt").write_text(str(done))
+        return {"final_step": done}
+
+    calls = []
+    st = [Stage("a", lambda ctx: calls.append("a") or {}), Stage("t", train, deps=("a",)),
+          Stage("z", lambda ctx: calls.append("z") or {}, deps=("t",))]
+    res = run_stages(PipelineConfig(), st, tmp_path, stop_at={"t": 2})
+    assert res["t"]["status"] == "partial" and "z" not in res and calls == ["a"]
+    out = tmp_path / ".t.tmp"
+    assert res["t"]["out"] == str(out) and (out / "model.txt").read_text() == "2"
+    assert json.loads((out / "metrics.json").read_text())["final_step"] == 2 and not (out / SUCCESS).exists()
+    assert not (tmp_path / "t").exists()
+    assert run_stages(PipelineConfig(), st, tmp_path, stop_at={"t": 4})["t"]["metrics"]["final_step"] == 4
+    res = run_stages(PipelineConfig(), st, tmp_path)
+    assert res["t"]["status"] == "ran" and (tmp_path / "t" / SUCCESS).exists() and calls == ["a", "z"]
+    assert (tmp_path / "t" / "model.txt").read_text() == "6" and not out.exists()
+
+
+def test_link_finished_links_only_stages_finished_with_this_key(tmp_path):
+    cfg = PipelineConfig()
+    st = [Stage("a", lambda ctx: {}, sections=("data",)), Stage("b", lambda ctx: {}, deps=("a",), sections=("sids",))]
+    src = tmp_path / "src"
+    run_stages(cfg, st, src)
+    other = PipelineConfig()
+    other.sids.levels = 5  # b's key changes, a's does not
+    dst = tmp_path / "dst"
+    assert link_finished(other, st, dst, lambda name, key: src / name) == ["a"]
+    assert (dst / "a").is_symlink() and (dst / "a").resolve() == (src / "a").resolve()
+    assert not (dst / "b").exists()
+    assert link_finished(other, st, dst, lambda name, key: src / name) == []  # never replaces what is there
 
 
 # --- issue 13: every bad config is a one-line error naming where the value came from ---------

@@ -135,12 +135,18 @@ def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
     return True
 
 
-def build_report(run_dir: Path, out: Path) -> dict:
+def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
+    """``report.md`` (and plots) in ``out`` from the finished stages' metrics.json. ``folder_of(stage)``
+    finds a stage's folder (the runner's ``ctx.input``; default ``run_dir/<stage>``); unfinished
+    stages are left out."""
     lines = [f"# raygen run report: `{run_dir}`", ""]
     seconds: dict = {}
     missing: dict[str, list[str]] = {}
     for stage in HEADLINES:
-        folder = run_dir / stage
+        try:
+            folder = folder_of(stage) if folder_of else run_dir / stage
+        except FileNotFoundError:  # ctx.input of a stage that has not finished
+            continue
         if not (folder / SUCCESS).exists():
             continue
         m = read_json(folder / "metrics.json")
@@ -188,4 +194,4 @@ def build_report(run_dir: Path, out: Path) -> dict:
 
 
 def run_report(ctx: StageContext) -> dict:
-    return build_report(ctx.run_dir, ctx.out)
+    return build_report(ctx.run_dir, ctx.out, ctx.input)

@@ -60,7 +60,10 @@ def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConf
     tb = tensorboard_callback(ctx.run_dir / "tensorboard" / ctx.stage, prefix=ctx.stage)  # live loss/lr/tokens/s
     valid = _valid_set(ctx, tok, cfg) if cfg.valid_every > 0 else None
     summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
-                    resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None, valid=valid)
+                    resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None, valid=valid,
+                    stop_step=ctx.stop_step)
+    # stopped at the runner's stop_step before the schedule's end (not by validation): unfinished
+    ctx.partial = 0 < ctx.stop_step < summary["total_steps"] and not summary.get("stopped_early")
     summary["model_dir"] = f"{ctx.stage}/model"  # relative to the run folder (ctx.out is renamed when the stage ends)
     tasks = {}
     for ex in examples:

@@ -9,11 +9,13 @@ Ray Train runs (:func:`raygen.train.ray_trainer.train`) for its training. Layout
 - ``shared/``: data, corpus and sids, run ONCE (raygen.runner) before the Tuner starts;
 - ``trials/<trial_id>/``: a pipeline run folder per trial. data/corpus/sids are links to ``shared/``
   (the runner finds them up to date: their config sections, hence keys, are the sweep's), then the
-  lm and align stages run with the trial's init, then SFT in ``rungs`` segments: segment r resumes
-  the trial's Ray Train run (``ray_train/sft``) up to step r x steps_per_rung (the lr schedule
-  spans all rungs), the driver evaluates the model on ``eval_rows`` validation rows (constrained
-  beam search in-process) and ``ray.tune.report``s the metrics; ASHA stops weak trials between
-  rungs. A trial that reaches the last rung gets a finished ``sft`` stage and a ``config.yaml``, so
+  lm and align stages run with the trial's init, then the pipeline's own sft stage in ``rungs``
+  segments (``run_stages(..., stop_at={"sft": r x steps_per_rung})``): segment r resumes the stage's
+  Ray Train run (``ray_train/sft-<key>``) up to that step (the lr schedule spans all rungs) and
+  leaves the stage unfinished in ``.sft.tmp``; the driver evaluates that model on ``eval_rows``
+  validation rows (constrained beam search in-process) and ``ray.tune.report``s the metrics; ASHA
+  stops weak trials between rungs. The last rung finishes the stage (the runner writes its marker
+  and metrics, atomically), so a trial that reaches it gets a finished ``sft`` stage and a ``config.yaml``, so
   ``raygen run --config trials/<id>/config.yaml`` continues it with rl/eval/report;
 - ``tune/<name>/``: Ray Tune's experiment (per-trial progress.csv/result.json, TensorBoard events
   from TBXLoggerCallback; MLflow runs in ``mlruns/`` when mlflow is installed);
@@ -31,11 +33,11 @@ import importlib.util
 import logging
 import os
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from raygen.io import read_json, read_parquet, write_json
-from raygen.runner import SUCCESS, Stage, run_stages, stage_done, stage_key
+from raygen.runner import Stage, link_finished, run_stages, stage_done, stage_keys
 from raygen.tune.config import SweepConfig
 from raygen.tune.results import best_row, plot_curves, summarize, to_markdown, write_csv
 
@@ -68,8 +70,9 @@ def trial_config(cfg, params: dict, sweep: SweepConfig, run_dir: str | Path):
     if params.get("sa_init_depth") is not None:
         lm.sa_init_depth = params["sa_init_depth"]
     align = replace(cfg.align, enabled=init == "star", seed=cfg.align.seed + rep)
+    # ASHA's rungs decide when to stop: no validation-driven early stopping inside the sft stage
     sft = replace(cfg.sft, enabled=True, lr=float(params["lr"]), max_steps=sweep.rungs * sweep.steps_per_rung,
-                  seed=cfg.sft.seed + rep)
+                  seed=cfg.sft.seed + rep, valid_every=0)
     if params.get("lora_rank") is not None:
         r = int(params["lora_rank"])
         sft.mode, sft.lora_r, sft.lora_alpha = "lora", r, max(1, round(cfg.sft.lora_alpha * r / cfg.sft.lora_r))
@@ -87,49 +90,18 @@ def _stages_until(last: str) -> list[Stage]:
     return STAGES[: names.index(last) + 1]
 
 
-def _stage_keys(cfg, stages: list[Stage]) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for st in stages:
-        keys[st.name] = stage_key(cfg, st, keys)
-    return keys
-
-
 def link_shared(cfg, run_dir: Path, shared: Path) -> None:
     """Point ``run_dir``'s shared stages at ``shared/`` (relative links) and check they are up to date."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keys = _stage_keys(cfg, _stages_until(SHARED_STAGES[-1]))
+    link_finished(cfg, _stages_until(SHARED_STAGES[-1]), run_dir,
+                  lambda name, key: shared / name if name in SHARED_STAGES else None)
+    keys = stage_keys(cfg, _stages_until(SHARED_STAGES[-1]))
     for name in SHARED_STAGES:
-        link, target = run_dir / name, shared / name
-        if not link.is_symlink():
-            os.symlink(os.path.relpath(target, run_dir), link, target_is_directory=True)
         if not stage_done(run_dir, name, keys[name]):
-            raise RuntimeError(f"shared stage {name!r} in {target} does not match this trial's config "
+            raise RuntimeError(f"shared stage {name!r} in {shared / name} does not match this trial's config "
                                "(a sweep may only vary the lm, align and sft sections)")
 
 
 # ------------------------------------------------------------------------------------ one trial
-
-def _sft_examples(cfg, run_dir: Path):
-    """``(model_dir, encoded examples, sid_ids, skips)`` of the trial's SFT, as the sft stage builds them."""
-    from transformers import AutoTokenizer
-
-    from raygen.data.schema import SkipLog
-    from raygen.modelref import model_dir
-    from raygen.tasks.builders import build_sft_examples
-    from raygen.tasks.encode import encode_examples
-
-    data, sids = run_dir / "data", run_dir / "sids"
-    skips = SkipLog()
-    examples = build_sft_examples(read_parquet(data / "samples.parquet"), read_parquet(data / "items.parquet"),
-                                  read_parquet(sids / "codes.parquet"), read_parquet(sids / "tokens.parquet"),
-                                  cfg.tasks, "train", skips)
-    mdir = model_dir(run_dir / "align")
-    tok = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
-    encoded = encode_examples(tok, examples, cfg.sft.max_len, skips)
-    if not encoded:
-        raise ValueError(f"trial {run_dir.name}: no SFT examples left after encoding ({skips.to_dict()})")
-    return mdir, encoded, read_json(run_dir / "lm" / "sid_ids.json")["ids"], skips
-
 
 class _Validator:
     """Constrained beam search of a model on a fixed sample of validation rows (in this process)."""
@@ -158,9 +130,6 @@ def run_trial(config: dict, cfg, sweep: SweepConfig, sweep_dir: str) -> None:
     import ray.tune
 
     from raygen.pipeline import save_config
-    from raygen.tracking import tensorboard_callback
-    from raygen.train.config import TrainConfig
-    from raygen.train.ray_trainer import train
 
     root = Path(sweep_dir)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -168,30 +137,18 @@ def run_trial(config: dict, cfg, sweep: SweepConfig, sweep_dir: str) -> None:
     tcfg = trial_config(cfg, config["params"], sweep, run_dir)
     link_shared(tcfg, run_dir, root / "shared")
     save_config(tcfg, run_dir)
-    upstream = run_stages(tcfg, _stages_until("align"), run_dir)
-    mdir, encoded, sid_ids, skips = _sft_examples(tcfg, run_dir)
     validate = _Validator(tcfg, run_dir, sweep.eval_rows)
-    base = TrainConfig(**{f.name: getattr(tcfg.sft, f.name) for f in fields(TrainConfig)})
-    tb = tensorboard_callback(run_dir / "tensorboard" / "sft", prefix="sft")
-    t0 = time.time()
+    stages = _stages_until("sft")
     for rung in range(1, sweep.rungs + 1):
-        summary = train(mdir, encoded, sid_ids, base, out_dir=run_dir / "sft", storage_path=run_dir / "ray_train",
-                        resume=True, name="sft", callbacks=[tb] if tb else None,
-                        stop_step=rung * sweep.steps_per_rung)
-        scores = validate(Path(summary["model_dir"]))
-        report = {**scores, "rung": rung, "step": summary["final_step"], "loss": summary.get("loss"),
-                  "tokens_per_s": summary.get("tokens_per_s"), "train_wall_s": summary.get("wall_s")}
-        if rung == sweep.rungs:  # the sft stage of this run folder is now finished: mark it for `raygen run`
-            _finish_sft(tcfg, run_dir, {**summary, "validation": scores, "skips": skips.to_dict(),
-                                        "rungs": sweep.rungs, "seconds": round(time.time() - t0, 3),
-                                        "upstream": {k: v["status"] for k, v in upstream.items()}})
-        ray.tune.report(report)
-
-
-def _finish_sft(cfg, run_dir: Path, metrics: dict) -> None:
-    key = _stage_keys(cfg, _stages_until("sft"))["sft"]
-    write_json(run_dir / "sft" / "metrics.json", metrics)
-    write_json(run_dir / "sft" / SUCCESS, {"key": key, "finished": time.time()})
+        # the real pipeline stages: upstream ones run once (then are up to date), sft resumes its Ray Train
+        # run up to this rung's step; the last rung finishes it and the runner writes its marker
+        stop = {} if rung == sweep.rungs else {"sft": rung * sweep.steps_per_rung}
+        res = run_stages(tcfg, stages, run_dir, stop_at=stop)["sft"]
+        m = res["metrics"] if res["status"] != "skipped" else read_json(run_dir / "sft" / "metrics.json")
+        out = Path(res["out"]) if res["status"] == "partial" else run_dir / "sft"
+        scores = validate(out / "model")
+        ray.tune.report({**scores, "rung": rung, "step": m["final_step"], "loss": m.get("loss"),
+                         "tokens_per_s": m.get("tokens_per_s"), "train_wall_s": m.get("wall_s")})
 
 
 # ------------------------------------------------------------------------------------ the sweep
@@ -284,11 +241,12 @@ def write_results(trials: list[dict], sweep: SweepConfig, root: Path, extra: dic
         raise RuntimeError(f"no trial of sweep {sweep.name!r} reported {sweep.metric}; first error: "
                            f"{errors[0] if errors else 'none'} (see {root / 'results.md'})")
     run_dir = Path(best["run_dir"])
-    ckpts = sorted((run_dir / "ray_train" / "sft").glob("step_*"))
+    ckpts = sorted((run_dir / "ray_train").glob("sft-*/step_*"))
     info = {"trial_id": best["trial_id"], "metric": sweep.metric, "value": best[f"last_{sweep.metric}"],
             "params": next(t["params"] for t in trials if t["trial_id"] == best["trial_id"]),
             "rung": best["rung"], "step": best["step"], "completed": best["rung"] >= sweep.rungs,
-            "run_dir": str(run_dir), "model_dir": str(model_dir(run_dir / "sft")),
+            "run_dir": str(run_dir),
+            "model_dir": str(model_dir(run_dir / "sft") if (run_dir / "sft").exists() else run_dir / ".sft.tmp" / "model"),
             "checkpoint": str(ckpts[-1]) if ckpts else None, "config": str(run_dir / "config.yaml")}
     write_json(root / "best.json", info)
     log.info("best trial %s: %s=%.4f at step %s, model %s", info["trial_id"], sweep.metric, info["value"],
