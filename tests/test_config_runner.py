@@ -203,7 +203,7 @@ def test_a_directory_as_the_config_is_an_error(tmp_path):
     ("eval.sasrec.lr=0", "eval.sasrec.lr"),
     ("rl.lr=-1", "rl.lr"),
     ("rl.kl_beta=.nan", "rl.kl_beta"),
-    ("rl.max_grad_norm=-1", "rl.max_grad_norm"),
+    ("rl.grad_clip=-1", "rl.grad_clip"),
     ("rl.rollout_num_cpus=-1", "rl.rollout_num_cpus"),
     ("rl.eval_split=bogus", "rl.eval_split"),
     ("rl.rewards={rule: .inf}", "rl.rewards.rule"),

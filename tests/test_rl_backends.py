@@ -127,6 +127,31 @@ def test_merged_state_dict_of_lora_equals_peft_forward(tiny_llama):
     assert state_checksum(merged_state_dict(peft)) == state_checksum(merged)
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_merged_state_dict_puts_trained_sid_rows_into_the_plain_model(tiny_llama, tie):
+    """RL's LoRA policy (prepare_trainable 'lora': adapters + SID-row deltas of embedding and head) sent
+    to the actors as a plain state dict: same logits as the PEFT policy, other rows untouched."""
+    from raygen.train.masks import prepare_trainable
+
+    sid_ids = [VOCAB - 3, VOCAB - 2, VOCAB - 1]
+    base = tiny_llama(vocab_size=VOCAB, seed=1, tie_word_embeddings=tie)
+    plain_keys, before = set(base.state_dict()), base.get_input_embeddings().weight.detach().clone()
+    peft, _ = prepare_trainable(base, "lora", sid_ids, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj"])
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "trainable_tokens_delta" in n or "lora_B" in n:
+                p.add_(torch.randn_like(p))  # as if trained
+    merged = merged_state_dict(peft.eval())
+    assert set(merged) == plain_keys
+    plain = tiny_llama(vocab_size=VOCAB, seed=2, tie_word_embeddings=tie)
+    plain.load_state_dict(merged, strict=True)
+    x = torch.tensor([[5, 6, VOCAB - 3, VOCAB - 1, 9]])
+    with torch.no_grad():
+        assert torch.allclose(plain(x).logits, peft(x).logits, atol=1e-5)
+    moved = (merged["model.embed_tokens.weight"] != before).any(dim=1).nonzero().flatten().tolist()
+    assert moved == sid_ids
+
+
 def test_vllm_backend_pure_parts_without_vllm():
     """vLLM is not installable here: check the prefix table, the request-level mask and the clear error."""
     import importlib.util

@@ -17,6 +17,7 @@ SID = (torch.tensor([[a, b, c] for a in range(3) for b in range(3) for c in rang
        torch.tensor([88, 91, 94]))                                     # 18 items, tokens 88..95
 PROMPTS = [[5 + i, 20 + (i * 7) % 50, 30 + i] for i in range(8)]
 TARGETS = [(3 * i) % 18 for i in range(8)]
+SID_IDS = sorted(set(SID.flatten().tolist()))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_batch_indices_cover_each_prompt_once_per_epoch():
 
 
 def test_train_step_moves_probability_toward_positive_advantage(model_dir):
-    learner = GrpoLearner(model_dir, cfg(lr=1e-2, kl_beta=0.0), PAD, "/tmp/unused")
+    learner = GrpoLearner(model_dir, cfg(lr=1e-2, kl_beta=0.0), PAD, "/tmp/unused", SID_IDS)
     prompt = PROMPTS[0]
     good, bad = SID[2], SID[7]
     from raygen.rl.grpo import build_sequences, sequence_logprobs
@@ -68,7 +69,7 @@ def test_train_step_moves_probability_toward_positive_advantage(model_dir):
     assert after[0] > before[0] and after[1] < before[1]
     assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
     # a second optimizer step on the same batch is off-policy: ratios move away from 1 and get clipped
-    multi = GrpoLearner(model_dir, cfg(lr=5e-2, kl_beta=0.0, inner_epochs=3, clip_eps=0.05), PAD, "/tmp/unused")
+    multi = GrpoLearner(model_dir, cfg(lr=5e-2, kl_beta=0.0, inner_epochs=3, clip_eps=0.05), PAD, "/tmp/unused", SID_IDS)
     stats = multi.train_step([prompt, prompt], torch.stack([good, bad]), torch.tensor([1.0, -1.0]))
     assert stats["ratio_mean"] != pytest.approx(1.0) and stats["clip_frac"] > 0
 
@@ -87,7 +88,7 @@ def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path):
     assert res["actor_checksums"] == [res["learner_checksum"]]
     assert h["kl"] > 0                      # the policy moved away from the reference after step 1
     assert "eval_hr@1" in res["eval"] and "eval_ndcg@5" in h and "eval_hr@10" not in h
-    assert latest_checkpoint(out / "checkpoints").name == "step_000002"
+    assert latest_checkpoint(out / "checkpoints").name == "step_0000002"
     assert len(list((out / "checkpoints").iterdir())) == 2               # keep_checkpoints = 2
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2]
@@ -117,7 +118,7 @@ def test_resume_is_exact(model_dir, tmp_path):
 
 def test_lora_sample_mode_with_semantic_reward(model_dir, tmp_path):
     emb = np.random.default_rng(0).normal(size=(len(SID), 8)).astype(np.float32)
-    c = cfg(lora=True, lora_r=4, lora_targets=["q_proj", "v_proj"], lr=1e-2, steps=2, rollout_mode="sample",
+    c = cfg(lora=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"], lr=1e-2, steps=2, rollout_mode="sample",
             temperature=1.5, rewards={"rule": 1.0, "semantic": 0.5}, checkpoint_every=0)
     res = run_grpo(model_dir, PROMPTS, TARGETS, SID, emb, c, str(tmp_path / "lora"), pad_id=PAD, verify_sync=True)
     assert res["actor_checksums"] == [res["learner_checksum"]]
@@ -130,7 +131,13 @@ def test_lora_sample_mode_with_semantic_reward(model_dir, tmp_path):
     ckpt = latest_checkpoint(tmp_path / "lora" / "checkpoints")
     from safetensors.torch import load_file
 
-    assert all("lora_" in k for k in load_file(str(ckpt / "trainable.safetensors")))   # adapter params only
+    saved = load_file(str(ckpt / "trainable.safetensors"))
+    assert all("lora_" in k or "trainable_tokens_delta" in k for k in saved)   # adapters and SID-row deltas only
+    assert any("trainable_tokens_delta" in k for k in saved)
+    # as in SFT's 'lora' mode, the SID rows of the embedding train; every other row stays the SFT policy's
+    start = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight
+    moved = (final.get_input_embeddings().weight != start).any(dim=1).nonzero().flatten().tolist()
+    assert moved and set(moved) <= set(SID_IDS)
 
 
 def test_bad_inputs_are_clear(model_dir, tmp_path):

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from raygen.sid.token_keywords import TOKENS_SCHEMA, token_keyword_rows, tokens_table
 from raygen.sid.tokens import SidParseError, parse_sid, parse_token, present_tokens, sid_text, sid_token
-from raygen.sid.trie import SidTrie
 
 CODES = np.array([[1, 2, 0], [1, 2, 1], [1, 3, 0], [4, 2, 0]])
 
@@ -41,39 +39,6 @@ def test_parse_checks_level_count():
         parse_sid("<a_1><b_2>", levels=3)
     with pytest.raises(SidParseError):
         parse_token("<a_1><b_2>")
-
-
-# -- trie ------------------------------------------------------------------------------------
-
-def test_trie_allowed_and_items():
-    trie = SidTrie(CODES, item_ids=[10, 11, 12, 13])
-    assert trie.allowed([]) == [1, 4]
-    assert trie.allowed([1]) == [2, 3]
-    assert trie.allowed([1, 2]) == [0, 1]
-    assert trie.allowed([4, 2]) == [0]
-    assert trie.allowed([4, 3]) == [] and trie.allowed([7]) == []
-    assert trie.allowed([1, 2, 1]) == []  # complete
-    assert trie.contains([1, 3, 0]) and not trie.contains([1, 3]) and not trie.contains([1, 3, 1])
-    assert trie.item_of([1, 2, 1]) == 11 and trie.item_of([1, 2]) is None
-    with pytest.raises(ValueError, match="duplicate SID"):
-        SidTrie([[1, 2], [1, 2]])
-
-
-def test_trie_token_ids_tensor_and_json(tmp_path):
-    trie = SidTrie(CODES, item_ids=[10, 11, 12, 13])
-    table = {(lvl, c): 1000 + 100 * lvl + c for lvl in range(3) for c in range(5)}
-    tok = trie.to_token_ids(table)
-    seqs = tok.sequences_tensor()
-    assert seqs.dtype == torch.long and seqs.shape == (4, 3)
-    assert seqs[0].tolist() == [1001, 1102, 1200]
-    assert tok.allowed([1001]) == [1102, 1103]
-    assert tok.item_of([1004, 1102, 1200]) == 13
-    with pytest.raises(KeyError, match="level 0 code 4"):
-        trie.to_token_ids({k: v for k, v in table.items() if k != (0, 4)})
-    trie.save(tmp_path / "trie.json")
-    back = SidTrie.load(tmp_path / "trie.json")
-    np.testing.assert_array_equal(back.sequences, CODES)
-    assert back.allowed([1]) == [2, 3] and back.item_of([4, 2, 0]) == 13
 
 
 # -- token keywords --------------------------------------------------------------------------

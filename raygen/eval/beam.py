@@ -75,13 +75,17 @@ class SidTrie:
         return pos, self.keys[t][pos] == cand
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(ids, attention_mask)`` LongTensors [N, max_len] on ``device``
+    (prompts end where generation starts; used by beam search, rollouts and the GRPO update)."""
+    if not rows:
+        raise ValueError("no rows to pad")
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
+        if len(r):
+            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
             mask[i, width - len(r):] = 1
     return ids.to(device), mask.to(device)
 
@@ -129,7 +133,7 @@ def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, 
 
     device = trie.keys[0].device
     n_rows, k = len(rows), beam_width
-    ids, mask = _left_pad(rows, pad_id, device)
+    ids, mask = left_pad(rows, pad_id, device)
     pos = (mask.cumsum(-1) - 1).clamp_(min=0)
     cache = DynamicCache(config=model.config)
     logp = _step_logprobs(model, ids, mask, pos, cache, autocast_dtype, head)  # [n_rows, V]

@@ -22,8 +22,8 @@ class RlConfig:
     """AdamW learning rate of the policy update."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip per optimizer step (0 = off)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip per optimizer step (0 = off); the name align/sft use."""
     steps: int = 10
     """RL steps; each step = one rollout batch + ``inner_epochs`` optimizer steps + one weight sync.
     (A CPU step of the full SmolLM2-135M with 8 x 4 sequences takes minutes; use a GPU for real runs.)"""
@@ -68,14 +68,15 @@ class RlConfig:
     use_gpu: bool = False
     """Run the policy update on CUDA (falls back to CPU with a warning when none is visible)."""
     lora: bool = False
-    """Train a fresh LoRA adapter on top of the (merged) SFT policy instead of all weights; the
-    reference is then the same model with the adapter disabled (no second copy in memory)."""
+    """Train a fresh LoRA adapter on top of the (merged) SFT policy instead of all weights (the SID
+    embedding/head rows train too, as in SFT's 'lora' mode); the reference is then the same model
+    with the adapter disabled (no second copy in memory)."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA alpha (scaling = alpha / r)."""
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                             "gate_proj", "up_proj", "down_proj"])
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                    "gate_proj", "up_proj", "down_proj"])
     """Module names that get LoRA adapters."""
     checkpoint_every: int = 50
     """Write a resumable checkpoint every N steps (0 = only at the end)."""
@@ -109,7 +110,7 @@ class RlConfig:
             raise ConfigError(f"rl.temperature: must be > 0, got {self.temperature}")
         if self.lr <= 0:
             raise ConfigError(f"rl.lr: must be > 0, got {self.lr}")
-        for name in ("weight_decay", "max_grad_norm", "rollout_num_gpus", "rollout_num_cpus", "checkpoint_every",
+        for name in ("weight_decay", "grad_clip", "rollout_num_gpus", "rollout_num_cpus", "checkpoint_every",
                      "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"rl.{name}: must be >= 0, got {getattr(self, name)}")

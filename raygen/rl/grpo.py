@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from raygen.eval.beam import left_pad
+
 __all__ = ["group_advantages", "grpo_loss", "sequence_logprobs", "build_sequences", "left_pad"]
 
 
@@ -72,20 +74,6 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
             "ratio_mean": float((ratio * mask).sum() / n_tok),
         }
     return loss, stats
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``(ids, attention_mask)`` LongTensors [N, max_len]."""
-    if not rows:
-        raise ValueError("no rows to pad")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
-            att[i, width - len(r):] = 1
-    return ids, att
 
 
 def build_sequences(prompts: list[list[int]], completions: torch.Tensor, pad_id: int

@@ -31,9 +31,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import re
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,18 +39,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from raygen.io import atomic_path, load_tensors, read_json, save_tensors, write_json
+from raygen.io import atomic_path, write_json
 from raygen.lm.vocab import config_pad_id
 from raygen.rl.config import RlConfig
 from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 from raygen.rl.rewards import RewardContext, combine
 from raygen.rl.sync import is_peft_model, merged_state_dict, state_checksum
+from raygen.train import checkpoint as ckpt
+from raygen.train.checkpoint import save_model_atomic
+from raygen.train.masks import load_trainable_state, prepare_trainable, trainable_state_dict
 
 log = logging.getLogger("raygen")
 
 __all__ = ["GrpoLearner", "run_grpo", "batch_indices", "latest_checkpoint"]
-
-_CKPT = re.compile(r"^step_(\d{6,})$")
 
 
 def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
@@ -71,19 +69,22 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The complete checkpoint folder with the highest step under ``root``, or None."""
-    if not root.exists():
-        return None
-    done = [p for p in root.iterdir() if _CKPT.match(p.name) and (p / "state.json").exists()]
-    return max(done, key=lambda p: int(_CKPT.match(p.name).group(1)), default=None)
+    return ckpt.latest_step(Path(root))
 
 
 class GrpoLearner:
-    """Policy + frozen reference + AdamW; GRPO updates, weight export and checkpoints."""
+    """Policy + frozen reference + AdamW; GRPO updates, weight export and checkpoints.
 
-    def __init__(self, model_dir: str, cfg: RlConfig, pad_id: int, work_dir: str):
+    Built from the training engine's pieces (raygen.train): trainable-parameter selection and decay
+    groups (:func:`prepare_trainable`: 'full', or 'lora' with the SID embedding/head rows trainable as
+    in SFT), the checkpoint format and the atomic model export (:mod:`raygen.train.checkpoint`). What
+    is RL's own is the GRPO step: :meth:`train_step`."""
+
+    def __init__(self, model_dir: str, cfg: RlConfig, pad_id: int, work_dir: str, sid_ids: Sequence[int]):
         from transformers import AutoModelForCausalLM
 
         self.cfg, self.pad_id = cfg, int(pad_id)
+        self.mode, self.sid_ids = ("lora" if cfg.lora else "full"), [int(i) for i in sid_ids]
         want_gpu = cfg.use_gpu and torch.cuda.is_available()
         if cfg.use_gpu and not want_gpu:
             log.warning("rl.use_gpu is set but no CUDA device is visible; updating the policy on CPU")
@@ -96,22 +97,21 @@ class GrpoLearner:
 
             model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).merge_and_unload()
             self.plain_dir = str(Path(work_dir) / "init_model")
-            _save_pretrained_atomic(model, Path(self.plain_dir), str(model_dir))
+            save_model_atomic(model, Path(self.plain_dir), str(model_dir))
         else:
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
             self.plain_dir = str(model_dir)
         self.reference = None
-        if cfg.lora:
-            from peft import LoraConfig, get_peft_model
-
-            torch.manual_seed(cfg.seed)
-            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                     target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
-        elif cfg.kl_beta > 0:
+        if not cfg.lora and cfg.kl_beta > 0:
             self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.device)
+        torch.manual_seed(cfg.seed)  # LoRA's initial A matrices
+        model, groups = prepare_trainable(model, self.mode, self.sid_ids, weight_decay=cfg.weight_decay,
+                                          lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                          lora_target_modules=cfg.lora_target_modules)
+        # with LoRA the reference is the same model with its adapters (and SID-row deltas) disabled
         self.model = model.to(self.device).eval()  # eval: no dropout, so old/new log-probs agree exactly
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
 
     # -- log-probs ---------------------------------------------------------------------------
     def _chunks(self, n: int) -> list[slice]:
@@ -151,8 +151,8 @@ class GrpoLearner:
                 acc["loss"] += float(loss.detach()) * w
                 for k, v in st.items():
                     acc[k] = acc.get(k, 0.0) + v * w
-            if cfg.max_grad_norm > 0:
-                acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            if cfg.grad_clip > 0:
+                acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
             self.optimizer.step()
             stats = acc
         return stats
@@ -174,41 +174,22 @@ class GrpoLearner:
     def actor_model_dir(self) -> str:
         return self.plain_dir
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- checkpoints (raygen.train.checkpoint's format) --------------------------------------------
     def save_checkpoint(self, root: str, step: int, extra: dict) -> str:
-        root = Path(root)
-        final = root / f"step_{step:06d}"
-        tmp = root / f".step_{step:06d}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        trainable = {n: p.detach().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-        save_tensors(tmp / "trainable.safetensors", trainable)
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {"step": step, **extra})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        done = sorted((p for p in root.iterdir() if _CKPT.match(p.name)), key=lambda p: p.name)
-        for old in done[:-max(1, self.cfg.keep_checkpoints)]:
-            shutil.rmtree(old)
-        return str(final)
+        state = trainable_state_dict(self.model, self.mode, self.sid_ids)
+        return str(ckpt.save_step(Path(root), step, state, self.optimizer, {"mode": self.mode, **extra},
+                                  keep=self.cfg.keep_checkpoints))
 
     def load_checkpoint(self, path: str) -> dict:
         path = Path(path)
-        tensors = load_tensors(path / "trainable.safetensors")
-        named = dict(self.model.named_parameters())
-        missing = [n for n, p in named.items() if p.requires_grad and n not in tensors]
-        unknown = [n for n in tensors if n not in named]
-        if missing or unknown:
-            raise ValueError(f"{path}: checkpoint does not match the policy (missing {missing[:3]}, "
-                             f"unknown {unknown[:3]}); was it written with another rl.lora setting?")
-        with torch.no_grad():
-            for n, t in tensors.items():
-                named[n].copy_(t.to(named[n].device, named[n].dtype))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device,
-                                                  weights_only=True))
-        return read_json(path / "state.json")
+        meta = ckpt.read_meta(path)
+        try:
+            load_trainable_state(self.model, ckpt.read_trainable(path), self.mode, self.sid_ids)
+        except KeyError as e:
+            raise ValueError(f"{path}: checkpoint does not match the policy ({e}); was it written with another "
+                             f"rl.lora setting (it says mode={meta.get('mode')!r})?") from None
+        ckpt.restore_optimizer(path, self.optimizer, device=self.device)
+        return meta
 
     def save_final(self, path: str, tokenizer_dir: str) -> str:
         """``save_pretrained`` of the plain (merged) policy to ``path``; a LoRA adapter also to ``path``/adapter."""
@@ -217,28 +198,11 @@ class GrpoLearner:
         if is_peft_model(self.model):
             plain = AutoModelForCausalLM.from_pretrained(self.plain_dir, dtype=torch.float32)
             plain.load_state_dict(self.weights(), strict=True)
-            _save_pretrained_atomic(plain, Path(path), tokenizer_dir)
+            save_model_atomic(plain, Path(path), tokenizer_dir)
             self.model.save_pretrained(str(Path(path) / "adapter"))
         else:
-            _save_pretrained_atomic(self.model, Path(path), tokenizer_dir)
+            save_model_atomic(self.model, Path(path), tokenizer_dir)
         return path
-
-
-def _save_pretrained_atomic(model, path: Path, tokenizer_dir: str | None) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    if tokenizer_dir:
-        try:
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(str(tmp))
-        except (OSError, ValueError) as e:  # a bare model folder (tests) has no tokenizer
-            log.info("no tokenizer saved with %s (%s)", path, type(e).__name__)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
 
 
 class _Remote:
@@ -312,7 +276,8 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     reward_fn = combine(cfg.rewards)
     bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
 
-    learner, learner_handle = _make_learner(model_dir, cfg, pad_id, out)
+    sid_ids = sorted({int(t) for t in sid.reshape(-1).tolist()})  # the SID tokens: trainable rows under LoRA
+    learner, learner_handle = _make_learner(model_dir, cfg, pad_id, out, sid_ids)
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     start, history = 0, []
     latest = latest_checkpoint(ckpt_root)
@@ -382,16 +347,16 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
             ray.kill(learner_handle)
 
 
-def _make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path):
+def _make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path, sid_ids: list[int]):
     if cfg.train_workers == 0:
-        return GrpoLearner(model_dir, cfg, pad_id, str(out)), None
+        return GrpoLearner(model_dir, cfg, pad_id, str(out), sid_ids), None
     import ray
 
     from raygen.ray_utils import init_ray
 
     init_ray()
     handle = ray.remote(num_gpus=1 if cfg.use_gpu else 0, num_cpus=1)(GrpoLearner).remote(
-        model_dir, cfg, pad_id, str(out))
+        model_dir, cfg, pad_id, str(out), sid_ids)
     return _Remote(handle), handle
 
 

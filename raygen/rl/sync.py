@@ -2,8 +2,10 @@
 
 Rollout actors always hold a *plain* model (the architecture of ``model_dir``); when the policy is a
 PEFT model, :func:`merged_state_dict` folds each LoRA delta into its base weight
-(``W + scaling * B @ A`` via PEFT's ``get_delta_weight``) and maps PEFT's parameter names back to the
-plain model's, without touching the trained model (no merge/unmerge round trip, so no drift).
+(``W + scaling * B @ A`` via PEFT's ``get_delta_weight``), puts the trained SID rows of PEFT's
+trainable-token adapters into the embedding/head matrices (``get_merged_weights``) and maps PEFT's
+parameter names back to the plain model's, without touching the trained model (no merge/unmerge
+round trip, so no drift).
 """
 from __future__ import annotations
 
@@ -34,19 +36,29 @@ def merged_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torc
         state = model.state_dict()
     else:
         from peft.tuners.lora import LoraLayer
+        from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 
         base = model.get_base_model()
         deltas: dict[str, torch.Tensor] = {}
+        rows: dict[str, torch.Tensor] = {}  # owner -> whole matrix with the trained token rows in place
         for name, mod in base.named_modules():
             if isinstance(mod, LoraLayer) and not getattr(mod, "disable_adapters", False):
                 own = set(mod.lora_A) | set(getattr(mod, "lora_embedding_A", {}))
                 active = [a for a in mod.active_adapters if a in own]
                 if active:
                     deltas[name] = sum(mod.get_delta_weight(a) for a in active)
+            elif isinstance(mod, TrainableTokensLayer) and not (mod.disable_adapters or mod.merged):
+                active = [a for a in mod.active_adapters if a in mod.token_indices]
+                if active:
+                    rows[name.rpartition(".token_adapter")[0]] = mod.get_merged_weights(active)
         state = {}
         for key, value in base.state_dict().items():
-            if ".lora_" in key or ".original_module." in key:
-                continue  # adapter factors (merged below) and modules_to_save's frozen originals
+            if ".lora_" in key or ".original_module." in key or ".trainable_tokens_" in key:
+                continue  # adapter factors/rows (merged below) and modules_to_save's frozen originals
+            if ".token_adapter.base_layer." in key:
+                owner, _, leaf = key.partition(".token_adapter.base_layer.")
+                state[f"{owner}.{leaf}"] = rows[owner] if leaf == "weight" and owner in rows else value
+                continue
             plain = key.replace(".base_layer.", ".")
             for adapter in getattr(model, "peft_config", {}):
                 plain = plain.replace(f".modules_to_save.{adapter}.", ".")

@@ -2,7 +2,7 @@
 
 Reads ``<run>/corpus/{embeddings,keywords}.parquet`` and writes into the stage folder:
 ``codes.parquet`` (item_id, codes), ``tokens.parquet`` (level, code, token, keywords,
-description), ``quantizer.safetensors`` + ``quantizer.json`` and ``trie.json``.
+description), ``quantizer.safetensors`` + ``quantizer.json``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from raygen.sid.collisions import resolve_collisions
 from raygen.sid.metrics import perplexity, recon_error, recon_rel, utilization
 from raygen.sid.quantizer import build_quantizer, load_quantizer, save_quantizer
 from raygen.sid.token_keywords import token_keyword_rows, tokens_table
-from raygen.sid.trie import SidTrie
 
 __all__ = ["run_sids", "load_quantizer", "read_embeddings", "read_keywords", "codes_table", "load_codes",
            "CODES_SCHEMA"]
@@ -115,7 +114,6 @@ def run_sids(ctx: StageContext) -> dict:
     write_parquet(ctx.out / "codes.parquet", codes_table(ids, codes))
     write_parquet(ctx.out / "tokens.parquet", tokens_table(token_rows))
     save_quantizer(q, ctx.out, extra={"levels_final": codes.shape[1], "extra_level_added": rep.extra_level_added})
-    SidTrie(codes, ids).save(ctx.out / "trie.json")
 
     base = codes[:, :q.levels]
     return {

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raygen.train.checkpoint import save_model_atomic
 from raygen.train.collate import IGNORE_INDEX
 from raygen.train.masks import as_ids, load_trainable_state, prepare_trainable
 
@@ -243,9 +242,8 @@ def export_model(state: dict[str, torch.Tensor], model_dir: str | Path, out: str
     :func:`prepare_trainable`), loads ``state``, merges LoRA into the weights, and saves it with the
     tokenizer of ``model_dir`` (when it has one) into ``out``, atomically.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    out = Path(out)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model, _ = prepare_trainable(base, mode, sid_ids, **(lora or {}))
     load_trainable_state(model, state, mode, sid_ids)
@@ -254,21 +252,7 @@ def export_model(state: dict[str, torch.Tensor], model_dir: str | Path, out: str
     for hook in getattr(model, "_raygen_sid_hooks", []):
         hook.remove()
     model.requires_grad_(False)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if has_tokenizer(model_dir):  # tiny test models may come without one; the caller reports it
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
-def has_tokenizer(model_dir: str | Path) -> bool:
-    d = Path(model_dir)
-    return any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+    return save_model_atomic(model, out, model_dir)
 
 
 def steps_per_epoch(n_examples: int, num_workers: int, batch_size: int, grad_accum: int) -> int:

@@ -36,12 +36,14 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from raygen.configbase import from_dict
-from raygen.io import load_tensors, read_json, save_tensors, write_json
+from raygen.io import load_tensors, save_tensors
 from raygen.lm.vocab import config_pad_id
+from raygen.train import checkpoint as ckpt
+from raygen.train.checkpoint import has_tokenizer
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
-from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, has_tokenizer, linear_schedule,
+from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, linear_schedule,
                                steps_per_epoch, train_steps)
 from raygen.precision import resolve_bf16
 from raygen.train.validation import Progress, ValidSet, Validator
@@ -236,9 +238,9 @@ def _worker_loop(config: dict) -> dict:
     gather = _gatherer(cfg, lm)
 
     start_step = 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
+    resume_from = ray.train.get_checkpoint()
+    if resume_from is not None:
+        with resume_from.as_directory() as d:
             start_step = _restore(Path(d), cfg, engine, lm, sid_ids, validator, rank)
     # STAR integrity check: snapshot of the vocabulary matrices to prove no frozen row moved.
     frozen_ref = ([w.detach().clone() for w in sid_weights(lm)]
@@ -386,19 +388,17 @@ def _report(metrics: dict, cfg: TrainConfig, engine, lm, sid_ids, gather, rank: 
             engine.save_checkpoint(str(d / "deepspeed"), tag="ds", client_state={"step": metrics["step"]},
                                    exclude_frozen_parameters=True)
         if rank == 0:
-            save_tensors(d / "trainable.safetensors", state)
-            write_json(d / "state.json", {"step": metrics["step"], "mode": cfg.mode, "sid_ids_sha1": _sha1(sid_ids),
-                                          "deepspeed": cfg.deepspeed, "zero_stage": cfg.zero_stage,
-                                          "valid": validator.state() if validator is not None else None})
+            ckpt.write(d, state, None if cfg.deepspeed else engine.optimizer,
+                       None if cfg.deepspeed else engine.lr_scheduler,
+                       meta={"step": metrics["step"], "mode": cfg.mode, "sid_ids_sha1": _sha1(sid_ids),
+                             "deepspeed": cfg.deepspeed, "zero_stage": cfg.zero_stage,
+                             "valid": validator.state() if validator is not None else None})
             if validator is not None and validator.best_state is not None:
                 save_tensors(d / "best.safetensors", validator.best_state)
-            if not cfg.deepspeed:
-                torch.save({"optimizer": engine.optimizer.state_dict(),
-                            "scheduler": engine.lr_scheduler.state_dict()}, d / "optimizer.pt")
         # Ray merges the folders of all ranks that pass one (DeepSpeed: every rank has its shard).
         has_files = any(d.iterdir())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None,
-                         checkpoint_dir_name=f"step_{metrics['step']:07d}")
+                         checkpoint_dir_name=ckpt.step_name(metrics["step"]))
 
 
 def _sha1(ids: Sequence[int]) -> str:
@@ -408,7 +408,7 @@ def _sha1(ids: Sequence[int]) -> str:
 def _restore(d: Path, cfg: TrainConfig, engine, lm, sid_ids, validator: Validator | None = None,
              rank: int = 0) -> int:
     """Load a checkpoint written by :func:`_report`; return its step."""
-    state = read_json(d / "state.json")
+    state = ckpt.read_meta(d)
     if validator is not None and state.get("valid"):
         validator.load_state(state["valid"])
         if rank == 0 and (d / "best.safetensors").exists():
@@ -424,10 +424,8 @@ def _restore(d: Path, cfg: TrainConfig, engine, lm, sid_ids, validator: Validato
         if client is None or int(client.get("step", -1)) != step:
             raise RuntimeError(f"DeepSpeed checkpoint in {d} is incomplete (client state {client})")
     else:
-        load_trainable_state(lm, load_tensors(d / "trainable.safetensors"), cfg.mode, sid_ids)
-        opt = torch.load(d / "optimizer.pt", map_location="cpu", weights_only=True)
-        engine.optimizer.load_state_dict(opt["optimizer"])
-        engine.lr_scheduler.load_state_dict(opt["scheduler"])
+        load_trainable_state(lm, ckpt.read_trainable(d), cfg.mode, sid_ids)
+        ckpt.restore_optimizer(d, engine.optimizer, engine.lr_scheduler)
         engine.global_steps, engine.micro_steps = step, step * cfg.grad_accum
     log.info("resumed from %s at step %d", d, step)
     return step
