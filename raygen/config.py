@@ -22,7 +22,7 @@ from raygen.lm.config import LmConfig
 from raygen.rl.config import RlConfig
 from raygen.sid.config import SidConfig
 from raygen.tasks.config import TasksConfig
-from raygen.train.stages import AlignConfig, SftConfig
+from raygen.train.config import AlignConfig, SftConfig
 
 __all__ = ["RayConfig", "PipelineConfig", "load_config", "ConfigError", "to_dict"]
 

@@ -343,3 +343,14 @@ def test_yaml_anchors_and_merge_keys_still_load(tmp_path):
     p.write_text("align: &train\n  lr: 0.01\n  batch_size: 4\nsft:\n  <<: *train\n  lr: 0.002\n")
     cfg = load_config(p)
     assert (cfg.align.lr, cfg.sft.lr, cfg.sft.batch_size) == (0.01, 0.002, 4)
+
+
+def test_loading_a_config_imports_neither_torch_nor_ray():
+    """`raygen --help` and config validation stay fast: the config classes live outside the torch modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raygen.config, raygen.pipeline; raygen.config.load_config('configs/default.yaml'); "
+            "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

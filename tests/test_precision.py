@@ -126,17 +126,18 @@ def test_beam_rank_resolves_and_records_precision(monkeypatch, tiny_llama, nativ
     assert any("eval precision" in r.getMessage() for r in caplog.records)
 
 
-def test_beam_search_worker_resolves_on_its_device(monkeypatch, tiny_llama, tmp_path):
-    from raygen.eval.ray_layer import BeamSearchWorker
+def test_generation_backend_resolves_on_its_device(monkeypatch, tiny_llama, tmp_path):
+    """The generation pool's 'hf' backend (evaluation and RL rollouts) resolves bf16 for its own device."""
+    from raygen.rl.backends import HFBackend
 
     model, catalog, rows = _tiny_search_inputs(tiny_llama)
     model.save_pretrained(tmp_path / "m", safe_serialization=True)
     monkeypatch.setenv("RAYGEN_CPU_BF16", "0")
-    w = BeamSearchWorker(str(tmp_path / "m"), catalog.sid_matrix.numpy(), 3, 3, 2, bf16="auto")
+    w = HFBackend(str(tmp_path / "m"), catalog.sid_matrix, 3, batch_size=2, bf16="auto")
     assert w.precision_info() == {"bf16": False, "reason": "auto: CPU without AVX512-BF16/AMX -> fp32"}
-    assert w.kw["autocast_dtype"] is None
+    assert w.autocast_dtype is None
     monkeypatch.setenv("RAYGEN_CPU_BF16", "1")
-    w = BeamSearchWorker(str(tmp_path / "m"), catalog.sid_matrix.numpy(), 3, 3, 2, bf16="auto")
-    assert w.precision_info()["bf16"] is True
-    items, _ = w.run(rows.prompt_ids)
-    assert items.shape == (2, 3)
+    w = HFBackend(str(tmp_path / "m"), catalog.sid_matrix, 3, batch_size=2, bf16="auto")
+    assert w.precision_info()["bf16"] is True and str(w.autocast_dtype) == "torch.bfloat16"
+    ro = w.generate(rows.prompt_ids, 3, "beam")
+    assert ro.items.shape == (2, 3)

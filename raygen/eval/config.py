@@ -3,7 +3,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raygen.eval.sasrec import SASRecConfig
+
+@dataclass
+class SASRecConfig:
+    hidden: int = 64
+    """Embedding / model width."""
+    n_layers: int = 2
+    """Causal self-attention blocks."""
+    n_heads: int = 2
+    """Attention heads per block."""
+    max_len: int = 20
+    """Most recent items kept per history."""
+    dropout: float = 0.2
+    """Dropout on embeddings and inside the blocks."""
+    epochs: int = 200
+    """Most passes over the training samples. With validation rows, training stops earlier after
+    ``patience`` epochs without a better valid NDCG@10; without them, exactly this many passes."""
+    patience: int = 10
+    """Epochs without a better validation NDCG@10 before stopping (only with validation rows)."""
+    batch_size: int = 128
+    """Samples per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    all_positions: bool = True
+    """Train every position to predict its next item (standard SASRec); False: only the target."""
+    seed: int = 0
+    """Seed for initialisation and shuffling."""
 
 
 @dataclass

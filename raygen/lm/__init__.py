@@ -6,11 +6,14 @@
 
 The ``lm`` pipeline stage runs :func:`raygen.lm.stage.run_lm_init` (``raygen.pipeline.stage("lm")``).
 """
-from raygen.lm.backbone import load_backbone
-from raygen.lm.config import LmConfig
-from raygen.lm.diagnostics import diagnose, effective_rank
-from raygen.lm.init import init_sid_rows
-from raygen.lm.vocab import add_sid_tokens, parse_sid, sid_matrix, sid_text, sid_token, sid_token_ids
+from raygen.lazy import exports_of, lazy_exports
 
-__all__ = ["LmConfig", "load_backbone", "add_sid_tokens", "sid_token_ids", "sid_matrix", "sid_token", "sid_text",
-           "parse_sid", "init_sid_rows", "diagnose", "effective_rank"]
+_EXPORTS = exports_of(**{
+    "raygen.lm.backbone": ('load_backbone',),
+    "raygen.lm.config": ('LmConfig',),
+    "raygen.lm.diagnostics": ('diagnose', 'effective_rank'),
+    "raygen.lm.init": ('init_sid_rows',),
+    "raygen.lm.vocab": ('add_sid_tokens', 'parse_sid', 'sid_matrix', 'sid_text', 'sid_token', 'sid_token_ids'),
+})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -5,17 +5,13 @@ k3 KL, log-probs), :mod:`.backends` (constrained beam/sample rollouts with trans
 :mod:`.sync` (LoRA-merged weights, checksums). Thin Ray layer: :mod:`.rollout` (actor pool, one-put
 weight broadcast) and :mod:`.loop` (:func:`run_grpo`). :mod:`.vllm_backend` is the GPU backend.
 """
-from raygen.rl.config import RlConfig
-from raygen.rl.grpo import group_advantages, grpo_loss, sequence_logprobs
-from raygen.rl.rewards import RewardContext, combine, register_reward
+from raygen.lazy import exports_of, lazy_exports
 
-__all__ = ["RlConfig", "group_advantages", "grpo_loss", "sequence_logprobs", "RewardContext", "combine",
-           "register_reward", "run_grpo"]
-
-
-def __getattr__(name):  # keep `import raygen.rl` light: the loop pulls in transformers/ray lazily
-    if name == "run_grpo":
-        from raygen.rl.loop import run_grpo
-
-        return run_grpo
-    raise AttributeError(name)
+_EXPORTS = exports_of(**{
+    "raygen.rl.config": ('RlConfig',),
+    "raygen.rl.grpo": ('group_advantages', 'grpo_loss', 'sequence_logprobs'),
+    "raygen.rl.rewards": ('RewardContext', 'combine', 'register_reward'),
+    "raygen.rl.loop": ('run_grpo',),
+})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -118,10 +118,22 @@ class HFBackend(RolloutBackend):
     """transformers model from a ``save_pretrained`` folder + constrained beam search / sampling."""
 
     def __init__(self, model_dir: str, sid_matrix, pad_id: int, batch_size: int = 16, device: str | None = None,
-                 dtype: str = "float32", autocast_dtype: str | None = None, trust_remote_code: bool = False):
+                 dtype: str = "float32", autocast_dtype: str | None = None, trust_remote_code: bool = False,
+                 bf16: bool | str | None = None, sid_only: bool = False, eos_id: int | list[int] | None = None):
+        """``bf16`` ('auto', True, False) overrides ``autocast_dtype``, resolved for this process's device;
+        ``sid_only``/``eos_id``: beam search scores with the head restricted to SID tokens (+ EOS), as the
+        model was trained with ``sid_only_head``."""
         from transformers import AutoModelForCausalLM
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if bf16 is not None:
+            from raygen.precision import resolve_bf16
+
+            use, reason = resolve_bf16(bf16, self.device.type)
+            autocast_dtype = "bfloat16" if use else None
+        else:
+            reason = f"autocast_dtype={autocast_dtype!r} given"
+        self.precision = {"bf16": autocast_dtype == "bfloat16", "reason": reason}
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
         self.model.requires_grad_(False)
@@ -129,7 +141,12 @@ class HFBackend(RolloutBackend):
         self.trie = SidTrie.build(self.sid_matrix).to(self.device)
         self.pad_id, self.batch_size = int(pad_id), int(batch_size)
         self.autocast_dtype = getattr(torch, autocast_dtype) if autocast_dtype else None
+        self.sid_only, self.eos_id = sid_only, eos_id
         self.weights_version = 0
+
+    def precision_info(self) -> dict:
+        """``{"bf16": bool, "reason": str}``: the precision generation runs in."""
+        return dict(self.precision)
 
     def generate(self, prompt_ids, group_size, mode="beam", temperature=1.0, seed=None) -> Rollouts:
         g = int(group_size)
@@ -140,7 +157,8 @@ class HFBackend(RolloutBackend):
         if mode == "beam":
             items, scores = constrained_beam_search(self.model, prompt_ids, self.sid_matrix, beam_width=g,
                                                     pad_id=self.pad_id, batch_size=self.batch_size,
-                                                    autocast_dtype=self.autocast_dtype, trie=self.trie)
+                                                    autocast_dtype=self.autocast_dtype, trie=self.trie,
+                                                    sid_only=self.sid_only, eos_id=self.eos_id)
         elif mode == "sample":
             gen = torch.Generator(device=self.device)
             gen.manual_seed(0 if seed is None else int(seed))

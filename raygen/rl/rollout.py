@@ -1,4 +1,5 @@
-"""Thin Ray layer over the rollout backends: a pool of actors, and one-put weight broadcast.
+"""The one generation pool: Ray actors over the generation backends, used by RL rollouts and by
+evaluation (:mod:`raygen.eval.ray_layer`), with one-put weight broadcast.
 
 * :class:`RolloutActor` holds one backend (``'hf'`` or ``'vllm'``) built from a ``save_pretrained`` folder.
 * :class:`RolloutPool` starts N of them, splits each prompt batch into N contiguous, near-equal shards,
@@ -18,7 +19,7 @@ import torch
 
 from raygen.rl.backends import RolloutBackend, Rollouts, make_backend
 
-__all__ = ["RolloutActor", "RolloutPool", "LocalPool", "shard_bounds"]
+__all__ = ["RolloutActor", "RolloutPool", "LocalPool", "shard_bounds", "merge_precision"]
 
 
 def shard_bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -52,6 +53,19 @@ class RolloutActor:
 
     def checksum(self) -> str:
         return self.backend.checksum()
+
+    def precision_info(self) -> dict:
+        return _precision_of(self.backend)
+
+
+def _precision_of(backend) -> dict:
+    info = getattr(backend, "precision_info", None)
+    return info() if info is not None else {"bf16": None, "reason": f"{type(backend).__name__} does not say"}
+
+
+def merge_precision(infos: list[dict]) -> dict:
+    """One ``{"bf16", "reason"}`` for a pool: bf16 only if every actor runs bf16; the distinct reasons."""
+    return {"bf16": all(i["bf16"] for i in infos), "reason": "; ".join(dict.fromkeys(i["reason"] for i in infos))}
 
 
 class _PoolBase:
@@ -116,6 +130,11 @@ class RolloutPool(_PoolBase):
 
         return ray.get([a.checksum.remote() for a in self.actors])
 
+    def precision(self) -> dict:
+        import ray
+
+        return merge_precision(ray.get([a.precision_info.remote() for a in self.actors]))
+
     def shutdown(self) -> None:
         import ray
 
@@ -147,6 +166,9 @@ class LocalPool(_PoolBase):
 
     def checksums(self) -> list[str]:
         return [self.backend.checksum()]
+
+    def precision(self) -> dict:
+        return merge_precision([_precision_of(self.backend)])
 
     def shutdown(self) -> None:
         pass

@@ -1,4 +1,5 @@
-"""Config of the training stages (used for both the ``align`` and the ``sft`` section).
+"""Config of the training stages: :class:`TrainConfig` (the trainer's knobs) and the ``align`` and
+``sft`` sections built on it (no torch import: loading a config stays light).
 
 Defaults are CPU-friendly (one worker, fp32, no ZeRO partitioning); GPU clusters raise
 ``num_workers``, set ``use_gpu`` and ``bf16`` and pick a ZeRO stage.
@@ -144,3 +145,22 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"train config: {msg}")
+
+
+@dataclass
+class AlignConfig(TrainConfig):
+    enabled: bool = True
+    """Run the alignment stage (init strategy 'star' = lm.init mean/sa_init + this stage)."""
+    token_ratio: float = 0.0
+    """TS-Align: token-level examples (SID token <-> cluster description) mixed in per item-level
+    STAR example (0 = STAR item-level pairs only)."""
+
+
+@dataclass
+class SftConfig(TrainConfig):
+    mode: Literal["embeddings", "lora", "full"] = "full"
+    """What trains in SFT: 'full', 'lora' (adapters + SID rows) or 'embeddings'."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW)."""
+    enabled: bool = True
+    """Run SFT (false hands the upstream model on unchanged)."""

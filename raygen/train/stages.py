@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from raygen.data.schema import SkipLog
@@ -13,28 +13,9 @@ from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
                                    token_align_examples)
 from raygen.tasks.encode import encode_examples
-from raygen.train.config import TrainConfig
+from raygen.train.config import AlignConfig, SftConfig, TrainConfig
 
 log = logging.getLogger("raygen")
-
-
-@dataclass
-class AlignConfig(TrainConfig):
-    enabled: bool = True
-    """Run the alignment stage (init strategy 'star' = lm.init mean/sa_init + this stage)."""
-    token_ratio: float = 0.0
-    """TS-Align: token-level examples (SID token <-> cluster description) mixed in per item-level
-    STAR example (0 = STAR item-level pairs only)."""
-
-
-@dataclass
-class SftConfig(TrainConfig):
-    mode: str = "full"  # type: ignore[assignment]
-    """What trains in SFT: 'full', 'lora' (adapters + SID rows) or 'embeddings'."""
-    lr: float = 2e-4
-    """Peak learning rate (AdamW)."""
-    enabled: bool = True
-    """Run SFT (false hands the upstream model on unchanged)."""
 
 
 def _inputs(ctx: StageContext):
