@@ -21,9 +21,15 @@ Rollouts come from exactly the weights of the previous update (the sync is synch
 'beam' mode the candidates are the policy's top-G rather than samples (MiniOneRec), so the objective
 is the usual GRPO surrogate applied to beam candidates, not an unbiased policy gradient.
 
-Checkpoints (``out_dir/checkpoints/step_NNNNNN`` or ``checkpoint_dir``: trainable parameters as
-safetensors, AdamW state, ``state.json`` with the metrics so far) are written atomically every ``checkpoint_every`` steps; a rerun resumes from the
-latest one and first pushes the resumed weights to the actors. The final policy (LoRA merged) is
+Code layout: :func:`run_grpo` is a short loop over :func:`grpo_step` (rollout -> reward -> update ->
+sync), periodic evaluation and checkpoints; the Ray plumbing (learner actor, pool, sync) is
+:mod:`raygen.rl.remote`; the learner is built from the training engine's pieces (see
+:class:`GrpoLearner`).
+
+Checkpoints (``out_dir/checkpoints/step_NNNNNNN`` or ``checkpoint_dir``, in
+:mod:`raygen.train.checkpoint`'s format: trainable parameters as safetensors, AdamW state,
+``state.json`` with the metrics so far) are written atomically every ``checkpoint_every`` steps; a
+rerun resumes from the latest one and first pushes the resumed weights to the actors. The final policy (LoRA merged) is
 saved with ``save_pretrained`` to ``out_dir/model``; per-step metrics go to ``out_dir/metrics.jsonl``.
 """
 from __future__ import annotations
@@ -205,19 +211,6 @@ class GrpoLearner:
         return path
 
 
-class _Remote:
-    """Calls a Ray actor's methods synchronously, so the loop reads the same for both learner kinds."""
-
-    def __init__(self, handle):
-        self._h = handle
-
-    def __getattr__(self, name):
-        import ray
-
-        method = getattr(self._h, name)
-        return lambda *a, **k: ray.get(method.remote(*a, **k))
-
-
 def _check_inputs(prompts, targets, sid_matrix, item_embeddings, cfg: RlConfig) -> None:
     if len(prompts) == 0 or len(prompts) != len(targets):
         raise ValueError(f"need one target per prompt and at least one prompt, got {len(prompts)} prompts "
@@ -261,121 +254,115 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
         verify_sync: also return ``learner_checksum`` and every actor's ``actor_checksums`` (a SHA-256 of
             all weights) after the last sync, to check the actors hold exactly the trained policy.
     """
+    from raygen.rl.remote import make_learner, make_pool, sync_weights
+
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prompts = [list(map(int, p)) for p in prompts]
-    targets_t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-    sid = torch.as_tensor(np.asarray(sid_matrix), dtype=torch.long)
-    emb = None if item_embeddings is None else torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
-    _check_inputs(prompts, targets_t, sid, emb, cfg)
-    if pad_id is None:
-        cfg_path = Path(model_dir) / "config.json"
-        pad_id = config_pad_id(json.loads(cfg_path.read_text()) if cfg_path.exists() else {})
-    pad_id = int(pad_id)
-    reward_fn = combine(cfg.rewards)
-    bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
-
-    sid_ids = sorted({int(t) for t in sid.reshape(-1).tolist()})  # the SID tokens: trainable rows under LoRA
-    learner, learner_handle = _make_learner(model_dir, cfg, pad_id, out, sid_ids)
+    task = _Task.build(model_dir, prompts, targets, sid_matrix, item_embeddings, cfg, pad_id)
+    learner, handle = make_learner(model_dir, cfg, task.pad_id, out, task.sid_ids)
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
-    start, history = 0, []
-    latest = latest_checkpoint(ckpt_root)
-    if latest is not None:
-        state = learner.load_checkpoint(str(latest))
-        start, history = int(state["step"]), list(state.get("history", []))
-        log.info("rl: resumed from %s (step %d)", latest, start)
-
-    pool = _make_pool(cfg, learner.actor_model_dir(), sid, pad_id, bkw)
+    start, history, resumed = _resume(learner, ckpt_root)
+    bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
+    pool = make_pool(cfg, learner.actor_model_dir(), task.sid, task.pad_id, bkw)
     try:
-        sync = _sync(pool, learner, learner_handle, version=start)  # actors start from the learner's weights
+        sync = sync_weights(pool, learner, handle, version=start)  # actors start from the learner's weights
         log.info("rl: initial weight sync %.2fs to %d actor(s)", sync["sync_s"], len(pool))
-        n_tok = sid.shape[1]
         for step in range(start, cfg.steps):
-            idx = batch_indices(len(prompts), min(cfg.rollout_batch, len(prompts)), step, cfg.seed)
-            batch = [prompts[i] for i in idx]
-            t0 = time.perf_counter()
-            ro = pool.generate(batch, cfg.group_size, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + step)
-            rollout_s = time.perf_counter() - t0
-            tgt = targets_t[torch.as_tensor(idx)]
-            rewards = reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=emb,
-                                                              prompt_index=torch.as_tensor(idx)))
-            adv = group_advantages(rewards)
-            g = cfg.group_size
-            t1 = time.perf_counter()
-            stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),
-                                       adv.reshape(-1))
-            train_s = time.perf_counter() - t1
-            sync = _sync(pool, learner, learner_handle, version=step + 1)
-            hit = (ro.items == tgt[:, None]).any(dim=1).float()
-            m = {"step": step + 1, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-                 "hit_rate": float(hit.mean()), "groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
-                 "unique_items_per_group": float(np.mean([len(set(r.tolist())) for r in ro.items])),
-                 **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": sync["sync_s"],
-                 "rollout_tokens_per_s": ro.items.numel() * n_tok / max(rollout_s, 1e-9),
-                 "rollouts_per_s": ro.items.numel() / max(rollout_s, 1e-9),
-                 "weights_version": min(sync["versions"])}
+            m = grpo_step(step, task, pool, learner, lambda v: sync_weights(pool, learner, handle, version=v))
             if cfg.eval_every and eval_prompts is not None and (step + 1) % cfg.eval_every == 0:
                 m.update(_evaluate(pool, eval_prompts, eval_targets, cfg))
             history.append(m)
             _write_jsonl(out / "metrics.jsonl", history)
             log.info("rl step %d/%d reward %.3f hit %.3f kl %.4f | rollout %.2fs train %.2fs sync %.2fs",
-                     step + 1, cfg.steps, m["reward_mean"], m["hit_rate"], m.get("kl", 0.0), rollout_s, train_s,
-                     m["sync_s"])
-            last = step + 1 == cfg.steps
-            if (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or last:
+                     step + 1, cfg.steps, m["reward_mean"], m["hit_rate"], m.get("kl", 0.0), m["rollout_s"],
+                     m["train_s"], m["sync_s"])
+            if (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps:
                 learner.save_checkpoint(str(ckpt_root), step + 1, {"weights_version": step + 1, "history": history})
-        final_dir = str(out / "model")
-        learner.save_final(final_dir, model_dir)
-        summary = {"steps": cfg.steps, "resumed_from": start if latest is not None else None,
-                   "model_dir": final_dir, "actor_versions": pool.weights_versions(), "history": history}
-        if history:
-            summary["final"] = history[-1]
-        if verify_sync:
-            summary["learner_checksum"] = learner.checksum()
-            summary["actor_checksums"] = pool.checksums()
-        if eval_prompts is not None and cfg.eval_every:
-            done = {k: v for k, v in summary.get("final", {}).items() if k.startswith("eval_")}
-            summary["eval"] = done or _evaluate(pool, eval_prompts, eval_targets, cfg)
-        write_json(out / "rl_summary.json", {k: v for k, v in summary.items() if k != "history"})
-        return summary
+        return _finish(out, model_dir, learner, pool, cfg, history, start if resumed else None, verify_sync,
+                       eval_prompts, eval_targets)
     finally:
         pool.shutdown()
-        if learner_handle is not None:
+        if handle is not None:
             import ray
 
-            ray.kill(learner_handle)
+            ray.kill(handle)
 
 
-def _make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path, sid_ids: list[int]):
-    if cfg.train_workers == 0:
-        return GrpoLearner(model_dir, cfg, pad_id, str(out), sid_ids), None
-    import ray
+class _Task:
+    """The RL problem as tensors: prompts, targets, catalog SIDs, item embeddings, reward and pad id."""
 
-    from raygen.ray_utils import init_ray
+    def __init__(self, prompts, targets, sid, emb, reward_fn, pad_id: int, cfg: RlConfig):
+        self.prompts, self.targets, self.sid, self.emb = prompts, targets, sid, emb
+        self.reward_fn, self.pad_id, self.cfg = reward_fn, pad_id, cfg
+        self.sid_ids = sorted({int(t) for t in sid.reshape(-1).tolist()})  # trainable rows under LoRA
 
-    init_ray()
-    handle = ray.remote(num_gpus=1 if cfg.use_gpu else 0, num_cpus=1)(GrpoLearner).remote(
-        model_dir, cfg, pad_id, str(out), sid_ids)
-    return _Remote(handle), handle
-
-
-def _make_pool(cfg: RlConfig, model_dir: str, sid: torch.Tensor, pad_id: int, bkw: dict):
-    from raygen.rl.rollout import LocalPool, RolloutPool
-
-    if cfg.num_rollout_actors == 0:
-        return LocalPool(cfg.rollout_backend, model_dir, sid, pad_id, bkw)
-    from raygen.ray_utils import init_ray
-
-    init_ray()
-    return RolloutPool(cfg.num_rollout_actors, cfg.rollout_backend, model_dir, sid, pad_id,
-                       num_gpus=cfg.rollout_num_gpus, num_cpus=cfg.rollout_num_cpus, backend_kwargs=bkw)
+    @classmethod
+    def build(cls, model_dir, prompts, targets, sid_matrix, item_embeddings, cfg: RlConfig, pad_id):
+        prompts = [list(map(int, p)) for p in prompts]
+        targets_t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+        sid = torch.as_tensor(np.asarray(sid_matrix), dtype=torch.long)
+        emb = None if item_embeddings is None else torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
+        _check_inputs(prompts, targets_t, sid, emb, cfg)
+        if pad_id is None:
+            cfg_path = Path(model_dir) / "config.json"
+            pad_id = config_pad_id(json.loads(cfg_path.read_text()) if cfg_path.exists() else {})
+        return cls(prompts, targets_t, sid, emb, combine(cfg.rewards), int(pad_id), cfg)
 
 
-def _sync(pool, learner, learner_handle, version: int) -> dict:
-    if learner_handle is not None and hasattr(pool, "actors"):
-        return pool.broadcast_weights(learner.weights_ref()[0], version)   # put once, in the learner actor
-    return pool.broadcast_weights(learner.weights(), version)
+def _resume(learner, ckpt_root: Path) -> tuple[int, list, bool]:
+    latest = latest_checkpoint(ckpt_root)
+    if latest is None:
+        return 0, [], False
+    state = learner.load_checkpoint(str(latest))
+    log.info("rl: resumed from %s (step %d)", latest, int(state["step"]))
+    return int(state["step"]), list(state.get("history", [])), True
+
+
+def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
+    """One RL step: rollout -> reward -> advantages -> update -> sync; returns its metrics."""
+    cfg, g, n_tok = task.cfg, task.cfg.group_size, task.sid.shape[1]
+    idx = batch_indices(len(task.prompts), min(cfg.rollout_batch, len(task.prompts)), step, cfg.seed)
+    batch = [task.prompts[i] for i in idx]
+    t0 = time.perf_counter()
+    ro = pool.generate(batch, g, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + step)       # rollout
+    rollout_s = time.perf_counter() - t0
+    tgt = task.targets[torch.as_tensor(idx)]
+    rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,   # reward
+                                                          prompt_index=torch.as_tensor(idx)))
+    adv = group_advantages(rewards)
+    t1 = time.perf_counter()
+    stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),      # update
+                               adv.reshape(-1))
+    train_s = time.perf_counter() - t1
+    synced = sync(step + 1)                                                                            # sync
+    hit = (ro.items == tgt[:, None]).any(dim=1).float()
+    return {"step": step + 1, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+            "hit_rate": float(hit.mean()), "groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
+            "unique_items_per_group": float(np.mean([len(set(r.tolist())) for r in ro.items])),
+            **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": synced["sync_s"],
+            "rollout_tokens_per_s": ro.items.numel() * n_tok / max(rollout_s, 1e-9),
+            "rollouts_per_s": ro.items.numel() / max(rollout_s, 1e-9),
+            "weights_version": min(synced["versions"])}
+
+
+def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: list, resumed_from, verify_sync: bool,
+            eval_prompts, eval_targets) -> dict:
+    """Export the final policy, write rl_summary.json and return the summary."""
+    final_dir = str(out / "model")
+    learner.save_final(final_dir, model_dir)
+    summary = {"steps": cfg.steps, "resumed_from": resumed_from, "model_dir": final_dir,
+               "actor_versions": pool.weights_versions(), "history": history}
+    if history:
+        summary["final"] = history[-1]
+    if verify_sync:
+        summary["learner_checksum"] = learner.checksum()
+        summary["actor_checksums"] = pool.checksums()
+    if eval_prompts is not None and cfg.eval_every:
+        done = {k: v for k, v in summary.get("final", {}).items() if k.startswith("eval_")}
+        summary["eval"] = done or _evaluate(pool, eval_prompts, eval_targets, cfg)
+    write_json(out / "rl_summary.json", {k: v for k, v in summary.items() if k != "history"})
+    return summary
 
 
 def _evaluate(pool, eval_prompts, eval_targets, cfg: RlConfig) -> dict:

@@ -1,0 +1,60 @@
+"""Ray plumbing of the RL loop: the learner in this process or in one Ray actor, the rollout pool
+(local or on Ray actors) and the weight sync between them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from raygen.rl.config import RlConfig
+
+
+class _Remote:
+    """Calls a Ray actor's methods synchronously, so the loop reads the same for both learner kinds."""
+
+    def __init__(self, handle):
+        self._h = handle
+
+    def __getattr__(self, name):
+        import ray
+
+        method = getattr(self._h, name)
+        return lambda *a, **k: ray.get(method.remote(*a, **k))
+
+
+def make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path, sid_ids: list[int]):
+    """``(learner, actor handle or None)``: the :class:`GrpoLearner` here (``train_workers = 0``) or in one
+    Ray actor with a GPU when asked (``train_workers = 1``), called synchronously through :class:`_Remote`."""
+    from raygen.rl.loop import GrpoLearner
+
+    if cfg.train_workers == 0:
+        return GrpoLearner(model_dir, cfg, pad_id, str(out), sid_ids), None
+    import ray
+
+    from raygen.ray_utils import init_ray
+
+    init_ray()
+    handle = ray.remote(num_gpus=1 if cfg.use_gpu else 0, num_cpus=1)(GrpoLearner).remote(
+        model_dir, cfg, pad_id, str(out), sid_ids)
+    return _Remote(handle), handle
+
+
+def make_pool(cfg: RlConfig, model_dir: str, sid: torch.Tensor, pad_id: int, bkw: dict):
+    """The generation pool of the rollouts: in this process (``num_rollout_actors = 0``) or on Ray actors."""
+    from raygen.rl.rollout import LocalPool, RolloutPool
+
+    if cfg.num_rollout_actors == 0:
+        return LocalPool(cfg.rollout_backend, model_dir, sid, pad_id, bkw)
+    from raygen.ray_utils import init_ray
+
+    init_ray()
+    return RolloutPool(cfg.num_rollout_actors, cfg.rollout_backend, model_dir, sid, pad_id,
+                       num_gpus=cfg.rollout_num_gpus, num_cpus=cfg.rollout_num_cpus, backend_kwargs=bkw)
+
+
+def sync_weights(pool, learner, learner_handle, version: int) -> dict:
+    """Push the learner's (LoRA-merged) weights to every actor of ``pool``; one ``ray.put``, made in the
+    learner actor when there is one (the weights never pass through the driver)."""
+    if learner_handle is not None and hasattr(pool, "actors"):
+        return pool.broadcast_weights(learner.weights_ref()[0], version)
+    return pool.broadcast_weights(learner.weights(), version)
