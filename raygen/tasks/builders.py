@@ -3,6 +3,7 @@
 - :func:`seqrec_examples`: a user's history SIDs -> the next item's SID;
 - :func:`alignment_examples`: STAR's bidirectional item text <-> SID alignment;
 - :func:`token_align_examples`: TS-Align, one SID token <-> its cluster's description/keywords;
+- :func:`search_examples`: STAR's search task, a shopper's query -> the item's SID;
 - :func:`mix` / :func:`build_sft_examples`: mix alignment tasks into the seqrec SFT data.
 
 Inputs are the pipeline's Arrow tables (``raygen.data.schema`` samples/items, the sids stage's
@@ -21,7 +22,7 @@ from raygen.data.schema import SkipLog
 from raygen.lm.vocab import sid_text, sid_token
 from raygen.tasks.config import TasksConfig
 from raygen.tasks.sequence import SidIds, encode_sequence, sequence_examples
-from raygen.tasks.templates import ANSWER_TITLEDESC
+from raygen.tasks.templates import ANSWER_TITLEDESC, SEARCH_TASK
 
 _SPACES = re.compile(r"\s+")
 
@@ -131,6 +132,29 @@ def token_align_examples(tokens: pa.Table | list[dict], cfg: TasksConfig,
     return out
 
 
+def search_examples(queries: pa.Table, sids: dict[int, str], cfg: TasksConfig, split: str = "train",
+                    skips: SkipLog | None = None) -> list[dict]:
+    """STAR's search task: one example per query of ``split`` (the corpus stage's ``queries.parquet``):
+    query -> the item's SID. Queries of items without a SID are counted as skipped."""
+    make = _Maker(cfg, salt=5)
+    out = []
+    for r in queries.select(["item_id", "query", "split"]).to_pylist():
+        if r["split"] != split:
+            continue
+        if r["item_id"] not in sids:
+            _skip(skips, "search: item without SID", f"item {r['item_id']}")
+            continue
+        out.append(make(SEARCH_TASK, sids[r["item_id"]], query=clean_text(r["query"], cfg.max_text_chars)))
+    return out
+
+
+def search_prompt(query: str, cfg: TasksConfig) -> list[dict]:
+    """Chat messages of an evaluation / ``recommend`` search prompt: the first ``query2sid`` template."""
+    prompt = cfg.all_templates()[SEARCH_TASK][0].format(query=clean_text(query, cfg.max_text_chars))
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    return messages + [{"role": "user", "content": prompt}]
+
+
 def sample_examples(examples: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     """``n`` examples: whole shuffled passes over ``examples`` while n exceeds their count, then a sample."""
     if n <= 0 or not examples:
@@ -151,9 +175,11 @@ def mix(examples_a: list[dict], examples_b: list[dict], ratio: float, seed: int)
 
 
 def build_sft_examples(samples: pa.Table, items: pa.Table, codes: pa.Table, tokens: pa.Table | None,
-                       cfg: TasksConfig, split: str = "train", skips: SkipLog | None = None) -> list[dict]:
-    """The SFT mixture of ``split``: seqrec (in ``cfg.seqrec_format``), plus item alignment (``align_ratio`` per seqrec example) and
-    token alignment (``token_ratio`` per seqrec example) for the train split. Shuffled."""
+                       cfg: TasksConfig, split: str = "train", skips: SkipLog | None = None,
+                       queries: pa.Table | None = None) -> list[dict]:
+    """The SFT mixture of ``split``: seqrec (in ``cfg.seqrec_format``), plus, for the train split, item
+    alignment (``align_ratio`` per seqrec example), token alignment (``token_ratio``) and search
+    (``search_ratio``, from ``queries``' train split). Shuffled."""
     sids = sids_by_item(codes)
     if cfg.seqrec_format == "sequence":
         seq = sequence_examples(samples, sids, cfg, split=split, skips=skips)
@@ -165,6 +191,11 @@ def build_sft_examples(samples: pa.Table, items: pa.Table, codes: pa.Table, toke
     extra = sample_examples(alignment_examples(items, sids, cfg, skips), round(cfg.align_ratio * len(seq)), rng)
     if tokens is not None:
         extra += sample_examples(token_align_examples(tokens, cfg, skips), round(cfg.token_ratio * len(seq)), rng)
+    if cfg.search_ratio > 0:
+        if queries is None:
+            raise ValueError("tasks.search_ratio > 0 needs the corpus stage's queries (corpus.n_queries > 0)")
+        extra += sample_examples(search_examples(queries, sids, cfg, "train", skips),
+                                 round(cfg.search_ratio * len(seq)), rng)
     merged = seq + extra
     return [merged[i] for i in rng.permutation(len(merged))]
 

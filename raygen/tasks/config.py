@@ -30,6 +30,9 @@ class TasksConfig:
     a seqrec example is a user window holding up to max_history + 1 targets."""
     token_ratio: float = 0.25
     """Token-alignment examples mixed into SFT per seqrec example (0 = none)."""
+    search_ratio: float = 0.0
+    """STAR's search task: query -> SID examples (the corpus stage's train-split queries) mixed into SFT
+    per seqrec example (0 = none; needs corpus.n_queries > 0)."""
     max_history: int = 20
     """Most recent history items shown in a seqrec prompt (sequence format: the context each target
     sees at least, and the history length of evaluation prompts)."""
@@ -49,7 +52,7 @@ class TasksConfig:
             bad = [d for d in chosen if d not in valid]
             if bad:
                 raise ConfigError(f"tasks.{name}: unknown direction(s) {bad}; valid: {list(valid)}")
-        for name in ("align_ratio", "token_ratio"):
+        for name in ("align_ratio", "token_ratio", "search_ratio"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tasks.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("max_history", "max_text_chars"):

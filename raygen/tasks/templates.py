@@ -8,11 +8,13 @@ config loads, so a typo such as ``{titel}`` fails early with the task named). Fi
 - ``sid``: one item's SID text; ``title``/``description``: the item's text (cut to max_text_chars);
 - ``token``: one SID token; ``level``: its level, 1-based (1 = coarsest);
 - ``description`` (token tasks): the token cluster's description, or its keywords when it has none;
-  ``keywords``: the cluster's keywords, comma-separated.
+  ``keywords``: the cluster's keywords, comma-separated;
+- ``query``: a shopper's search query for the item (the corpus stage's ``queries.parquet``).
 
 Tasks: ``seqrec`` (history -> next SID); STAR alignment, both directions between an item's text and
 its SID (``title2sid``, ``desc2sid``, ``titledesc2sid``, ``sid2title``, ``sid2desc``,
-``sid2titledesc``); TS-Align, per single SID token (``token2desc``, ``desc2token``).
+``sid2titledesc``); TS-Align, per single SID token (``token2desc``, ``desc2token``); STAR's search
+task, query -> SID (``query2sid``; evaluation prompts with its first template).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from raygen.configbase import ConfigError
 
 ALIGN_DIRECTIONS = ("title2sid", "desc2sid", "titledesc2sid", "sid2title", "sid2desc", "sid2titledesc")
 TOKEN_DIRECTIONS = ("token2desc", "desc2token")
-TASKS = ("seqrec",) + ALIGN_DIRECTIONS + TOKEN_DIRECTIONS
+SEARCH_TASK = "query2sid"
+TASKS = ("seqrec",) + ALIGN_DIRECTIONS + TOKEN_DIRECTIONS + (SEARCH_TASK,)
 
 REQUIRED: dict[str, set[str]] = {
     "seqrec": {"history"},
@@ -34,6 +37,7 @@ REQUIRED: dict[str, set[str]] = {
     "sid2titledesc": {"sid"},
     "token2desc": {"token"},
     "desc2token": {"description"},
+    "query2sid": {"query"},
 }
 OPTIONAL: dict[str, set[str]] = {"token2desc": {"level"}, "desc2token": {"level", "keywords"}}
 
@@ -75,6 +79,11 @@ DEFAULT_TEMPLATES: dict[str, list[str]] = {
     "desc2token": [
         "Which level-{level} code stands for items like this: {description}",
         "Give the code for the item group described as: {description}",
+    ],
+    "query2sid": [  # as STAR's three search instructions
+        "A shopper searched for \"{query}\". Which item are they looking for? Answer with its item ID.",
+        "Search query: {query}\nGive the item ID of the product that best matches it.",
+        "Find the product for this search: {query}",
     ],
 }
 

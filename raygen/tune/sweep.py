@@ -137,8 +137,7 @@ def run_trial(config: dict, cfg, sweep: SweepConfig, sweep_dir: str) -> None:
     tcfg = trial_config(cfg, config["params"], sweep, run_dir)
     link_shared(tcfg, run_dir, root / "shared")
     save_config(tcfg, run_dir)
-    validate = _Validator(tcfg, run_dir, sweep.eval_rows)
-    stages = _stages_until("sft")
+    stages, validate = _stages_until("sft"), None
     for rung in range(1, sweep.rungs + 1):
         # the real pipeline stages: upstream ones run once (then are up to date), sft resumes its Ray Train
         # run up to this rung's step; the last rung finishes it and the runner writes its marker
@@ -146,6 +145,7 @@ def run_trial(config: dict, cfg, sweep: SweepConfig, sweep_dir: str) -> None:
         res = run_stages(tcfg, stages, run_dir, stop_at=stop)["sft"]
         m = res["metrics"] if res["status"] != "skipped" else read_json(run_dir / "sft" / "metrics.json")
         out = Path(res["out"]) if res["status"] == "partial" else run_dir / "sft"
+        validate = validate or _Validator(tcfg, run_dir, sweep.eval_rows)  # needs the lm stage's tokenizer
         scores = validate(out / "model")
         ray.tune.report({**scores, "rung": rung, "step": m["final_step"], "loss": m.get("loss"),
                          "tokens_per_s": m.get("tokens_per_s"), "train_wall_s": m.get("wall_s")})
