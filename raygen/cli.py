@@ -39,7 +39,10 @@ def _ids(text: str) -> list[int]:
 def cmd_recommend(args) -> int:
     from raygen.recommend import recommend
 
-    recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history)
+    if (args.history is None) == (args.query is None):
+        print("raygen recommend: give either --history or --query", file=sys.stderr)
+        return 2
+    recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history, query=args.query)
     if args.json:
         print(json.dumps(recs, indent=1))
         return 0
@@ -68,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", type=_csv, default=None, help="comma-separated: re-run these stages even if up to date")
     r.add_argument("overrides", nargs="*", help="section.field=value")
     r.set_defaults(fn=cmd_run)
-    rc = sub.add_parser("recommend", help="top-K items for a user history, from the final model of a finished run")
+    rc = sub.add_parser("recommend", help="top-K items for a user history (or a search query), from the final "
+                                          "model of a finished run")
     rc.add_argument("--run", required=True, help="run folder of a finished `raygen run` (its run_dir)")
-    rc.add_argument("--history", required=True, type=_ids, help="comma-separated item ids, oldest first")
+    rc.add_argument("--history", type=_ids, default=None, help="comma-separated item ids, oldest first")
+    rc.add_argument("--query", default=None, help="a free-text search query instead of a history")
     rc.add_argument("-k", type=int, default=10, help="number of items to return (default 10)")
     rc.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

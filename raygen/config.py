@@ -83,7 +83,7 @@ def _check_eval(cfg: EvalConfig, prefix: str) -> None:
         if k < 1:
             raise ConfigError(f"{prefix}.ks[{i}]: must be >= 1, got {k}")
     _at_least(cfg, prefix, 1, "beam_width", "batch_size")
-    _at_least(cfg, prefix, 0, "max_rows", "num_actors", "num_gpus_per_actor")
+    _at_least(cfg, prefix, 0, "max_rows", "num_actors", "num_gpus_per_actor", "search_max_rows")
     if cfg.sasrec.lr <= 0:
         raise ConfigError(f"{prefix}.sasrec.lr: must be > 0, got {cfg.sasrec.lr}")
     _at_least(cfg.sasrec, f"{prefix}.sasrec", 0, "weight_decay")

@@ -35,12 +35,12 @@ STAGES: list[Stage] = [
     Stage("align", _lazy("raygen.train.stages:run_align"), deps=("lm",), sections=("align", "tasks"),
           reads=("data", "sids")),
     Stage("sft", _lazy("raygen.train.stages:run_sft"), deps=("align",), sections=("sft", "tasks"),
-          reads=("data", "sids", "lm")),
+          reads=("data", "sids", "lm", "corpus")),  # corpus: the search task's queries
     # rl reads eval (keep-best validation: beam, ks, SID-only head) and tasks (prompts)
     Stage("rl", _lazy("raygen.rl.stage:run_rl"), deps=("sft",), sections=("rl", "eval", "tasks"),
           reads=("data", "sids", "corpus")),
     Stage("eval", _lazy("raygen.eval.stage:run_eval"), deps=("rl",), sections=("eval", "tasks"),
-          reads=("data", "sids")),
+          reads=("data", "sids", "corpus")),  # corpus: the search queries
     # the report summarises every stage's metrics.json (and no config section)
     Stage("report", _lazy("raygen.report.stage:run_report"), deps=("eval",), sections=(),
           reads=("data", "corpus", "sids", "lm", "align", "sft", "rl")),

@@ -2,6 +2,7 @@
 
     recommend("runs/default", [1012, 1187, 1003], k=10)
     # -> [{"item_id": 1150, "title": "...", "score": -1.93, "sid": "<a_3><b_12><c_7>"}, ...]
+    recommend("runs/default", query="stainless hex bolt", k=5)   # STAR's search task
 
 Everything comes from the run folder: the final model (the ``rl`` stage's, which is what ``eval``
 scores), the SID catalog (``sids/codes.parquet``), titles (``data/items.parquet``) and the run's
@@ -14,10 +15,13 @@ answer is a real item; ``score`` is the log-probability of the item's SID given 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
 from raygen.pipeline import CONFIG_FILE
+
+log = logging.getLogger("raygen")
 
 FINAL_STAGE = "rl"
 """The stage whose model is the run's final model (eval's upstream)."""
@@ -151,15 +155,33 @@ class Recommender:
         ``score`` is the SID log-probability (higher is better). ``k`` larger than the catalog gives
         the whole catalog; ``exclude_history`` drops items already in the history.
         """
-        from raygen.eval.beam import constrained_beam_search
-
         if k < 1:
             raise RecommendError(f"k must be >= 1, got {k}")
         history = self.check_history(history)
-        n_items = len(self.catalog.item_ids)
         seen = set(history) if exclude_history else set()
-        beams = min(n_items, k + len(seen))
-        idx, scores = constrained_beam_search(self.model, [self.prompt_ids(history)], self.catalog.sid_matrix,
+        return self._ranked(self.prompt_ids(history), k, seen)
+
+    def search(self, query: str, k: int = 10) -> list[dict]:
+        """Top-``k`` items for a free-text search ``query`` (STAR's search task, prompted with the first
+        ``query2sid`` template as in evaluation); same records as :meth:`top_k`. Meaningful when the
+        run trained the search task (``tasks.search_ratio > 0``)."""
+        from raygen.tasks.builders import search_prompt
+        from raygen.tasks.encode import encode_prompt
+
+        if k < 1:
+            raise RecommendError(f"k must be >= 1, got {k}")
+        if not query or not query.strip():
+            raise RecommendError("the query is empty: give a few words to search for")
+        if self.cfg.tasks.search_ratio <= 0:
+            log.warning("this run did not train the search task (tasks.search_ratio = 0): results are the "
+                        "model's guess from its other tasks")
+        return self._ranked(encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks)), k, set())
+
+    def _ranked(self, prompt: list[int], k: int, seen: set[int]) -> list[dict]:
+        from raygen.eval.beam import constrained_beam_search
+
+        beams = min(len(self.catalog.item_ids), k + len(seen))
+        idx, scores = constrained_beam_search(self.model, [prompt], self.catalog.sid_matrix,
                                               beams, self.pad_id, batch_size=1, sid_only=self.cfg.eval.sid_only_head,
                                               eos_id=self.tokenizer.eos_token_id)
         out = []
@@ -174,7 +196,11 @@ class Recommender:
         return out[:k]
 
 
-def recommend(run_dir: str | Path, history: Sequence[int], k: int = 10, exclude_history: bool = False,
-              device: str | None = None) -> list[dict]:
-    """Top-``k`` items for ``history`` from the finished run in ``run_dir`` (see :class:`Recommender`)."""
-    return Recommender(run_dir, device=device).top_k(history, k, exclude_history=exclude_history)
+def recommend(run_dir: str | Path, history: Sequence[int] | None = None, k: int = 10, exclude_history: bool = False,
+              device: str | None = None, query: str | None = None) -> list[dict]:
+    """Top-``k`` items for ``history`` (or, given ``query``, for that search query) from the finished run
+    in ``run_dir`` (see :class:`Recommender`)."""
+    if (history is None) == (query is None):
+        raise RecommendError("give either a history or a query")
+    rec = Recommender(run_dir, device=device)
+    return rec.search(query, k) if query is not None else rec.top_k(history, k, exclude_history=exclude_history)

@@ -66,3 +66,25 @@ def test_by_length_sorts_longest_first_and_teacher_rows_first():
 def test_actor_cpus_explicit_and_gpu_defaults():
     assert actor_cpus(2.5, 0.0, 3) == 2.5
     assert actor_cpus(0.0, 1.0, 2) == 1.0
+
+
+def test_teacher_actor_adds_counted_queries_and_the_stage_splits_them():
+    """One teacher actor call writes keywords and queries; queries.parquet is long, split per item, and
+    its metrics count every item's source (a fallback-only backend: all 'fallback', none malformed)."""
+    from raygen.corpus.ray_layer import QUERY_FIELDS, KeywordActor
+    from raygen.corpus.stage import queries_metrics, queries_table
+
+    cfg = CorpusConfig(keyword_backend="fallback", n_queries=5)
+    items = pa.table({"item_id": [3, 1], "title": ["Steel hex bolt", "Leather wallet"], "description": ["", ""],
+                      "brand": ["Bolty", ""], "categories": [["Tools"], ["Bags"]],
+                      "use_teacher": [True, True], "ask_queries": [True, False]})
+    out = KeywordActor(cfg, num_threads=1)(items)
+    assert out.column_names == KEYWORDS_SCHEMA.names + QUERY_FIELDS.names
+    assert all(len(q) == 5 for q in out.column("queries").to_pylist())
+    queries = queries_table(out, cfg)
+    assert queries.num_rows == 10 and set(queries.column("item_id").to_pylist()) == {1, 3}
+    m = queries_metrics(out, queries, cfg)
+    assert m["query_items_fallback"] == 2 and m["query_items_malformed"] == 0 and m["queries_from_teacher"] == 0
+    assert m["queries_by_split"] == {"train": 6, "valid": 2, "test": 2} and m["query_items_teacher_asked"] == 0
+    assert KeywordActor(CorpusConfig(keyword_backend="fallback", n_queries=0), 1)(items).column_names == \
+        KEYWORDS_SCHEMA.names

@@ -82,6 +82,39 @@ def test_scores_are_the_model_log_probabilities_and_k_is_capped(tiny_run, tiny_c
     assert [r["item_id"] for r in rest] == [r["item_id"] for r in everything if r["item_id"] not in (105, 106)]
 
 
+def test_search_query_mode_scores_the_search_prompt(tiny_run, tiny_catalog, capsys):
+    """``raygen recommend --query``: items for a free-text query, scored after the search prompt (the first
+    query2sid template, as in evaluation), not after a history prompt."""
+    import torch
+
+    from raygen.tasks.builders import search_prompt
+    from raygen.tasks.encode import encode_prompt
+
+    rec = Recommender(tiny_run)
+    recs = rec.search("steel bolt", k=50)
+    assert sorted(r["item_id"] for r in recs) == sorted(tiny_catalog["codes"].column("item_id").to_pylist())
+    prompt = encode_prompt(rec.tokenizer, search_prompt("steel bolt", rec.cfg.tasks))
+    assert "steel bolt" in rec.tokenizer.decode(prompt)
+    sid_ids = rec.tokenizer.convert_tokens_to_ids(rec.tokenizer.tokenize(recs[0]["sid"]))
+    with torch.no_grad():
+        raw = rec.model(torch.tensor([prompt + sid_ids])).logits[0]
+    allowed = torch.unique(torch.cat([rec.catalog.sid_matrix.flatten(), torch.tensor([rec.tokenizer.eos_token_id])]))
+    logp = raw[:, allowed].log_softmax(-1)
+    col = {int(t): i for i, t in enumerate(allowed)}
+    expected = sum(float(logp[len(prompt) - 1 + j, col[t]]) for j, t in enumerate(sid_ids))
+    assert recs[0]["score"] == pytest.approx(expected, abs=1e-4)
+    assert [r["item_id"] for r in recommend(tiny_run, query="steel bolt", k=3)] == [
+        r["item_id"] for r in rec.search("steel bolt", k=3)]  # same beam width, same answer
+    with pytest.raises(RecommendError, match="query is empty"):
+        rec.search("  ", k=3)
+    with pytest.raises(RecommendError, match="either a history or a query"):
+        recommend(tiny_run, [100], query="bolt")
+    assert main(["recommend", "--run", str(tiny_run), "--query", "steel bolt", "-k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert main(["recommend", "--run", str(tiny_run)]) == 2
+    assert "either --history or --query" in capsys.readouterr().err
+
+
 def test_unknown_items_and_bad_queries_are_clear_errors(tiny_run):
     with pytest.raises(RecommendError, match=r"unknown item id\(s\) \[999, 1234\]"):
         recommend(tiny_run, [100, 999, 1234, 999], k=3)

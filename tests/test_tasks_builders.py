@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from raygen.data.schema import SkipLog
@@ -106,6 +107,27 @@ def test_build_sft_examples(tiny_catalog):
     assert sum(tasks[d] for d in ALIGN_DIRECTIONS) == 3 and sum(tasks[d] for d in TOKEN_DIRECTIONS) == 6
     assert train == build_sft_examples(*args, split="train")
     assert Counter(e["task"] for e in build_sft_examples(*args, split="test")) == Counter({"seqrec": 1})
+
+
+def test_search_examples_train_only_and_mixed_by_ratio(tiny_catalog):
+    from raygen.data.schema import SkipLog
+    from raygen.lm.vocab import sid_text
+    from raygen.tasks.builders import search_examples
+
+    codes = {r["item_id"]: r["codes"] for r in tiny_catalog["codes"].to_pylist()}
+    item = next(iter(codes))
+    queries = pa.table({"item_id": [item, item, 424242], "query": ["steel  bolt", "test query", "lost"],
+                        "split": ["train", "test", "train"]})
+    skips = SkipLog()
+    ex = search_examples(queries, {i: sid_text(c) for i, c in codes.items()}, TasksConfig(), "train", skips)
+    assert len(ex) == 1 and ex[0]["task"] == "query2sid" and ex[0]["answer"] == sid_text(codes[item])
+    assert "steel bolt" in ex[0]["messages"][-1]["content"] and skips.to_dict()["total"] == 1
+    cfg = TasksConfig(align_ratio=0, token_ratio=0, search_ratio=2.0)
+    args = (tiny_catalog["samples"], tiny_catalog["items"], tiny_catalog["codes"], tiny_catalog["tokens"], cfg)
+    tasks = Counter(e["task"] for e in build_sft_examples(*args, "train", queries=queries))
+    assert tasks == Counter({"seqrec": 3, "query2sid": 6})  # 2 per seqrec example, sampled from 1 train query
+    with pytest.raises(ValueError, match="needs the corpus stage's queries"):
+        build_sft_examples(*args, "train")
 
 
 def test_clean_text():

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from raygen.configbase import ConfigError
@@ -53,6 +53,19 @@ class CorpusConfig:
     keyword_max_items: int = 0
     """If > 0, only the first N items go through the teacher; the rest use the fallback
     extractor (recorded as source='fallback'). Keeps CPU runs short."""
+    n_queries: int = 5
+    """Search queries per item for STAR's search task (``queries.parquet``), written by the same
+    teacher actors (JSON answers, counted per item) with a deterministic fallback; 0 = none."""
+    query_max_items: int = 0
+    """If > 0, only the first N items ask the teacher for queries; the rest get fallback queries
+    (recorded as source 'fallback')."""
+    query_max_new_tokens: int = 96
+    """Generation budget per item for the teacher's JSON list of queries."""
+    query_split: list[int] = field(default_factory=lambda: [3, 1, 1])
+    """How each item's queries are split into train / valid / test (per item, seeded): test queries
+    are never trained on."""
+    query_seed: int = 0
+    """Seed of the per-item query split."""
 
     def validate(self) -> None:
         for name in ("embed_batch_size", "embed_concurrency", "embed_max_chars", "keyword_batch_size",
@@ -60,6 +73,11 @@ class CorpusConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"corpus.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("embed_num_gpus", "embed_num_cpus", "keyword_num_gpus", "keyword_num_cpus",
-                     "keyword_max_items", "keyword_min_keywords"):
+                     "keyword_max_items", "keyword_min_keywords", "n_queries", "query_max_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"corpus.{name} must be >= 0, got {getattr(self, name)}")
+        if self.query_max_new_tokens < 1:
+            raise ConfigError(f"corpus.query_max_new_tokens must be >= 1, got {self.query_max_new_tokens}")
+        if len(self.query_split) != 3 or any(r < 0 for r in self.query_split) or sum(self.query_split) <= 0:
+            raise ConfigError(f"corpus.query_split: three ratios (train, valid, test) >= 0 with a positive sum, "
+                              f"got {self.query_split}")

@@ -21,12 +21,16 @@ import pyarrow as pa
 from raygen.corpus.config import CorpusConfig
 from raygen.corpus.embed import embed_texts, embeddings_table, load_embedder, table_texts
 from raygen.corpus.keywords import extract_keywords, keywords_rows
+from raygen.corpus.queries import extract_queries
 from raygen.corpus.teacher import make_teacher
 
 log = logging.getLogger("raygen")
 
 KEYWORDS_SCHEMA = pa.schema([("item_id", pa.int64()), ("keywords", pa.list_(pa.string())),
                              ("source", pa.string())])
+QUERY_FIELDS = pa.schema([("queries", pa.list_(pa.string())), ("query_source", pa.string()),
+                          ("query_n_teacher", pa.int32()), ("query_malformed", pa.bool_())])
+"""Per-item query columns the teacher actors add when ``corpus.n_queries > 0``."""
 _ITEM_FIELDS = ("title", "description", "brand", "categories")
 
 
@@ -84,7 +88,9 @@ class EmbedActor:
 
 
 class KeywordActor:
-    """Ray Data actor: items Arrow batch (+ use_teacher flag) -> (item_id, keywords, source)."""
+    """Ray Data actor of the teacher LLM: items Arrow batch (+ use_teacher / ask_queries flags) ->
+    (item_id, keywords, source) and, with ``n_queries > 0``, the item's search queries
+    (:data:`QUERY_FIELDS`): one model load serves both tasks."""
 
     def __init__(self, cfg: CorpusConfig, num_threads: int):
         if cfg.keyword_backend != "fallback":  # the fallback extractor needs no torch at all
@@ -100,7 +106,16 @@ class KeywordActor:
         results = extract_keywords(self.backend, rows, c.n_keywords, max_new_tokens=c.max_new_tokens,
                                    max_chars=c.keyword_max_chars, min_keywords=c.keyword_min_keywords,
                                    grounded=c.keyword_grounded, use_teacher=batch.column("use_teacher").to_pylist())
-        return pa.table(keywords_rows(batch.column("item_id").to_pylist(), results), schema=KEYWORDS_SCHEMA)
+        out = pa.table(keywords_rows(batch.column("item_id").to_pylist(), results), schema=KEYWORDS_SCHEMA)
+        if c.n_queries == 0:
+            return out
+        qs = extract_queries(self.backend, rows, c.n_queries, max_new_tokens=c.query_max_new_tokens,
+                             max_chars=c.keyword_max_chars, use_teacher=batch.column("ask_queries").to_pylist())
+        cols = {"queries": [q["queries"] for q in qs], "query_source": [q["source"] for q in qs],
+                "query_n_teacher": [q["n_teacher"] for q in qs], "query_malformed": [q["malformed"] for q in qs]}
+        for f in QUERY_FIELDS:
+            out = out.append_column(f, pa.array(cols[f.name], f.type))
+        return out
 
 
 BLOCKS_PER_ACTOR = 16
@@ -167,10 +182,12 @@ def embed_items(items, cfg: CorpusConfig) -> pa.Table:
 
 
 def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
-    """(item_id, keywords, source) for every item, sorted by item_id.
+    """(item_id, keywords, source) for every item, sorted by item_id, plus the :data:`QUERY_FIELDS`
+    columns when ``cfg.n_queries > 0``.
 
     With ``cfg.keyword_max_items > 0`` only the first N items by item_id are sent to the
-    teacher; the rest get fallback keywords (source 'fallback').
+    teacher; the rest get fallback keywords (source 'fallback'); likewise ``cfg.query_max_items``
+    for the queries.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -181,8 +198,12 @@ def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
     if cfg.keyword_max_items > 0:
         teach[cfg.keyword_max_items:] = False
     cols = [c for c in ("item_id", *_ITEM_FIELDS) if c in items.column_names]
-    table = items.select(cols).append_column("use_teacher", pa.array(teach))
-    table = _by_length(table, [len(t) for t in table_texts(items, cfg.keyword_max_chars)], first=teach)
+    ask = np.ones(n, dtype=bool)
+    if cfg.query_max_items > 0:
+        ask[cfg.query_max_items:] = False
+    table = items.select(cols).append_column("use_teacher", pa.array(teach)).append_column("ask_queries",
+                                                                                           pa.array(ask))
+    table = _by_length(table, [len(t) for t in table_texts(items, cfg.keyword_max_chars)], first=teach | ask)
     cpus = actor_cpus(cfg.keyword_num_cpus, cfg.keyword_num_gpus, cfg.keyword_concurrency)
     ds = ray.data.from_arrow(_blocks(table, cfg.keyword_batch_size, cfg.keyword_concurrency))
     ds = ds.map_batches(

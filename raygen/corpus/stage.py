@@ -2,7 +2,10 @@
 
 Reads ``<run_dir>/data/items.parquet``; writes ``embeddings.parquet`` (item_id int64,
 embedding fixed_size_list<float32>[D]) and ``keywords.parquet`` (item_id int64, keywords
-list<string>, source 'teacher'|'fallback'), both sorted by item_id and holding every item.
+list<string>, source 'teacher'|'fallback'), both sorted by item_id and holding every item, and,
+with ``corpus.n_queries > 0``, ``queries.parquet``: one row per (item, search query) with its split
+('train'/'valid'/'test', per item), the item's query source ('teacher'|'mixed'|'fallback'), how many
+of its queries the teacher wrote and whether its answer was malformed JSON.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import pyarrow.compute as pc
 
 from raygen.corpus.config import CorpusConfig
 from raygen.corpus.keywords import SOURCE_FALLBACK, SOURCE_TEACHER
-from raygen.corpus.ray_layer import embed_items, ensure_ray, keyword_items
+from raygen.corpus.queries import query_rows, split_queries
+from raygen.corpus.ray_layer import KEYWORDS_SCHEMA, embed_items, ensure_ray, keyword_items
 from raygen.data.schema import DataError
 from raygen.io import read_parquet, write_parquet
 from raygen.runner import StageContext
@@ -63,7 +67,12 @@ def run_corpus(ctx: StageContext) -> dict:
     t0 = time.perf_counter()
     kw = keyword_items(items, cfg)
     keyword_s = time.perf_counter() - t0
-    write_parquet(ctx.out / "keywords.parquet", kw)
+    write_parquet(ctx.out / "keywords.parquet", kw.select(KEYWORDS_SCHEMA.names))
+    query_metrics = {}
+    if cfg.n_queries > 0:
+        queries = queries_table(kw, cfg)
+        write_parquet(ctx.out / "queries.parquet", queries)
+        query_metrics = queries_metrics(kw, queries, cfg)
 
     n = items.num_rows
     return {
@@ -75,5 +84,30 @@ def run_corpus(ctx: StageContext) -> dict:
         "keyword_seconds": round(keyword_s, 3),
         "keyword_items_per_s": round(n / keyword_s, 2),
         **keyword_metrics(kw, cfg),
+        **query_metrics,
     }
+
+
+def queries_table(teacher: pa.Table, cfg: CorpusConfig) -> pa.Table:
+    """The long ``queries.parquet`` from the teacher pass's per-item query columns (split per item)."""
+    ids = teacher.column("item_id").to_pylist()
+    records = [{"queries": q, "source": s, "n_teacher": n, "malformed": m} for q, s, n, m in zip(
+        *(teacher.column(c).to_pylist() for c in ("queries", "query_source", "query_n_teacher", "query_malformed")))]
+    splits = split_queries(ids, cfg.n_queries, tuple(cfg.query_split), cfg.query_seed)
+    return pa.table(query_rows(ids, records, splits))
+
+
+def queries_metrics(teacher: pa.Table, queries: pa.Table, cfg: CorpusConfig) -> dict:
+    """Per-item counts of where the queries came from (nothing is dropped: fallback fills every gap)."""
+    source = teacher.column("query_source")
+    asked = 0 if cfg.keyword_backend == "fallback" else (
+        min(teacher.num_rows, cfg.query_max_items) if cfg.query_max_items else teacher.num_rows)
+    count = {s: pc.sum(pc.equal(source, s)).as_py() or 0 for s in ("teacher", "mixed", "fallback")}
+    splits = queries.column("split")
+    return {"n_queries": queries.num_rows, "queries_per_item": cfg.n_queries, "query_items_teacher_asked": asked,
+            "query_items_teacher": count["teacher"], "query_items_mixed": count["mixed"],
+            "query_items_fallback": count["fallback"],
+            "query_items_malformed": pc.sum(teacher.column("query_malformed")).as_py() or 0,
+            "queries_from_teacher": pc.sum(teacher.column("query_n_teacher")).as_py() or 0,
+            "queries_by_split": {s: pc.sum(pc.equal(splits, s)).as_py() or 0 for s in ("train", "valid", "test")}}
 

@@ -64,6 +64,11 @@ class EvalConfig:
     """SASRec baseline settings."""
     seed: int = 0
     """Seed for the row subsample."""
+    search: bool = True
+    """Also evaluate STAR's search task (query -> item) on the test queries when the model trained on it
+    (tasks.search_ratio > 0, corpus.n_queries > 0): recall/NDCG@{1,3,5,10} next to a BM25 baseline."""
+    search_max_rows: int = 0
+    """Evaluate at most this many test queries (0 = all; a fixed seeded sample)."""
 
     def validate(self) -> None:
         from raygen.configbase import ConfigError

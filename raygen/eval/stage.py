@@ -16,6 +16,8 @@ from raygen.eval.config import EvalConfig
 from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
 from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
+from raygen.eval.search import BM25, SEARCH_KS, search_rows, search_table
+from raygen.eval.slices import cold_mask, slice_metrics, training_targets
 from raygen.io import read_parquet
 from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir
@@ -121,11 +123,39 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
                              eos_id=tokenizer.eos_token_id)
     if out is not None:
         write_predictions(out / f"predictions_{split}.parquet", rows.row_ids, rows.targets, topk, scores)
-    table = {"raygen": evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks)}
+    cold = cold_mask(rows.targets, training_targets(samples))
+    table = {"raygen": _with_slices(evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks), topk,
+                                    rows.targets, cold, cfg.ks)}
     for name in (cfg.baselines if baselines else []):
         ranks = baseline_ranks(name, samples, catalog, rows, cfg, cache if cache is not None else {})
-        table[name] = evaluate_rankings(ranks, rows.targets, catalog.item_ids, cfg.ks)
+        table[name] = _with_slices(evaluate_rankings(ranks, rows.targets, catalog.item_ids, cfg.ks), ranks,
+                                   rows.targets, cold, cfg.ks)
     return table
+
+
+def _with_slices(metrics: dict, topk, targets, cold, ks) -> dict:
+    """``metrics`` plus ``slices``: the cold rows' (target never a training target) and warm rows' metrics."""
+    return {**metrics, "slices": slice_metrics(topk, targets, cold, ks)}
+
+
+def evaluate_search(mdir, queries: pa.Table, items: pa.Table, codes: pa.Table, tokenizer, tasks_cfg,
+                    cfg: EvalConfig, out: Path | None, skips: SkipLog | None = None, cache: dict | None = None,
+                    model=None) -> dict:
+    """STAR's search task on the test queries: ``{method: {"recall@K", "ndcg@K", "n", ...}}`` for the model
+    (constrained beam search on the trained ``query2sid`` prompt) and the BM25 baseline on the same
+    queries; writes ``predictions_search.parquet`` into ``out`` when given."""
+    catalog = Catalog.from_codes(codes, tokenizer)
+    rows, texts = search_rows(queries, codes, tokenizer, tasks_cfg, "test", cfg.search_max_rows, cfg.seed, skips)
+    if len(rows.targets) == 0:
+        raise ValueError("search: the queries have no test-split rows of items with a SID")
+    topk, scores = beam_rank(mdir, rows, catalog, cfg, pad_id_of(tokenizer), model=model,
+                             precision=None if cache is None else cache.setdefault("precision", {}),
+                             eos_id=tokenizer.eos_token_id)
+    if out is not None:
+        write_predictions(out / "predictions_search.parquet", rows.row_ids, rows.targets, topk, scores)
+    ks = [k for k in SEARCH_KS if k <= cfg.beam_width]
+    return {"raygen": search_table(topk, rows.targets, catalog.item_ids, ks),
+            "bm25": search_table(BM25(items).rank(texts, cfg.beam_width), rows.targets, catalog.item_ids, ks)}
 
 
 def run_eval(ctx: StageContext) -> dict:
@@ -147,7 +177,15 @@ def run_eval(ctx: StageContext) -> dict:
             for m, r in per_split[main].items()}
     out = {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
+           "slices": {m: r["slices"] for m, r in per_split[main].items() if "slices" in r},
            "skips": skips.to_dict(), "precision": cache.get("precision", {})}
+    queries = ctx.input("corpus") / "queries.parquet"
+    if cfg.search and ctx.cfg.tasks.search_ratio > 0 and queries.exists():  # only a model trained to search
+        out["search"] = evaluate_search(mdir, read_parquet(queries), read_parquet(ctx.input("data") / "items.parquet"),
+                                        codes, tokenizer, ctx.cfg.tasks, cfg, ctx.out, skips, cache)
+        log.info("eval search: %s", {m: round(v["ndcg@10"], 4) if "ndcg@10" in v else v
+                                     for m, v in out["search"].items()})
+        out["skips"] = skips.to_dict()
     if "sasrec" in cache:
         out["sasrec_fit"] = cache["sasrec"].fit_info
     return out

@@ -94,5 +94,11 @@ def run_sft(ctx: StageContext) -> dict:
         return pass_through(ctx.out, upstream, "sft.enabled is false")
     items, samples, codes, tokens = _inputs(ctx)
     skips = SkipLog()
-    examples = build_sft_examples(samples, items, codes, tokens, ctx.cfg.tasks, "train", skips)
+    queries = None
+    if ctx.cfg.tasks.search_ratio > 0:
+        path = ctx.input("corpus") / "queries.parquet"
+        if not path.exists():
+            raise ValueError(f"tasks.search_ratio > 0 but {path} does not exist: set corpus.n_queries > 0")
+        queries = read_parquet(path)
+    examples = build_sft_examples(samples, items, codes, tokens, ctx.cfg.tasks, "train", skips, queries=queries)
     return _fit(ctx, upstream, examples, cfg, skips)

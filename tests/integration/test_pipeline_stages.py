@@ -22,7 +22,7 @@ def _overrides(run_dir: Path, model_dir: Path, address: str, keep_best: bool) ->
     syn = {"n_items": 40, "n_users": 30, "n_categories": 4, "n_tastes": 3, "min_seq_len": 4, "max_seq_len": 6}
     return [f"run_dir={run_dir}", f"ray.address={address}", "data.source=synthetic",
             *[f"data.synthetic.{k}={v}" for k, v in syn.items()],
-            "corpus.keyword_backend=fallback", "sids.method=rqkmeans", "sids.levels=2", "sids.codebook_size=8",
+            "corpus.keyword_backend=fallback", "corpus.n_queries=5", "tasks.search_ratio=0.5", "sids.method=rqkmeans", "sids.levels=2", "sids.codebook_size=8",
             "sids.kmeans_iters=10", f"lm.model={model_dir}", "lm.init=sa_init",
             "align.enabled=true", "align.max_steps=3", "align.batch_size=4", "align.num_workers=1",
             "align.deepspeed=false", "align.checkpoint_every=0", "align.max_len=128",
@@ -91,6 +91,35 @@ def test_eval_predictions_line_up_with_the_samples(tiny_run):
     hits = np.mean([t in k[:5] for t, k in zip(pred["target"], pred["topk"])])
     assert ev["table"]["raygen"]["hr@5"] == pytest.approx(hits)
     assert ev["sasrec_fit"]["epochs_run"] >= 1
+
+
+def test_search_task_trains_and_evaluates_with_counted_queries_and_bm25(tiny_run):
+    """Issue 12: queries for every item (fallback backend: all counted as fallback), the search task mixed
+    into SFT, search metrics for the model and BM25 on the same test queries, cold/warm slices."""
+    from raygen.recommend import recommend
+
+    run_dir, _ = tiny_run
+    corpus = read_json(run_dir / "corpus" / "metrics.json")
+    queries = read_parquet(run_dir / "corpus" / "queries.parquet").to_pydict()
+    n_items = corpus["n_items"]
+    assert corpus["n_queries"] == len(queries["query"]) == 5 * n_items
+    assert corpus["query_items_fallback"] == n_items and corpus["query_items_teacher"] == 0
+    assert corpus["queries_by_split"] == {"train": 3 * n_items, "valid": n_items, "test": n_items}
+    assert read_json(run_dir / "sft" / "metrics.json")["tasks"]["query2sid"] > 0
+    ev = read_json(run_dir / "eval" / "metrics.json")
+    pred = pq.read_table(run_dir / "eval" / "predictions_search.parquet").to_pydict()
+    for method in ("raygen", "bm25"):
+        m = ev["search"][method]
+        assert m["n"] == len(pred["row_id"]) == n_items and m["invalid"] == 0
+        assert 0 <= m["recall@1"] <= m["recall@5"] <= 1 and "hr@1" not in m
+    for i, target in zip(pred["row_id"], pred["target"]):  # row_id: queries row, a test query of that item
+        assert queries["split"][i] == "test" and queries["item_id"][i] == target
+    # fallback queries repeat the item's own title words: BM25 finds most of them
+    assert ev["search"]["bm25"]["recall@5"] > 0.5
+    for method, sl in ev["slices"].items():
+        assert sl["cold"]["n"] + sl["warm"]["n"] == ev["splits"]["test"][method]["n"], method
+    recs = recommend(run_dir, query=queries["query"][0], k=3)
+    assert len({r["item_id"] for r in recs}) == 3
 
 
 def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch):
