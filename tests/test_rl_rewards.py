@@ -107,3 +107,17 @@ def test_register_custom_reward():
 def test_shape_errors():
     with pytest.raises(ValueError, match="candidates"):
         rule_reward(torch.tensor([1, 2]), torch.tensor([1]))
+
+
+def test_prefix_reward_credits_shared_leading_levels():
+    from raygen.rl.rewards import RewardContext, combine, prefix_reward
+
+    sid = torch.tensor([[10, 20, 30], [10, 20, 31], [10, 21, 30], [11, 20, 30]])
+    cand = torch.tensor([[0, 1, 2, 3, -1]])
+    r = prefix_reward(cand, torch.tensor([0]), RewardContext(sid_matrix=sid))
+    # the item itself; 2 leading levels shared; 1 (row 2 shares level 3 too, but after a mismatch); 0; empty slot
+    assert r.tolist() == [[1.0, pytest.approx(2 / 3), pytest.approx(1 / 3), 0.0, 0.0]]
+    both = combine({"rule": 1.0, "prefix": 0.5})(cand, torch.tensor([0]), RewardContext(sid_matrix=sid))
+    assert both[0, 0] == pytest.approx(1.5) and both[0, 1] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="SID matrix"):
+        prefix_reward(cand, torch.tensor([0]), RewardContext())

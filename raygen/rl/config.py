@@ -48,7 +48,7 @@ class RlConfig:
     temperature: float = 1.0
     """Sampling temperature of 'sample' rollouts (ignored by 'beam')."""
     rewards: dict[str, float] = field(default_factory=lambda: {"rule": 1.0, "ranking": 0.5, "semantic": 0.0})
-    """Reward name -> weight; the names are keys of raygen.rl.rewards' registry (rule, ranking, semantic,
+    """Reward name -> weight; the names are keys of raygen.rl.rewards' registry (rule, ranking, semantic, prefix,
     or any reward registered with ``register_reward``). Zero weights are skipped."""
     num_rollout_actors: int = 1
     """Ray actors generating rollouts (0 = generate in the driver process, no Ray; for debugging)."""

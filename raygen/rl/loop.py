@@ -329,7 +329,7 @@ def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
     rollout_s = time.perf_counter() - t0
     tgt = task.targets[torch.as_tensor(idx)]
     rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,   # reward
-                                                          prompt_index=torch.as_tensor(idx)))
+                                                          prompt_index=torch.as_tensor(idx), sid_matrix=task.sid))
     adv = group_advantages(rewards)
     t1 = time.perf_counter()
     stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),      # update

@@ -24,6 +24,11 @@ Built-ins (weights in ``RlConfig.rewards``):
   a rank and a penalty. Without scores the rank is the position in the group (beam order).
 * ``semantic``: cosine similarity between the candidate's and the target's item embeddings
   (``ctx.item_embeddings``, the corpus stage's text embeddings), in [-1, 1].
+* ``prefix`` (token-level semantic reward; TS-Rec's future work): partial credit for each *leading*
+  SID level the candidate shares with the target (``ctx.sid_matrix``): with L levels, a candidate
+  sharing its first k codes and not the (k+1)-th gets k / L (the exact item gets 1). The SID's
+  levels are coarse-to-fine clusters of the item's text, so a wrong item in the target's cluster
+  earns more than one outside it.
 
 ``combine(weights)`` returns the weighted sum of registered rewards; register more with::
 
@@ -38,7 +43,7 @@ from typing import Callable
 import torch
 
 __all__ = ["RewardContext", "RewardFn", "register_reward", "get_reward", "registered_rewards", "combine",
-           "rule_reward", "ranking_reward", "semantic_reward", "competition_ranks"]
+           "rule_reward", "ranking_reward", "semantic_reward", "prefix_reward", "competition_ranks"]
 
 
 @dataclass
@@ -51,6 +56,8 @@ class RewardContext:
     """[n_items, D] item embeddings aligned with the catalog rows (for ``semantic``), or None."""
     prompt_index: torch.Tensor | None = None
     """[B] index of each prompt in the training prompt list (for rewards needing user context)."""
+    sid_matrix: torch.Tensor | None = None
+    """[n_items, L] SID token ids of the catalog rows (for ``prefix``), or None."""
 
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor, RewardContext], torch.Tensor]
@@ -129,6 +136,19 @@ def semantic_reward(candidates: torch.Tensor, targets: torch.Tensor, ctx: Reward
     cand = emb[candidates.clamp_min(0)]                      # [B, G, D]
     sim = (cand * emb[targets][:, None, :]).sum(-1)
     return torch.where(valid, sim, torch.zeros_like(sim))
+
+
+@register_reward("prefix")
+def prefix_reward(candidates: torch.Tensor, targets: torch.Tensor, ctx: RewardContext | None = None
+                  ) -> torch.Tensor:
+    """Shared leading SID levels / L (see module doc); 0 for empty (-1) slots."""
+    _check(candidates, targets)
+    sid = ctx.sid_matrix if ctx is not None else None
+    if sid is None:
+        raise ValueError("the 'prefix' reward needs the catalog's SID matrix (ctx.sid_matrix)")
+    same = sid[candidates.clamp_min(0)] == sid[targets][:, None, :]          # [B, G, L]
+    shared = same.long().cumprod(dim=-1).sum(-1).float() / sid.shape[1]    # leading run of matches
+    return torch.where(candidates >= 0, shared, torch.zeros_like(shared))
 
 
 def combine(weights: dict[str, float]) -> RewardFn:
