@@ -207,6 +207,26 @@ def fallback_keywords(row: dict, n: int) -> list[str]:
     return ranked[:n]
 
 
+def ask_teacher(backend: Teacher | None, rows: Sequence[dict], prompt, max_new_tokens: int,
+                use_teacher: Iterable[bool] | None = None) -> list[str | None]:
+    """The teacher's raw answer per row (``prompt(row)`` -> chat messages), in one ``generate`` call;
+    None for rows not asked (``use_teacher`` False, or no LLM backend)."""
+    flags = [True] * len(rows) if use_teacher is None else [bool(f) for f in use_teacher]
+    if len(flags) != len(rows):
+        raise ValueError(f"use_teacher has {len(flags)} flags for {len(rows)} rows")
+    out: list[str | None] = [None] * len(rows)
+    if backend is None or not getattr(backend, "uses_llm", True):
+        return out
+    idx = [i for i, f in enumerate(flags) if f]
+    if idx:
+        answers = backend.generate([prompt(rows[i]) for i in idx], max_new_tokens)
+        if len(answers) != len(idx):
+            raise RuntimeError(f"teacher returned {len(answers)} answers for {len(idx)} prompts")
+        for i, a in zip(idx, answers):
+            out[i] = a
+    return out
+
+
 def extract_keywords(backend: Teacher | None, rows: Sequence[dict], n: int, max_new_tokens: int = 24,
                      max_chars: int = 512, min_keywords: int = 2, grounded: bool = True,
                      use_teacher: Iterable[bool] | None = None) -> list[tuple[list[str], str]]:
@@ -219,19 +239,12 @@ def extract_keywords(backend: Teacher | None, rows: Sequence[dict], n: int, max_
     ``min_keywords`` usable keywords falls back individually.
     """
     rows = list(rows)
-    flags = [True] * len(rows) if use_teacher is None else [bool(f) for f in use_teacher]
-    if len(flags) != len(rows):
-        raise ValueError(f"use_teacher has {len(flags)} flags for {len(rows)} rows")
+    answers = ask_teacher(backend, rows, lambda r: build_prompt(r, n, max_chars), max_new_tokens, use_teacher)
     parsed: list[list[str] | None] = [None] * len(rows)
-    if backend is not None and getattr(backend, "uses_llm", True):
-        idx = [i for i, f in enumerate(flags) if f]
-        if idx:
-            answers = backend.generate([build_prompt(rows[i], n, max_chars) for i in idx], max_new_tokens)
-            if len(answers) != len(idx):
-                raise RuntimeError(f"teacher returned {len(answers)} answers for {len(idx)} prompts")
-            for i, a in zip(idx, answers):
-                source = " ".join(_field(rows[i], f) for f in PROMPT_FIELDS) if grounded else None
-                parsed[i] = parse_keywords(a, n, min_keywords=min_keywords, source_text=source)
+    for i, a in enumerate(answers):
+        if a is not None:
+            source = " ".join(_field(rows[i], f) for f in PROMPT_FIELDS) if grounded else None
+            parsed[i] = parse_keywords(a, n, min_keywords=min_keywords, source_text=source)
     return [(kw, SOURCE_TEACHER) if kw is not None else (fallback_keywords(r, n), SOURCE_FALLBACK)
             for r, kw in zip(rows, parsed)]
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from raygen.corpus.keywords import STOP_WORDS, Teacher, _field, _product_block, tokens
+from raygen.corpus.keywords import STOP_WORDS, Teacher, _field, _product_block, ask_teacher, tokens
 
 SOURCE_TEACHER, SOURCE_MIXED, SOURCE_FALLBACK = "teacher", "mixed", "fallback"
 QUERY_SPLITS = ("train", "valid", "test")
@@ -143,18 +143,8 @@ def extract_queries(backend: Teacher | None, rows: Sequence[dict], n: int, max_n
     :func:`fallback_queries` (``malformed`` False: nothing was asked). The others are asked in one
     ``generate`` call; their parsed queries are topped up to ``n`` from the fallback."""
     rows = list(rows)
-    flags = [True] * len(rows) if use_teacher is None else [bool(f) for f in use_teacher]
-    if len(flags) != len(rows):
-        raise ValueError(f"use_teacher has {len(flags)} flags for {len(rows)} rows")
-    parsed: list[tuple[list[str], bool] | None] = [None] * len(rows)
-    if backend is not None and getattr(backend, "uses_llm", True):
-        idx = [i for i, f in enumerate(flags) if f]
-        if idx:
-            answers = backend.generate([build_prompt(rows[i], n, max_chars) for i in idx], max_new_tokens)
-            if len(answers) != len(idx):
-                raise RuntimeError(f"teacher returned {len(answers)} answers for {len(idx)} prompts")
-            for i, a in zip(idx, answers):
-                parsed[i] = parse_queries(a, n)
+    answers = ask_teacher(backend, rows, lambda r: build_prompt(r, n, max_chars), max_new_tokens, use_teacher)
+    parsed = [None if a is None else parse_queries(a, n) for a in answers]
     out = []
     for row, p in zip(rows, parsed):
         got, malformed = p if p is not None else ([], False)

@@ -39,22 +39,32 @@ class Rows:
     histories: list[list[int]]
 
 
-def split_rows(samples: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split: str, max_rows: int = 0,
-               seed: int = 0, skips: SkipLog | None = None) -> Rows:
-    """Prompts of ``split`` in the format SFT trains on (``tasks_cfg.seqrec_format``); at most ``max_rows`` (seeded sample)."""
-    samples = samples.append_column("row_id", pa.array(np.arange(len(samples)), pa.int64()))
-    part = samples.filter(pc.equal(samples.column("split"), split))
-    sids = sids_by_item(codes)
-    ok = [all(h in sids for h in r["history"]) and r["target"] in sids and len(r["history"]) > 0
-          for r in part.select(["history", "target"]).to_pylist()]
+def usable_rows(table: pa.Table, split: str, ok, columns: list[str], max_rows: int, seed: int,
+                skips: SkipLog | None, reason: str, what: str) -> pa.Table:
+    """The rows of ``split`` (with a ``row_id`` column: their row in ``table``) for which ``ok(row)`` holds,
+    the others counted in ``skips`` under ``reason``; at most ``max_rows`` of them (a seeded sample,
+    kept in table order)."""
+    table = table.append_column("row_id", pa.array(np.arange(len(table)), pa.int64()))
+    part = table.filter(pc.equal(table.column("split"), split))
+    good = [bool(ok(r)) for r in part.select(columns).to_pylist()]
     if skips is not None:
-        for rid, good in zip(part.column("row_id").to_pylist(), ok):
-            if not good:
-                skips.add(f"eval {split}: row without SID or history", f"samples row {rid}")
-    part = part.filter(pa.array(ok, pa.bool_()))
+        for rid, g in zip(part.column("row_id").to_pylist(), good):
+            if not g:
+                skips.add(reason, f"{what} {rid}")
+    part = part.filter(pa.array(good, pa.bool_()))
     if max_rows and len(part) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(part), max_rows, replace=False))
         part = part.take(pa.array(keep))
+    return part
+
+
+def split_rows(samples: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split: str, max_rows: int = 0,
+               seed: int = 0, skips: SkipLog | None = None) -> Rows:
+    """Prompts of ``split`` in the format SFT trains on (``tasks_cfg.seqrec_format``); at most ``max_rows`` (seeded sample)."""
+    sids = sids_by_item(codes)
+    part = usable_rows(samples, split, lambda r: all(h in sids for h in r["history"]) and r["target"] in sids
+                       and len(r["history"]) > 0, ["history", "target"], max_rows, seed, skips,
+                       f"eval {split}: row without SID or history", "samples row")
     histories = [list(h) for h in part.column("history").to_pylist()]
     return Rows(row_ids=np.asarray(part.column("row_id").to_numpy(), dtype=np.int64),
                 prompt_ids=next_item_prompt_ids(tokenizer, histories, sids, tasks_cfg),

@@ -11,12 +11,11 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from raygen.corpus.keywords import STOP_WORDS, _field, tokens
 from raygen.data.schema import SkipLog
 from raygen.eval.metrics import evaluate_rankings
-from raygen.eval.rows import Rows
+from raygen.eval.rows import Rows, usable_rows
 from raygen.tasks.builders import search_prompt, sids_by_item
 
 SEARCH_KS = (1, 3, 5, 10)
@@ -29,18 +28,9 @@ def search_rows(queries: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, split:
     query's item) and their texts; queries of items without a SID are counted in ``skips``."""
     from raygen.tasks.encode import encode_prompt
 
-    table = queries.append_column("row_id", pa.array(np.arange(len(queries)), pa.int64()))
-    part = table.filter(pc.equal(table.column("split"), split))
     sids = sids_by_item(codes)
-    ok = [int(i) in sids for i in part.column("item_id").to_pylist()]
-    if skips is not None:
-        for rid, good in zip(part.column("row_id").to_pylist(), ok):
-            if not good:
-                skips.add(f"search {split}: query of an item without SID", f"queries row {rid}")
-    part = part.filter(pa.array(ok, pa.bool_()))
-    if max_rows and len(part) > max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(part), max_rows, replace=False))
-        part = part.take(pa.array(keep))
+    part = usable_rows(queries, split, lambda r: int(r["item_id"]) in sids, ["item_id"], max_rows, seed, skips,
+                       f"search {split}: query of an item without SID", "queries row")
     texts = part.column("query").to_pylist()
     rows = Rows(row_ids=np.asarray(part.column("row_id").to_numpy(), dtype=np.int64),
                 prompt_ids=[encode_prompt(tokenizer, search_prompt(q, tasks_cfg)) for q in texts],

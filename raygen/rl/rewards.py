@@ -127,25 +127,26 @@ def ranking_reward(candidates: torch.Tensor, targets: torch.Tensor, ctx: RewardC
 def semantic_reward(candidates: torch.Tensor, targets: torch.Tensor, ctx: RewardContext | None = None
                     ) -> torch.Tensor:
     """Cosine similarity of candidate and target item embeddings; 0 for empty (-1) slots."""
-    _check(candidates, targets)
-    emb = ctx.item_embeddings if ctx is not None else None
-    if emb is None:
-        raise ValueError("the 'semantic' reward needs item embeddings (corpus stage embeddings.parquet)")
+    emb = _needs(candidates, targets, ctx, "item_embeddings", "item embeddings (corpus stage embeddings.parquet)")
     emb = torch.nn.functional.normalize(emb.float(), dim=-1)
-    valid = candidates >= 0
-    cand = emb[candidates.clamp_min(0)]                      # [B, G, D]
-    sim = (cand * emb[targets][:, None, :]).sum(-1)
-    return torch.where(valid, sim, torch.zeros_like(sim))
+    sim = (emb[candidates.clamp_min(0)] * emb[targets][:, None, :]).sum(-1)      # [B, G]
+    return torch.where(candidates >= 0, sim, torch.zeros_like(sim))
+
+
+def _needs(candidates: torch.Tensor, targets: torch.Tensor, ctx: RewardContext | None, field: str, what: str):
+    """Check the shapes and return ``ctx.<field>``; a clear error when the reward's input is missing."""
+    _check(candidates, targets)
+    value = getattr(ctx, field) if ctx is not None else None
+    if value is None:
+        raise ValueError(f"this reward needs {what} (ctx.{field})")
+    return value
 
 
 @register_reward("prefix")
 def prefix_reward(candidates: torch.Tensor, targets: torch.Tensor, ctx: RewardContext | None = None
                   ) -> torch.Tensor:
     """Shared leading SID levels / L (see module doc); 0 for empty (-1) slots."""
-    _check(candidates, targets)
-    sid = ctx.sid_matrix if ctx is not None else None
-    if sid is None:
-        raise ValueError("the 'prefix' reward needs the catalog's SID matrix (ctx.sid_matrix)")
+    sid = _needs(candidates, targets, ctx, "sid_matrix", "the catalog's SID matrix")
     same = sid[candidates.clamp_min(0)] == sid[targets][:, None, :]          # [B, G, L]
     shared = same.long().cumprod(dim=-1).sum(-1).float() / sid.shape[1]    # leading run of matches
     return torch.where(candidates >= 0, shared, torch.zeros_like(shared))

@@ -13,7 +13,7 @@ from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
                                    token_align_examples)
 from raygen.tasks.encode import encode_examples
-from raygen.train.config import AlignConfig, SftConfig, TrainConfig
+from raygen.train.config import AlignConfig, TrainConfig
 
 log = logging.getLogger("raygen")
 
@@ -73,32 +73,40 @@ def _valid_set(ctx: StageContext, tokenizer, cfg: TrainConfig):
                     sid_matrix=catalog.sid_matrix.tolist(), pad_id=int(pad))
 
 
+def _training_stage(ctx: StageContext, cfg, upstream_stage: str, build) -> dict:
+    """Hand the upstream model on when ``cfg.enabled`` is false; else ``build(items, samples, codes,
+    tokens, skips)`` the examples and train on them."""
+    upstream = ctx.input(upstream_stage)
+    if not cfg.enabled:
+        return pass_through(ctx.out, upstream, f"{ctx.stage}.enabled is false")
+    skips = SkipLog()
+    examples = build(*_inputs(ctx), skips)
+    return _fit(ctx, upstream, examples, cfg, skips)
+
+
 def run_align(ctx: StageContext) -> dict:
     cfg: AlignConfig = ctx.cfg.align
-    upstream = ctx.input("lm")
-    if not cfg.enabled:
-        return pass_through(ctx.out, upstream, "align.enabled is false")
-    items, _, codes, tokens = _inputs(ctx)
-    skips = SkipLog()
-    examples = alignment_examples(items, sids_by_item(codes), ctx.cfg.tasks, skips)
-    if cfg.token_ratio > 0:
-        examples = mix(examples, token_align_examples(tokens, ctx.cfg.tasks, skips), cfg.token_ratio,
-                       ctx.cfg.tasks.seed)
-    return _fit(ctx, upstream, examples, cfg, skips)
+    tasks = ctx.cfg.tasks
+
+    def build(items, samples, codes, tokens, skips):
+        examples = alignment_examples(items, sids_by_item(codes), tasks, skips)
+        if cfg.token_ratio > 0:
+            examples = mix(examples, token_align_examples(tokens, tasks, skips), cfg.token_ratio, tasks.seed)
+        return examples
+
+    return _training_stage(ctx, cfg, "lm", build)
 
 
 def run_sft(ctx: StageContext) -> dict:
-    cfg: SftConfig = ctx.cfg.sft
-    upstream = ctx.input("align")
-    if not cfg.enabled:
-        return pass_through(ctx.out, upstream, "sft.enabled is false")
-    items, samples, codes, tokens = _inputs(ctx)
-    skips = SkipLog()
-    queries = None
-    if ctx.cfg.tasks.search_ratio > 0:
-        path = ctx.input("corpus") / "queries.parquet"
-        if not path.exists():
-            raise ValueError(f"tasks.search_ratio > 0 but {path} does not exist: set corpus.n_queries > 0")
-        queries = read_parquet(path)
-    examples = build_sft_examples(samples, items, codes, tokens, ctx.cfg.tasks, "train", skips, queries=queries)
-    return _fit(ctx, upstream, examples, cfg, skips)
+    tasks = ctx.cfg.tasks
+
+    def build(items, samples, codes, tokens, skips):
+        queries = None
+        if tasks.search_ratio > 0:
+            path = ctx.input("corpus") / "queries.parquet"
+            if not path.exists():
+                raise ValueError(f"tasks.search_ratio > 0 but {path} does not exist: set corpus.n_queries > 0")
+            queries = read_parquet(path)
+        return build_sft_examples(samples, items, codes, tokens, tasks, "train", skips, queries=queries)
+
+    return _training_stage(ctx, ctx.cfg.sft, "align", build)
