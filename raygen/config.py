@@ -148,7 +148,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     An error names where the bad value came from (see :func:`build_attributed`).
     """
-    return build_attributed(path, overrides, lambda data: from_dict(PipelineConfig, data))
+    return build_attributed(path, overrides, lambda data: from_dict(PipelineConfig, _drop_removed(data, path)))
+
+
+REMOVED_KEYS = {
+    "seed": "the top-level seed was read by no stage; each section has its own seed",
+    "tasks.max_len": "read by no stage; align.max_len / sft.max_len cut the training rows",
+}
+"""Keys older raygen versions wrote (run folders' config.yaml): ignored with a warning, not an error."""
+RENAMED_KEYS = {"rl.lora_targets": "lora_target_modules", "rl.max_grad_norm": "grad_clip"}
+"""Old name -> new name (same section) of keys renamed so every section names a knob the same way."""
+
+
+def _drop_removed(data: dict, path) -> dict:
+    import logging
+
+    if not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    for dotted, why in REMOVED_KEYS.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            del node[leaf]
+            logging.getLogger("raygen").warning("%s: ignoring removed config key %r (%s)", path or "config",
+                                                dotted, why)
+    for dotted, new in RENAMED_KEYS.items():
+        section, leaf = dotted.split(".")
+        node = data.get(section)
+        if isinstance(node, dict) and leaf in node:
+            if new in node:
+                raise ConfigError(f"{path or 'config'}: {dotted} is the old name of {section}.{new}; give only one")
+            node[new] = node.pop(leaf)
+            logging.getLogger("raygen").warning("%s: config key %r is now %r", path or "config", dotted,
+                                                f"{section}.{new}")
+    return data
 
 
 def build_attributed(path: str | Path | None, overrides: list[str] | None, build):

