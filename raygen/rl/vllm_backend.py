@@ -112,11 +112,25 @@ class RaygenWorkerExtension:
         reload = getattr(self, "reload_weights", None)
         if reload is not None:
             reload(weights_iterator=iter(list(weights.items())), is_checkpoint_format=True)
+            _repack_kept_cpu_weights(self.model_runner.model)
         else:
             self.model_runner.model.load_weights(weights=list(weights.items()))
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         return len(weights)
+
+
+def _repack_kept_cpu_weights(model) -> int:
+    """Re-run the CPU GEMM dispatch of layers that keep their weight next to a packed copy (vocabulary
+    embedding / LM head). A tied LM head receives no weights of its own in a reload, so its layer is not
+    reprocessed and its oneDNN handle would keep computing with the old embedding. Returns the count."""
+    n = 0
+    for m in model.modules():
+        w, method = getattr(m, "weight", None), getattr(m, "quant_method", None)
+        if hasattr(m, "cpu_linear") and method is not None and isinstance(w, torch.Tensor) and w.numel() > 0:
+            method.process_weights_after_loading(m)
+            n += 1
+    return n
 
 
 class VLLMBackend(RolloutBackend):
