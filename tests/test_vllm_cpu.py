@@ -27,9 +27,17 @@ def sid_matrix():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_llama):
+def model_dir(tmp_path_factory):
+    """A tiny random Llama whose head size (64) vLLM's CPU attention supports (16 is not)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=256, max_position_embeddings=256,
+                      tie_word_embeddings=True, initializer_range=0.2, bos_token_id=0, eos_token_id=2,
+                      pad_token_id=PAD)
     path = tmp_path_factory.mktemp("vllm_model")
-    tiny_llama(vocab_size=VOCAB, initializer_range=0.2, seed=0, tie_word_embeddings=True).save_pretrained(path)
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
     return str(path)
 
 

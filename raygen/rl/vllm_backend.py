@@ -152,7 +152,8 @@ class VLLMBackend(RolloutBackend):
                             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=True,
                             logits_processors=[SidPrefixLogitsProcessor],   # pickled by reference
                             worker_extension_cls=f"{__name__}.RaygenWorkerExtension",
-                            logprobs_mode="processed_logprobs", max_logprobs=max_logprobs)
+                            logprobs_mode="processed_logprobs", max_logprobs=max_logprobs,
+                            skip_tokenizer_init=True)   # token ids in, token ids out: no tokenizer needed
         self._vllm = vllm
         self.max_logprobs = max_logprobs
         self.weights_version = 0

@@ -75,7 +75,8 @@ def test_run_corpus_two_embed_actors_teacher_then_fallback(ray_local, tiny_st_di
     out.mkdir()
     corpus = CorpusConfig(embed_model=tiny_st_dir, embed_batch_size=8, embed_concurrency=2,
                           keyword_backend="hf", teacher_model=str(tiny_model_dir), keyword_batch_size=4,
-                          keyword_max_items=6, max_new_tokens=6, n_keywords=3)
+                          keyword_max_items=6, max_new_tokens=6, n_keywords=3, n_queries=5, query_max_items=4,
+                          query_max_new_tokens=8)
     metrics = run_corpus(StageContext(cfg=types.SimpleNamespace(corpus=corpus), run_dir=tmp_path, out=out,
                                       stage="corpus"))
 
@@ -98,6 +99,13 @@ def test_run_corpus_two_embed_actors_teacher_then_fallback(ray_local, tiny_st_di
     assert metrics["n_teacher_unusable"] == 6 and metrics["teacher_usable_rate"] == 0.0
     assert metrics["fallback_after_teacher_ids_sample"] == ids[:6]
     assert metrics["embed_items_per_s"] > 0 and metrics["keyword_items_per_s"] > 0
+    # search queries from the same actors: the first 4 items asked (a random teacher: counted whatever it
+    # says), the rest fallback; every item gets 5 queries, split 3/1/1
+    queries = read_parquet(out / "queries.parquet")
+    assert queries.num_rows == 250 and metrics["n_queries"] == 250
+    assert metrics["query_items_teacher_asked"] == 4 and metrics["query_items_fallback"] >= 46
+    assert metrics["query_items_teacher"] + metrics["query_items_mixed"] + metrics["query_items_fallback"] == 50
+    assert metrics["queries_by_split"] == {"train": 150, "valid": 50, "test": 50}
     assert 0 < metrics["mean_keywords_per_item"] <= 3
     assert stage("corpus").deps == ("data",) and stage("corpus").sections == ("corpus",)
 
