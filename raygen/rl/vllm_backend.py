@@ -52,6 +52,23 @@ def _require_vllm():
     return vllm
 
 
+CPU_KV_CACHE_GB = "2"
+"""KV-cache size (GiB) a vLLM engine reserves on a CPU (``VLLM_CPU_KVCACHE_SPACE``, unless set): enough for
+short SID rollouts and teacher answers; the user can set the variable for more."""
+CPU_MEMORY_UTILIZATION = 0.2
+"""On the CPU backend ``gpu_memory_utilization`` is the share of *host* memory vLLM requires to be free at
+start-up; GPU defaults (0.4-0.9) fail on a busy 24 GiB machine."""
+
+
+def engine_memory_kwargs(gpu_memory_utilization: float) -> dict:
+    """``LLM(...)`` memory arguments for this machine: the given share on a GPU; on a CPU a small host
+    share and a bounded KV cache."""
+    if torch.cuda.is_available():
+        return {"gpu_memory_utilization": gpu_memory_utilization}
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GB)
+    return {"gpu_memory_utilization": min(gpu_memory_utilization, CPU_MEMORY_UTILIZATION)}
+
+
 def allowed_next_tokens(sid_matrix: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
     """Prefix (tuple of SID token ids, possibly empty) -> sorted token ids that may follow it."""
     table: dict[tuple[int, ...], set[int]] = {}
@@ -148,7 +165,7 @@ class VLLMBackend(RolloutBackend):
         np.save(sid_file, self.sid)
         os.environ[SID_FILE_ENV] = sid_file           # inherited by the engine-core process
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
-        self.llm = vllm.LLM(model=model_dir, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+        self.llm = vllm.LLM(model=model_dir, dtype=dtype, **engine_memory_kwargs(gpu_memory_utilization),
                             max_model_len=max_model_len, enforce_eager=enforce_eager, enable_prefix_caching=True,
                             logits_processors=[SidPrefixLogitsProcessor],   # pickled by reference
                             worker_extension_cls=f"{__name__}.RaygenWorkerExtension",

@@ -115,9 +115,13 @@ def test_keyword_items_fallback_backend_and_bad_input(ray_local):
 
     items = synthetic_items(12)
     out = keyword_items(items, CorpusConfig(keyword_backend="fallback", keyword_batch_size=5, n_keywords=2))
+    from raygen.corpus.queries import fallback_queries
+    from raygen.corpus.ray_layer import KEYWORDS_SCHEMA
+
     rows = items.sort_by("item_id").to_pylist()
-    assert out.to_pylist() == [{"item_id": r["item_id"], "keywords": fallback_keywords(r, 2), "source": "fallback"}
-                               for r in rows]
+    assert out.select(KEYWORDS_SCHEMA.names).to_pylist() == [
+        {"item_id": r["item_id"], "keywords": fallback_keywords(r, 2), "source": "fallback"} for r in rows]
+    assert out.column("queries").to_pylist() == [fallback_queries(r, 5) for r in rows]  # corpus.n_queries = 5
     with pytest.raises(ValueError, match="no items"):
         keyword_items(items.slice(0, 0), CorpusConfig(keyword_backend="fallback"))
 
