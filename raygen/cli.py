@@ -56,7 +56,8 @@ def cmd_stages(args) -> int:
     from raygen.pipeline import STAGES
 
     for s in STAGES:
-        print(f"{s.name:10s} reads {', '.join(s.deps) or '-':20s} config {', '.join(s.sections)}")
+        reads = ", ".join(dict.fromkeys((*s.deps, *s.reads))) or "-"
+        print(f"{s.name:8s} reads {reads:42s} config {', '.join(s.sections) or '-'}")
     return 0
 
 

@@ -95,3 +95,19 @@ def test_a_disabled_training_stage_is_reported_as_skipped_not_missing(tmp_path):
     summary = build_report(run, out)
     assert summary["missing"] == {}
     assert "- **skipped_training**: align.enabled is false" in (out / "report.md").read_text()
+
+
+def test_report_shows_cold_warm_slices_and_search(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    m = _eval_metrics(collapsed=False)
+    m["slices"] = {"raygen": {"cold": {"n": 7, "hr@1": 0.0, "ndcg@1": 0.0}, "warm": {"n": 93, "hr@1": 0.25,
+                                                                                      "ndcg@1": 0.25}}}
+    m["search"] = {"raygen": {"n": 40, "recall@1": 0.5, "recall@10": 0.75, "ndcg@10": 0.6, "invalid": 0},
+                   "bm25": {"n": 40, "recall@1": 0.25, "recall@10": 0.5, "ndcg@10": 0.375, "invalid": 0}}
+    _stage(run, "eval", m)
+    build_report(run, out)
+    text = (out / "report.md").read_text()
+    assert "| raygen (cold, n=7) | 0 | 0 |" in text and "| raygen (warm, n=93) | 0.25 | 0.25 |" in text
+    assert "Search (query -> item) on 40 test queries:" in text
+    assert "| method | recall@1 | recall@10 | ndcg@10 |" in text and "| bm25 | 0.25 | 0.5 | 0.375 |" in text

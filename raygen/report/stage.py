@@ -97,6 +97,25 @@ def collapse_lines(m: dict) -> list[str]:
     return lines
 
 
+def slice_and_search_lines(m: dict) -> list[str]:
+    """Eval-section tables: each method's metrics on cold rows (target never a training target) and warm
+    rows with their counts, and, when the search task ran, search Recall/NDCG@K next to BM25."""
+    lines = []
+    slices = m.get("slices") or {}
+    rows = {f"{method} ({name}, n={sl[name].get('n', 0)})": {k: v for k, v in sl[name].items() if k != "n"}
+            for method, sl in slices.items() for name in ("cold", "warm") if isinstance(sl.get(name), dict)}
+    if rows:
+        lines += [f"Cold / warm rows of the `{m.get('split', '?')}` split (cold: the target is never a training "
+                  "target):", ""] + _metric_table(rows) + [""]
+    search = m.get("search") or {}
+    if search:
+        cols = sorted({k for r in search.values() for k in r if k.startswith(("recall@", "ndcg@"))},
+                      key=lambda k: (not k.startswith("recall@"), _metric_order(k)))  # recall first, as STAR
+        n = next(iter(search.values())).get("n", "?")
+        lines += [f"Search (query -> item) on {n} test queries:", ""] + _metric_table(search, cols) + [""]
+    return lines
+
+
 def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
     """Train loss (left axis) and valid NDCG@10 / HR@10 (right axis) against examples seen (or steps
     when no entry has ``examples``). Returns False, writing nothing, when there is nothing to draw."""
@@ -168,7 +187,7 @@ def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
                 lines.append(f"- **{key}**: {_fmt(v)}")
         lines.append("")
         if stage == "eval":
-            lines += collapse_lines(m)
+            lines += collapse_lines(m) + slice_and_search_lines(m)
         curve = m.get("learning_curve")
         if isinstance(curve, list) and curve:
             rel = Path("plots") / f"learning_curve_{stage}.png"
