@@ -25,11 +25,16 @@ from raygen.runner import StageContext
 FALLBACK_SAMPLE = 20
 
 
+def teacher_asked(n: int, cfg: CorpusConfig, max_items: int) -> int:
+    """Items the teacher was asked about: the first ``max_items`` (all when 0), none with the fallback backend."""
+    return 0 if cfg.keyword_backend == "fallback" else (min(n, max_items) if max_items else n)
+
+
 def keyword_metrics(keywords: pa.Table, cfg: CorpusConfig) -> dict:
     """Teacher/fallback counts. Items the teacher was asked about are the first
     ``keyword_max_items`` by item_id (all when 0), none with the fallback backend."""
     n = keywords.num_rows
-    asked = 0 if cfg.keyword_backend == "fallback" else (min(n, cfg.keyword_max_items) if cfg.keyword_max_items else n)
+    asked = teacher_asked(n, cfg, cfg.keyword_max_items)
     source = keywords.column("source")
     n_teacher = pc.sum(pc.equal(source, SOURCE_TEACHER)).as_py() or 0
     ids = keywords.column("item_id").slice(0, asked)
@@ -100,8 +105,7 @@ def queries_table(teacher: pa.Table, cfg: CorpusConfig) -> pa.Table:
 def queries_metrics(teacher: pa.Table, queries: pa.Table, cfg: CorpusConfig) -> dict:
     """Per-item counts of where the queries came from (nothing is dropped: fallback fills every gap)."""
     source = teacher.column("query_source")
-    asked = 0 if cfg.keyword_backend == "fallback" else (
-        min(teacher.num_rows, cfg.query_max_items) if cfg.query_max_items else teacher.num_rows)
+    asked = teacher_asked(teacher.num_rows, cfg, cfg.query_max_items)
     count = {s: pc.sum(pc.equal(source, s)).as_py() or 0 for s in ("teacher", "mixed", "fallback")}
     splits = queries.column("split")
     return {"n_queries": queries.num_rows, "queries_per_item": cfg.n_queries, "query_items_teacher_asked": asked,
