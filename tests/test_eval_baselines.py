@@ -121,3 +121,41 @@ def test_sasrec_valid_data_maps_and_skips():
     hist, tgt, skipped = sasrec_valid_data(samples, {10: 0, 20: 1, 30: 2})
     assert hist == [[0, 1]] and tgt == [2]
     assert skipped == 3  # unknown history item, empty history, unknown target
+
+
+def test_eval_stage_sasrec_maps_item_ids_both_ways(one_thread):
+    """The eval stage's SASRec works on catalog indices; item ids go in and come out through the catalog.
+
+    Item ids here are sparse and shuffled (index k holds item id ``ids[k]``), so an off-by-one, an
+    identity mapping or a mapping from the wrong side ranks the wrong items and the assert fails."""
+    import pyarrow as pa
+
+    from raygen.eval.config import EvalConfig
+    from raygen.eval.rows import Catalog, Rows
+    from raygen.eval.stage import baseline_ranks
+
+    n_items = 30
+    rng = np.random.default_rng(0)
+    ids = rng.choice(np.arange(1000, 100_000), size=n_items, replace=False).astype(np.int64)
+    succ = {int(ids[k]): int(ids[(k + 1) % n_items]) for k in range(n_items)}  # a successor chain over ids
+    order = rng.permutation(n_items)  # the catalog lists items in another order than the chain
+    catalog = Catalog(item_ids=ids[order], sid_matrix=torch.zeros(n_items, 3, dtype=torch.long))
+
+    def rows_of(n, seed):
+        hist, tgt = _successor_data(n_items, n, seed)
+        return [[int(ids[h]) for h in hs] for hs in hist], [int(ids[t]) for t in tgt]
+
+    th, tt = rows_of(1500, 0)
+    vh, vt = rows_of(100, 1)
+    samples = pa.table({"split": ["train"] * len(tt) + ["valid"] * len(vt), "history": th + vh,
+                        "target": tt + vt})
+    test_h, test_t = rows_of(200, 2)
+    rows = Rows(row_ids=np.arange(200), prompt_ids=[[0]] * 200, targets=np.array(test_t), histories=test_h)
+    cfg = EvalConfig()
+    cfg.sasrec = SASRecConfig(hidden=32, max_len=8, epochs=8, patience=8, dropout=0.1, lr=3e-3)
+    top = baseline_ranks("sasrec", samples, catalog, rows, cfg, cache := {})
+    assert top.shape == (200, cfg.beam_width) and set(top.ravel().tolist()) <= set(ids.tolist())
+    expected = np.array([succ[h[-1]] for h in test_h])
+    # 0.8 measured; any wrong mapping is at chance (1/30)
+    assert (top[:, 0] == expected).mean() > 0.6  # item ids, not indices, and the right ones
+    assert "sasrec" in cache and cache["sasrec"].fit_info["valid_skipped_rows"] == 0
