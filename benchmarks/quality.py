@@ -189,6 +189,26 @@ def differences(rows: dict[str, list], base_rows: dict[str, dict]) -> dict:
     return diffs
 
 
+def cold_warm(rows: dict[str, list], cold: np.ndarray) -> dict:
+    """Every method's metrics on the cold rows (target never a training target: TS-Rec's cold-start
+    claim) and on the warm rows, summarized like the whole split (mean ± std over seeds, bootstrap CI)."""
+    out = {}
+    for name, per_seed in rows.items():
+        out[name] = {}
+        for part, mask in (("cold", cold), ("warm", ~cold)):
+            n = int(mask.sum())
+            out[name][part] = {"n": n, **(summarize([{m: r[m][mask] for m in METRICS} for r in per_seed]) if n else {})}
+    return out
+
+
+def cold_rows(samples, row_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Cold rows among the scored ``targets`` (``row_ids``: their rows in ``samples``)."""
+    from raygen.eval.slices import cold_mask, training_targets
+
+    assert len(row_ids) == len(targets)
+    return cold_mask(targets, training_targets(samples))
+
+
 def baseline_summary(base_rows: dict[str, dict]) -> dict:
     return {b: {"summary": summarize(r["rows"]), "collapse": r["collapse"], **({"fit": r["fit"]} if "fit" in r else {})}
             for b, r in base_rows.items()}
@@ -223,6 +243,15 @@ def markdown(result: dict) -> str:
     for name, d in result["differences"].items():
         lines.append("- " + name + ": " + ", ".join(f"vs {b} {v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
                                                     for b, v in d.items()))
+    if result.get("slices"):
+        n = next(iter(result["slices"].values()))
+        lines += ["", f"Cold / warm test rows (cold: the target is never a training target; {n['cold']['n']} cold, "
+                  f"{n['warm']['n']} warm rows), NDCG@10 and HR@10:", "",
+                  "| method | cold NDCG@10 | cold HR@10 | warm NDCG@10 | warm HR@10 |", "|---|---|---|---|---|"]
+        for name, sl in result["slices"].items():
+            cells = [f"{sl[p][m]['mean']:.4f} [{sl[p][m]['ci95'][0]:.4f}, {sl[p][m]['ci95'][1]:.4f}]"
+                     if sl[p]["n"] else "-" for p in ("cold", "warm") for m in ("ndcg@10", "hr@10")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if st.get("note"):
         lines += ["", f"Note: {st['note']}."]
     lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}.",
@@ -384,18 +413,23 @@ def main() -> None:
     base_rows = baselines(cfg, last_run, sasrec_seeds, scored[1], scored[0], a.sasrec_max_epochs)
     result_baselines = baseline_summary(base_rows)
     diffs = differences(rows, base_rows)
-    result = _write(a, per_variant, result_baselines, diffs, seeds, t0, partial=False)
+    from raygen.io import read_parquet
+
+    cold = cold_rows(read_parquet(last_run / "data" / "samples.parquet"), scored[0], scored[1])
+    slices = cold_warm({**rows, **{b: r["rows"] for b, r in base_rows.items()}}, cold)
+    result = _write(a, per_variant, result_baselines, diffs, seeds, t0, partial=False, slices=slices)
     plot(result, curves, Path(a.out).with_suffix(""))
     print(markdown(result))
 
 
-def _write(a, per_variant: dict, base: dict, diffs: dict, seeds: list[int], t0: float, partial: bool) -> dict:
+def _write(a, per_variant: dict, base: dict, diffs: dict, seeds: list[int], t0: float, partial: bool,
+           slices: dict | None = None) -> dict:
     from raygen.precision import cpu_native_bf16
 
     first = next((r for v in per_variant.values() for r in v["runs"]), {})
     prec = first.get("precision") or {}
     result = {
-        "variants": per_variant, "baselines": base, "differences": diffs, "partial": partial,
+        "variants": per_variant, "baselines": base, "differences": diffs, "slices": slices or {}, "partial": partial,
         "invalid_total": int(sum(r.get("invalid", 0) for v in per_variant.values() for r in v["runs"])),
         "settings": {"layers": a.layers, "epochs": a.epochs, "batch_size": a.batch_size, "sft_lr": a.sft_lr,
                      "warmup": a.warmup, "valid_every": a.valid_every, "valid_rows": a.valid_rows,

@@ -32,8 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import (baseline_rows, baseline_summary, differences, markdown, per_row, plot,  # noqa: E402
-                                summarize)
+from benchmarks.quality import (baseline_rows, baseline_summary, cold_rows, cold_warm, differences, markdown,  # noqa: E402
+                                per_row, plot, summarize)
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.eval.beam import constrained_beam_search  # noqa: E402
@@ -315,6 +315,9 @@ def main() -> None:
                          a.sasrec_max_epochs)
     result = write(baseline_summary(base), differences({v: rows[v] for v in done}, base))
     result["variants"] = {v: per_variant[v] for v in done}
+    cold = cold_rows(d.samples, row_ids, targets)
+    result["slices"] = cold_warm({**{v: rows[v] for v in done}, **{b: r["rows"] for b, r in base.items()}}, cold)
+    write_json(a.out, result)
     plot(result, {v: curves[v] for v in done}, Path(a.out).with_suffix(""))
     with atomic_path(Path(a.out).with_suffix(".md")) as tmp:
         tmp.write_text(markdown(result))

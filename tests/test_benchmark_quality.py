@@ -1,0 +1,33 @@
+"""The quality benchmark's cold / warm summary (benchmarks/quality.py), on hand-made rankings."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from benchmarks.quality import cold_rows, cold_warm, per_row
+
+
+def test_cold_warm_summarizes_each_slice_over_seeds():
+    samples = pa.table({"split": ["train", "train", "test", "test", "test", "test"],
+                        "history": [[1], [1, 2], [2], [3], [1], [4]], "target": [2, 3, 9, 3, 8, 2]})
+    row_ids, targets = np.array([2, 3, 4, 5]), np.array([9, 3, 8, 2])
+    cold = cold_rows(samples, row_ids, targets)
+    assert cold.tolist() == [True, False, True, False]  # 9 and 8 are never training targets
+    top_a = np.array([[9, 1], [1, 3], [1, 2], [2, 1]])  # hits: rank 0, rank 1, miss, rank 0
+    top_b = np.array([[1, 9], [3, 1], [8, 1], [1, 3]])  # hits: rank 1, rank 0, rank 0, miss
+    out = cold_warm({"m": [per_row(top_a, targets), per_row(top_b, targets)]}, cold)
+    assert out["m"]["cold"]["n"] == 2 and out["m"]["warm"]["n"] == 2
+    ndcg = lambda r: 1 / np.log2(r + 2)  # noqa: E731
+    cold_seeds = [(1 + 0) / 2, (ndcg(1) + 1) / 2]  # seed a: rows 9 (rank 0), 8 (miss); seed b: rank 1, rank 0
+    warm_seeds = [(ndcg(1) + 1) / 2, (1 + 0) / 2]
+    assert np.allclose(out["m"]["cold"]["ndcg@10"]["seeds"], cold_seeds)
+    assert np.allclose(out["m"]["warm"]["ndcg@10"]["seeds"], warm_seeds)
+    assert out["m"]["cold"]["hr@1"]["mean"] == (0.5 + 0.5) / 2
+    lo, hi = out["m"]["cold"]["ndcg@10"]["ci95"]
+    assert lo <= out["m"]["cold"]["ndcg@10"]["mean"] <= hi
+
+
+def test_cold_warm_slice_without_rows_has_only_its_count():
+    targets = np.array([1, 2])
+    out = cold_warm({"m": [per_row(np.array([[1], [2]]), targets)]}, np.array([False, False]))
+    assert out["m"]["cold"] == {"n": 0} and out["m"]["warm"]["hr@1"]["mean"] == 1.0
