@@ -3,7 +3,8 @@
 (a) A Ray Train worker dies in the middle of SFT (``RAYGEN_FAULT_AT_STEP``: rank 0 calls ``os._exit``
     once); Ray Train restarts the worker group from the last checkpoint and the run finishes.
 (b) The driver of ``python -m raygen run`` is SIGKILLed while a stage runs; the rerun skips the
-    finished stages, reruns the interrupted one and finishes; no half-written stage folder is left.
+    finished stages, reruns the interrupted one and finishes; no half-written stage folder is left;
+    the resumed SFT model is bit-identical to an uninterrupted run's, and so are the eval metrics.
 """
 from __future__ import annotations
 
@@ -163,3 +164,27 @@ def test_driver_killed_mid_pipeline_rerun_skips_finished_stages(ray_local, tmp_p
     # the finished run serves recommendations from its saved config and final model
     recs = recommend(run_dir, [1, 2, 3], k=5)
     assert len({r["item_id"] for r in recs}) == 5 and all(r["title"] for r in recs)
+
+    # run 3: the same config never interrupted (upstream stages linked from run 1, SFT from step 0 in
+    # its own folder): the resumed SFT is exact, so weights and eval metrics are equal
+    from safetensors.torch import load_file
+
+    from raygen.config import load_config
+    from raygen.pipeline import STAGES
+    from raygen.runner import link_finished
+
+    clean_dir, clean_cfg = tmp_path / "clean", tmp_path / "clean.yaml"
+    clean_cfg.write_text(yaml.safe_dump(_tiny_pipeline_config(clean_dir, tiny_model_dir, address)))
+    upstream = [st for st in STAGES if st.name in finished]
+    assert sorted(link_finished(load_config(clean_cfg), upstream, clean_dir,
+                                lambda name, key: run_dir / name)) == sorted(finished)
+    proc = _start(clean_cfg, tmp_path / "run3.log")
+    assert proc.wait(timeout=900) == 0, (tmp_path / "run3.log").read_text()[-3000:]
+    clean = json.loads((clean_dir / "sft" / "metrics.json").read_text())
+    assert (clean["start_step"], clean["final_step"]) == (0, 12)
+    resumed_w = load_file(run_dir / sft["model_dir"] / "model.safetensors")
+    clean_w = load_file(clean_dir / clean["model_dir"] / "model.safetensors")
+    assert resumed_w.keys() == clean_w.keys()
+    assert all(torch.equal(resumed_w[k], clean_w[k]) for k in clean_w)
+    assert (json.loads((run_dir / "eval" / "metrics.json").read_text())["splits"]
+            == json.loads((clean_dir / "eval" / "metrics.json").read_text())["splits"])
