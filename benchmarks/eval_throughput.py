@@ -3,7 +3,7 @@
 Same model (SmolLM2-135M-Instruct with the Industrial SID tokens added; their embedding rows are
 random, which is fine for throughput), same prompts, same beam width, same catalog:
 
-- raygen:   ``raygen.eval.beam.constrained_beam_search`` (prompt encoded once per row, KV cache
+- raygen:   ``raygen.generation.beam.constrained_beam_search`` (prompt encoded once per row, KV cache
             expanded to the beams, allowed tokens of all beams by one tensor lookup per step);
 - baseline: ``model.generate(num_beams=W, prefix_allowed_tokens_fn=f)`` where ``f`` looks the
             beam's generated prefix up in a Python dict trie (called once per beam per step).
@@ -31,7 +31,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raygen.eval.beam import SidTrie, constrained_beam_search  # noqa: E402
+from raygen.generation.beam import constrained_beam_search  # noqa: E402
+from raygen.generation.trie import SidTrie  # noqa: E402
 from raygen.io import write_json  # noqa: E402
 from raygen.models import resolve_lm  # noqa: E402
 

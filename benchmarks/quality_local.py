@@ -36,7 +36,7 @@ from benchmarks.quality import (baseline_rows, baseline_summary, cold_rows, cold
                                 per_row, plot, summarize)
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.data.schema import SkipLog  # noqa: E402
-from raygen.eval.beam import constrained_beam_search  # noqa: E402
+from raygen.generation.beam import constrained_beam_search  # noqa: E402
 from raygen.eval.metrics import collapse_stats  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402

@@ -71,7 +71,7 @@ def prompts(tokenizer, n: int, rng: np.random.Generator) -> list[list[int]]:
 
 def rollout_rate(n_actors: int, model_dir: str, sid, pad_id: int, batch: list[list[int]], g: int, mode: str,
                  repeats: int) -> tuple[float, float]:
-    from raygen.rl.rollout import RolloutPool
+    from raygen.generation.pool import RolloutPool
 
     pool = RolloutPool(n_actors, "hf", model_dir, sid, pad_id, num_cpus=1, backend_kwargs={"batch_size": 8})
     try:

@@ -57,9 +57,9 @@ def rollout_rates(run: Path, n_prompts: int, group: int) -> dict:
     from raygen.io import read_parquet
     from raygen.lm.vocab import pad_id_of
     from raygen.modelref import model_dir
-    from raygen.rl.backends import HFBackend
+    from raygen.generation.backends import HFBackend
     from raygen.rl.grpo import build_sequences, sequence_logprobs
-    from raygen.rl.vllm_backend import VLLMBackend
+    from raygen.generation.vllm_backend import VLLMBackend
 
     cfg = load_config(run / "config.yaml")
     mdir = str(model_dir(run / "sft"))

@@ -1,7 +1,7 @@
 """Lazy package exports (PEP 562), so that ``import raygen.config`` (hence ``raygen --help`` and config
 validation) does not import torch, transformers or Ray.
 
-    __getattr__, __dir__ = lazy_exports(__name__, {"SidTrie": "raygen.eval.beam", ...})
+    __getattr__, __dir__ = lazy_exports(__name__, {"SidTrie": "raygen.generation.trie", ...})
 """
 from __future__ import annotations
 
@@ -28,5 +28,5 @@ def lazy_exports(package: str, exports: dict[str, str]):
 
 
 def exports_of(**modules: tuple[str, ...]) -> dict[str, str]:
-    """``exports_of(**{"raygen.eval.beam": ("SidTrie", ...)})`` -> ``{"SidTrie": "raygen.eval.beam", ...}``."""
+    """``exports_of(**{"raygen.generation.trie": ("SidTrie",)})`` -> ``{"SidTrie": "raygen.generation.trie"}``."""
     return {name: module for module, names in modules.items() for name in names}

@@ -10,7 +10,7 @@ resolved config (``config.yaml``, written by :func:`raygen.pipeline.run_pipeline
 section rebuilds the exact prompt SFT trained on and eval scores with. The config is checked against
 the finished model: the stage keys it hashes to must equal the key in ``rl/_SUCCESS``.
 
-Items are ranked by constrained beam search over the catalog (:mod:`raygen.eval.beam`), so every
+Items are ranked by constrained beam search over the catalog (:mod:`raygen.generation.beam`), so every
 answer is a real item; ``score`` is the log-probability of the item's SID given the prompt.
 """
 from __future__ import annotations
@@ -178,7 +178,7 @@ class Recommender:
         return self._ranked(encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks)), k, set())
 
     def _ranked(self, prompt: list[int], k: int, seen: set[int]) -> list[dict]:
-        from raygen.eval.beam import constrained_beam_search
+        from raygen.generation.beam import constrained_beam_search
 
         beams = min(len(self.catalog.item_ids), k + len(seen))
         idx, scores = constrained_beam_search(self.model, [prompt], self.catalog.sid_matrix,

@@ -128,7 +128,7 @@ def test_beam_rank_resolves_and_records_precision(monkeypatch, tiny_llama, nativ
 
 def test_generation_backend_resolves_on_its_device(monkeypatch, tiny_llama, tmp_path):
     """The generation pool's 'hf' backend (evaluation and RL rollouts) resolves bf16 for its own device."""
-    from raygen.rl.backends import HFBackend
+    from raygen.generation.backends import HFBackend
 
     model, catalog, rows = _tiny_search_inputs(tiny_llama)
     model.save_pretrained(tmp_path / "m", safe_serialization=True)

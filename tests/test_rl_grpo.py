@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, left_pad, sequence_logprobs
+from raygen.generation.beam import left_pad
+from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 
 
 def test_advantages_hand_computed():

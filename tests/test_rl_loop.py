@@ -10,7 +10,7 @@ import torch
 from raygen.configbase import ConfigError, from_dict
 from raygen.rl.config import RlConfig
 from raygen.rl.loop import GrpoLearner, batch_indices, latest_checkpoint, run_grpo
-from raygen.rl.sync import state_checksum
+from raygen.generation.sync import state_checksum
 
 VOCAB, PAD = 100, 3
 SID = (torch.tensor([[a, b, c] for a in range(3) for b in range(3) for c in range(2)]) +

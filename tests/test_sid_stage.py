@@ -16,7 +16,7 @@ from raygen.sid.config import SidConfig
 from raygen.sid.metrics import collision_rate
 from raygen.sid.stage import load_codes, load_quantizer, read_embeddings, run_sids
 from raygen.sid.tokens import sid_token
-from raygen.eval.beam import SidTrie
+from raygen.generation.trie import SidTrie
 
 N, D = 300, 16
 WORDS = ["drill", "saw", "glue", "tape", "wrench", "paint", "brush", "nail"]

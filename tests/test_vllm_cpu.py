@@ -43,7 +43,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    from raygen.rl.vllm_backend import VLLMBackend
+    from raygen.generation.vllm_backend import VLLMBackend
 
     backend = VLLMBackend(model_dir, sid_matrix(), PAD, dtype="float32", max_model_len=256, enforce_eager=True)
     yield backend

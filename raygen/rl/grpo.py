@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from raygen.eval.beam import left_pad
+from raygen.generation.beam import left_pad
 
-__all__ = ["group_advantages", "grpo_loss", "sequence_logprobs", "build_sequences", "left_pad"]
+__all__ = ["group_advantages", "grpo_loss", "sequence_logprobs", "build_sequences"]
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

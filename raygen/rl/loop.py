@@ -50,7 +50,7 @@ from raygen.lm.vocab import config_pad_id
 from raygen.rl.config import RlConfig
 from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 from raygen.rl.rewards import RewardContext, combine
-from raygen.rl.sync import is_peft_model, merged_state_dict, state_checksum
+from raygen.generation.sync import is_peft_model, merged_state_dict, state_checksum
 from raygen.train import checkpoint as ckpt
 from raygen.train.checkpoint import save_model_atomic
 from raygen.train.masks import load_trainable_state, prepare_trainable, trainable_state_dict

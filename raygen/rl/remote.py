@@ -41,7 +41,7 @@ def make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path, sid_ids:
 
 def make_pool(cfg: RlConfig, model_dir: str, sid: torch.Tensor, pad_id: int, bkw: dict):
     """The generation pool of the rollouts: in this process (``num_rollout_actors = 0``) or on Ray actors."""
-    from raygen.rl.rollout import LocalPool, RolloutPool
+    from raygen.generation.pool import LocalPool, RolloutPool
 
     if cfg.num_rollout_actors == 0:
         return LocalPool(cfg.rollout_backend, model_dir, sid, pad_id, bkw)

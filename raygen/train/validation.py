@@ -14,8 +14,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from raygen.eval.beam import SidTrie, constrained_beam_search
 from raygen.eval.metrics import ranking_metrics
+from raygen.generation.beam import constrained_beam_search
+from raygen.generation.trie import SidTrie
 
 
 METRIC_KS = (1, 5, 10)

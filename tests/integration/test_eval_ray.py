@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raygen.eval.beam import constrained_beam_search
+from raygen.generation.beam import constrained_beam_search
 
 pytestmark = pytest.mark.integration
 

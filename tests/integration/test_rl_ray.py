@@ -8,8 +8,8 @@ import torch
 from raygen.configbase import from_dict
 from raygen.rl.config import RlConfig
 from raygen.rl.loop import run_grpo
-from raygen.rl.rollout import LocalPool, RolloutPool, shard_bounds
-from raygen.rl.sync import merged_state_dict, state_checksum
+from raygen.generation.pool import LocalPool, RolloutPool, shard_bounds
+from raygen.generation.sync import merged_state_dict, state_checksum
 
 pytestmark = pytest.mark.integration
 

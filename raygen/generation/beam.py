@@ -4,14 +4,8 @@ Why hand-written: HF ``generate(prefix_allowed_tokens_fn=...)`` (``PrefixConstra
 calls a Python function once per beam per step and builds the mask row by row, and ``generate``
 expands every prompt to ``num_beams`` copies *before* the prefill, so the prompt is encoded
 ``beam_width`` times. Here the prompt is encoded once per row, the KV cache is expanded to the
-beams afterwards, and the allowed next tokens of all beams come from one ``searchsorted`` per step.
-
-Prefix structure (:class:`SidTrie`): the catalog ``sid_matrix`` [n_items, L] is encoded level by
-level. ``code[t][i]`` is the index of ``sid_matrix[i, t]`` among the sorted distinct tokens of level
-``t``; the prefix id of ``sid_matrix[i, :t+1]`` is the rank of the integer key
-``prefix[t-1][i] * n_codes[t] + code[t][i]`` among the distinct keys of level ``t``. So a beam with
-prefix id ``p`` may emit code ``c`` iff the key ``p * n_codes[t] + c`` is in ``keys[t]`` (sorted), and
-the matching position is the child's prefix id. Memory is O(n_items * L), whatever the code-book size.
+beams afterwards, and the allowed next tokens of all beams come from one ``searchsorted`` per step
+on the catalog's :class:`raygen.generation.trie.SidTrie`.
 
 Scores are sums of the model's full-vocabulary log-probabilities of the emitted tokens (the same
 quantity HF beam search ranks by, and the exact log-probability of the SID given the prompt);
@@ -24,55 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from raygen.generation.trie import SidTrie
+
 NEG_INF = float("-inf")
-
-
-@dataclass
-class SidTrie:
-    """Level-wise prefix encoding of a catalog of equal-length token sequences (see module doc)."""
-
-    level_tokens: list[torch.Tensor]
-    """Per level, the sorted distinct token ids used at that level (``n_codes[t]`` of them)."""
-    keys: list[torch.Tensor]
-    """Per level, the sorted distinct keys ``parent_prefix * n_codes[t] + code``; rank = prefix id."""
-    leaf_item: torch.Tensor
-    """Item row index of each final-level prefix id (a full SID)."""
-
-    @classmethod
-    def build(cls, sid_matrix: torch.Tensor) -> "SidTrie":
-        sid = torch.as_tensor(sid_matrix, dtype=torch.long)
-        if sid.ndim != 2 or sid.shape[0] == 0 or sid.shape[1] == 0:
-            raise ValueError(f"sid_matrix must be a non-empty [n_items, L] matrix, got shape {tuple(sid.shape)}")
-        n_items, n_levels = sid.shape
-        level_tokens, keys = [], []
-        parent = torch.zeros(n_items, dtype=torch.long)
-        for t in range(n_levels):
-            toks = torch.unique(sid[:, t])  # sorted
-            code = torch.searchsorted(toks, sid[:, t].contiguous())
-            uniq, parent = torch.unique(parent * len(toks) + code, return_inverse=True)
-            level_tokens.append(toks)
-            keys.append(uniq)
-        if len(keys[-1]) != n_items:
-            raise ValueError(f"sid_matrix has duplicate rows: {n_items} items but {len(keys[-1])} distinct SIDs; "
-                             "constrained decoding needs one item per SID (dedupe or resolve collisions first)")
-        leaf_item = torch.empty(n_items, dtype=torch.long)
-        leaf_item[parent] = torch.arange(n_items)
-        return cls(level_tokens, keys, leaf_item)
-
-    @property
-    def n_levels(self) -> int:
-        return len(self.keys)
-
-    def to(self, device: torch.device | str) -> "SidTrie":
-        return SidTrie([x.to(device) for x in self.level_tokens], [x.to(device) for x in self.keys],
-                       self.leaf_item.to(device))
-
-    def children(self, t: int, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Child prefix ids [N, n_codes[t]] of prefixes ``prefix`` [N] at level ``t`` and a validity mask."""
-        n_codes = len(self.level_tokens[t])
-        cand = prefix[:, None] * n_codes + torch.arange(n_codes, device=prefix.device)[None, :]
-        pos = torch.searchsorted(self.keys[t], cand).clamp_(max=len(self.keys[t]) - 1)
-        return pos, self.keys[t][pos] == cand
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

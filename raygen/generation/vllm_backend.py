@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from raygen.rl.backends import RolloutBackend, Rollouts
+from raygen.generation.backends import RolloutBackend, Rollouts
 
 SID_FILE_ENV = "RAYGEN_VLLM_SID_FILE"
 PREFIX_ARG = "raygen_sid_prefix"
@@ -232,7 +232,7 @@ class VLLMBackend(RolloutBackend):
     def load_weights(self, state_dict, version=None) -> int:
         from safetensors.torch import save_file
 
-        from raygen.rl.sync import state_checksum
+        from raygen.generation.sync import state_checksum
 
         path = os.path.join(self._tmp, "weights.safetensors")
         save_file({k: v.contiguous() for k, v in _untie(state_dict).items()}, path)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raygen.rl.backends import RolloutBackend, Rollouts, make_backend
+from raygen.generation.backends import RolloutBackend, Rollouts, make_backend
 
 __all__ = ["RolloutActor", "RolloutPool", "LocalPool", "shard_bounds", "merge_precision"]
 

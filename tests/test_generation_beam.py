@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raygen.eval.beam import SidTrie, constrained_beam_search
+from raygen.generation.beam import constrained_beam_search
+from raygen.generation.trie import SidTrie
 
 VOCAB, N_LEVELS, N_CODES, N_ITEMS = 200, 3, 8, 30
 SID_BASE = VOCAB - N_LEVELS * N_CODES  # ids 176..199 are SID tokens: level l, code c -> SID_BASE + 8*l + c

@@ -1,15 +1,15 @@
-"""Rollout backends: generate G catalog-valid candidates per prompt and take new weights.
+"""Generation backends: G catalog-valid candidates per prompt (RL rollouts, evaluation) and new weights.
 
-:class:`RolloutBackend` is the interface the Ray rollout actors wrap. :class:`HFBackend` runs a
-transformers causal LM (CPU or GPU) with raygen's tensor-masked constrained decoding;
-:mod:`raygen.rl.vllm_backend` is the vLLM implementation for GPU clusters.
+:class:`RolloutBackend` is the interface the actors of the generation pool (:mod:`raygen.generation.pool`)
+wrap. :class:`HFBackend` runs a transformers causal LM (CPU or GPU) with raygen's tensor-masked
+constrained decoding; :mod:`raygen.generation.vllm_backend` is the vLLM implementation for GPU clusters.
 
 Modes:
 
-* ``'beam'``: :func:`raygen.eval.beam.constrained_beam_search` with ``beam_width = G``: the G most
+* ``'beam'``: :func:`raygen.generation.beam.constrained_beam_search` with ``beam_width = G``: the G most
   likely distinct catalog items, best first (MiniOneRec's rollout). Deterministic.
 * ``'sample'``: G independent samples per prompt, token by token, each level's logits masked to the
-  children of the sampled prefix (:class:`raygen.eval.beam.SidTrie`) and divided by ``temperature``.
+  children of the sampled prefix (:class:`raygen.generation.trie.SidTrie`) and divided by ``temperature``.
   Samples are *with* replacement: a group may contain the same item twice (GRPO handles that; the
   ``ranking`` reward gives duplicates the same rank). The prompt is encoded once and its KV cache
   expanded to the G samples.
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from raygen.eval.beam import SidTrie, constrained_beam_search
-from raygen.rl.grpo import left_pad
+from raygen.generation.beam import constrained_beam_search, left_pad
+from raygen.generation.trie import SidTrie
 
 __all__ = ["Rollouts", "RolloutBackend", "HFBackend", "constrained_sample", "make_backend"]
 
@@ -68,7 +68,7 @@ class RolloutBackend(ABC):
 
     @abstractmethod
     def checksum(self) -> str:
-        """Hash of the current weights (:func:`raygen.rl.sync.state_checksum`), to verify a sync."""
+        """Hash of the current weights (:func:`raygen.generation.sync.state_checksum`), to verify a sync."""
 
 
 @torch.inference_mode()
@@ -184,17 +184,18 @@ class HFBackend(RolloutBackend):
         return self.weights_version
 
     def checksum(self) -> str:
-        from raygen.rl.sync import state_checksum
+        from raygen.generation.sync import state_checksum
 
         return state_checksum(self.model.state_dict())
 
 
 def make_backend(kind: str, model_dir: str, sid_matrix, pad_id: int, **kwargs) -> RolloutBackend:
-    """Backend by name: 'hf' (:class:`HFBackend`) or 'vllm' (:class:`raygen.rl.vllm_backend.VLLMBackend`)."""
+    """Backend by name: 'hf' (:class:`HFBackend`) or 'vllm'
+    (:class:`raygen.generation.vllm_backend.VLLMBackend`)."""
     if kind == "hf":
         return HFBackend(model_dir, sid_matrix, pad_id, **kwargs)
     if kind == "vllm":
-        from raygen.rl.vllm_backend import VLLMBackend
+        from raygen.generation.vllm_backend import VLLMBackend
 
         return VLLMBackend(model_dir, sid_matrix, pad_id, **kwargs)
     raise ValueError(f"rollout backend must be 'hf' or 'vllm', got {kind!r}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raygen.eval.beam import SidTrie, constrained_beam_search
-from raygen.rl.backends import HFBackend, constrained_sample
-from raygen.rl.sync import merged_state_dict, state_checksum
+from raygen.generation.backends import HFBackend, constrained_sample
+from raygen.generation.beam import constrained_beam_search
+from raygen.generation.sync import merged_state_dict, state_checksum
+from raygen.generation.trie import SidTrie
 
 VOCAB, LEVELS, CODES, N_ITEMS, PAD = 100, 3, 4, 20, 3
 SID_BASE = VOCAB - LEVELS * CODES          # level l, code c -> SID_BASE + CODES * l + c
@@ -159,7 +160,7 @@ def test_vllm_backend_pure_parts_without_vllm():
 
     import numpy as np
 
-    from raygen.rl import vllm_backend as vb
+    from raygen.generation import vllm_backend as vb
 
     sid = np.array([[10, 20, 30], [10, 21, 31], [11, 20, 32]])
     table = vb.allowed_next_tokens(sid)
