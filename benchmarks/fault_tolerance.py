@@ -88,7 +88,9 @@ def worker_fault(work: Path, args) -> dict:
     from raygen.lm.vocab import add_sid_tokens
     from raygen.ray_utils import init_ray
     from raygen.train import TrainConfig, train
-    from raygen.train.ray_trainer import FAULT_AT_STEP, FAULT_MARKER
+    from raygen.faults import MARKER as FAULT_MARKER, site_var
+
+    FAULT_AT_STEP = site_var("AT_STEP")
 
     base = work / "a_base"
     tiny_model(base)

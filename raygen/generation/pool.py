@@ -7,9 +7,17 @@ evaluation (:mod:`raygen.eval.ray_layer`), with one-put weight broadcast.
 * :meth:`RolloutPool.broadcast_weights` ``ray.put``\\ s the state dict ONCE (CPU tensors in the object
   store; on one node the actors read the same shared-memory copy) and hands every actor that reference.
 * :class:`LocalPool` is the same interface over an in-process backend (``num_rollout_actors = 0``).
+
+Fault tolerance: an actor that dies (node lost, OOM, ``os._exit``) is restarted by Ray from its model
+folder; the pool then re-sends the weights of the last broadcast to it (a restarted actor must not
+generate with the initial weights) and resubmits only that actor's shard, so every row is generated
+once, by the current weights, and the output stays in row order. Actor tasks are not retried by Ray
+itself (``max_task_retries=0``): a silent retry would run on the restarted actor before the weights
+are back.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -17,7 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from raygen.faults import fault_options, maybe_fault
 from raygen.generation.backends import RolloutBackend, Rollouts, make_backend
+
+log = logging.getLogger("raygen")
 
 __all__ = ["RolloutActor", "RolloutPool", "LocalPool", "shard_bounds", "merge_precision"]
 
@@ -38,9 +49,12 @@ class RolloutActor:
         sid = torch.from_numpy(np.array(sid_matrix, dtype=np.int64))   # own copy: the object store's is read-only
         self.backend: RolloutBackend = make_backend(backend, model_dir, sid, pad_id,
                                                     **backend_kwargs)
+        self.calls = 0
 
     def generate(self, prompt_ids: list[list[int]], group_size: int, mode: str, temperature: float,
                  seed: int | None) -> Rollouts:
+        self.calls += 1
+        maybe_fault("GENERATE_CALL", self.calls)
         return self.backend.generate(prompt_ids, group_size, mode, temperature, seed)
 
     def load_weights(self, state_dict: dict, version: int) -> tuple[int, float]:
@@ -88,10 +102,13 @@ class RolloutPool(_PoolBase):
         if num_actors < 1:
             raise ValueError(f"a RolloutPool needs at least one actor, got {num_actors}")
         sid = np.ascontiguousarray(torch.as_tensor(sid_matrix).cpu().numpy().astype(np.int64))
-        cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(RolloutActor)
-        sid_ref = ray.put(sid)
-        self.actors = [cls.remote(backend, model_dir, sid_ref, pad_id, dict(backend_kwargs or {}))
+        cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=0)(RolloutActor)
+        sid_ref = self._sid_ref = ray.put(sid)  # held while the pool lives: a restarted actor needs it again
+        self.actors = [cls.options(**fault_options()).remote(backend, model_dir, sid_ref, pad_id,
+                                                             dict(backend_kwargs or {}))
                        for _ in range(num_actors)]
+        self._weights: tuple[Any, int] | None = None  # (ref, version) of the last broadcast
+        self.recoveries = 0  # actor deaths survived (a restart, then the weights re-sent)
         ray.get([a.weights_version.remote() for a in self.actors])   # surface construction errors here
 
     def __len__(self) -> int:
@@ -99,13 +116,67 @@ class RolloutPool(_PoolBase):
 
     def generate(self, prompt_ids: list[list[int]], group_size: int, mode: str = "beam", temperature: float = 1.0,
                  seed: int | None = None) -> Rollouts:
+        bounds = shard_bounds(len(prompt_ids), len(self.actors))
+
+        def submit(i: int):
+            lo, hi = bounds[i]
+            return self.actors[i].generate.remote([list(p) for p in prompt_ids[lo:hi]], group_size, mode,
+                                                  temperature, None if seed is None else seed * 1009 + i)
+
+        return Rollouts.cat(self._gather(submit, "generate"))
+
+    # ------------------------------------------------------------------------------- fault tolerance
+
+    MAX_RECOVERIES = 3
+    """Deaths of one actor survived within one call before the error is raised."""
+    RESTART_TIMEOUT_S = 900.0
+    """How long a restarting actor may take to answer again (a vLLM engine start takes minutes)."""
+
+    def _gather(self, submit, what: str) -> list:
+        """``ray.get`` of ``submit(i)`` for every actor i, in actor order; an actor that died is waited for,
+        given the last broadcast's weights again and its task resubmitted."""
         import ray
 
-        bounds = shard_bounds(len(prompt_ids), len(self.actors))
-        refs = [a.generate.remote([list(p) for p in prompt_ids[lo:hi]], group_size, mode, temperature,
-                                  None if seed is None else seed * 1009 + i)
-                for i, (a, (lo, hi)) in enumerate(zip(self.actors, bounds))]
-        return Rollouts.cat(ray.get(refs))
+        refs = [submit(i) for i in range(len(self.actors))]
+        out = []
+        for i in range(len(self.actors)):
+            for attempt in range(self.MAX_RECOVERIES + 1):
+                try:
+                    out.append(ray.get(refs[i]))
+                    break
+                except ray.exceptions.RayActorError as e:
+                    if attempt == self.MAX_RECOVERIES:
+                        raise
+                    log.warning("generation actor %d died during %s (%s); restarting it and resubmitting its "
+                                "shard", i, what, type(e).__name__)
+                    self._recover(i)
+                    refs[i] = submit(i)
+        return out
+
+    def _recover(self, i: int) -> None:
+        """Wait until actor i answers again (Ray restarts it from its model folder), then re-send the last
+        broadcast's weights so it generates with the current policy."""
+        import ray
+
+        deadline, dead = time.monotonic() + self.RESTART_TIMEOUT_S, 0
+        while True:
+            try:
+                ray.get(self.actors[i].weights_version.remote(), timeout=60)
+                break
+            except ray.exceptions.ActorDiedError:
+                dead += 1  # a few right after the death are normal; a restart that failed stays dead
+                if dead >= 20 or time.monotonic() > deadline:
+                    raise
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+        if self._weights is not None:
+            ref, version = self._weights
+            v, _ = ray.get(self.actors[i].load_weights.remote(ref, version))
+            if int(v) != int(version):
+                raise RuntimeError(f"generation actor {i} reports weights version {v} after a re-sync of {version}")
+        self.recoveries += 1
 
     def broadcast_weights(self, state_dict: dict | Any, version: int) -> dict[str, Any]:
         """Send weights to every actor via ONE ``ray.put``; returns seconds and each actor's new version.
@@ -117,7 +188,8 @@ class RolloutPool(_PoolBase):
         t0 = time.perf_counter()
         ref = state_dict if isinstance(state_dict, ray.ObjectRef) else ray.put(state_dict)
         put_s = time.perf_counter() - t0
-        results = ray.get([a.load_weights.remote(ref, version) for a in self.actors])
+        self._weights = (ref, version)  # kept (one object-store copy) to re-send to an actor that restarts
+        results = self._gather(lambda i: self.actors[i].load_weights.remote(ref, version), "a weight sync")
         return self._sync_report(t0, put_s, results)
 
     def weights_versions(self) -> list[int]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from raygen.configbase import from_dict
+from raygen.faults import fault_env, maybe_fault
 from raygen.io import load_tensors, save_tensors
 from raygen.lm.vocab import config_pad_id
 from raygen.train import checkpoint as ckpt
@@ -139,32 +139,12 @@ def _checked_rows(examples: Any) -> list[dict]:
 
 # -------------------------------------------------------------------------------- fault injection
 
-FAULT_AT_STEP = "RAYGEN_FAULT_AT_STEP"
-FAULT_MARKER = "RAYGEN_FAULT_MARKER"
-
-
-def fault_env() -> dict[str, str]:
-    """The driver's fault-injection variables, forwarded to the workers (used by tests and
-    benchmarks/fault_tolerance.py; empty in normal runs)."""
-    env = {k: os.environ[k] for k in (FAULT_AT_STEP, FAULT_MARKER) if os.environ.get(k)}
-    if FAULT_AT_STEP in env and FAULT_MARKER not in env:
-        raise ValueError(f"{FAULT_AT_STEP} needs {FAULT_MARKER} (a file path) so the fault happens only once")
-    return env
-
-
 def _maybe_fault(step: int, rank: int) -> None:
-    """With ``RAYGEN_FAULT_AT_STEP=N``, rank 0's process dies abruptly (``os._exit``: no clean-up, like
-    a lost node) right after step N and its report, once: it first creates ``RAYGEN_FAULT_MARKER``,
-    and a worker that finds that file trains on. Ray Train then restarts the worker group (within
-    ``max_failures``) from the latest checkpoint it registered."""
-    if rank != 0 or step != int(os.environ.get(FAULT_AT_STEP) or -1):
-        return
-    try:
-        os.close(os.open(os.environ[FAULT_MARKER], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    log.warning("fault injection: rank 0 exits after step %d", step)
-    os._exit(1)
+    """With ``RAYGEN_FAULT_AT_STEP=N`` rank 0's process dies right after step N and its report, once
+    (:mod:`raygen.faults`); Ray Train then restarts the worker group (within ``max_failures``) from the
+    latest checkpoint it registered."""
+    if rank == 0:
+        maybe_fault("AT_STEP", step)
 
 
 # ----------------------------------------------------------------------------------------- worker

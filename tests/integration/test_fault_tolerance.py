@@ -52,7 +52,9 @@ def test_worker_killed_mid_sft_resumes_from_last_checkpoint(ray_local, tmp_path,
     from safetensors.torch import load_file
 
     from raygen.train import TrainConfig, train
-    from raygen.train.ray_trainer import FAULT_AT_STEP, FAULT_MARKER
+    from raygen.faults import MARKER as FAULT_MARKER, site_var
+
+    FAULT_AT_STEP = site_var("AT_STEP")
 
     base, sid_ids, examples = _tiny_base(tmp_path, tiny_tokenizer)
     # log_every=1: a worker's report of step N is queued only after the controller took its report
@@ -83,7 +85,9 @@ def test_worker_killed_mid_sft_resumes_from_last_checkpoint(ray_local, tmp_path,
 
 
 def test_fault_injection_needs_a_marker(monkeypatch):
-    from raygen.train.ray_trainer import FAULT_AT_STEP, FAULT_MARKER, fault_env
+    from raygen.faults import MARKER as FAULT_MARKER, fault_env, site_var
+
+    FAULT_AT_STEP = site_var("AT_STEP")
 
     monkeypatch.delenv(FAULT_MARKER, raising=False)
     monkeypatch.setenv(FAULT_AT_STEP, "3")

@@ -54,6 +54,30 @@ def test_pool_matches_local_and_broadcast_syncs_all_actors(ray_local, model_dir,
         pool.shutdown()
 
 
+def test_pool_survives_an_actor_death_and_resyncs_its_weights(ray_local, model_dir, tiny_llama, tmp_path,
+                                                              monkeypatch):
+    """An actor dies on its first generate call after a weight sync: Ray restarts it from the model folder,
+    the pool re-sends the synced weights and resubmits that shard only: rows come back once, in order, and
+    exactly as the synced policy generates them (a restarted actor left on its initial weights would not)."""
+    from raygen.faults import MARKER, site_var
+
+    monkeypatch.setenv(site_var("GENERATE_CALL"), "1")
+    monkeypatch.setenv(MARKER, str(tmp_path / "fault.marker"))
+    pool = RolloutPool(2, "hf", model_dir, SID, PAD, num_cpus=0.5, backend_kwargs={"batch_size": 2})
+    local = LocalPool("hf", model_dir, SID, PAD, {"batch_size": 2})
+    try:
+        new = merged_state_dict(tiny_llama(vocab_size=VOCAB, initializer_range=0.2, seed=9))
+        pool.broadcast_weights(new, version=5)
+        local.broadcast_weights(new, version=5)
+        ro = pool.generate(PROMPTS, 4, "beam")
+        assert (tmp_path / "fault.marker").exists() and pool.recoveries == 1   # one actor did die
+        want = local.generate(PROMPTS, 4, "beam")
+        assert torch.equal(ro.items, want.items) and torch.allclose(ro.scores, want.scores, atol=1e-5)
+        assert pool.weights_versions() == [5, 5] and pool.checksums() == [state_checksum(new)] * 2
+    finally:
+        pool.shutdown()
+
+
 @pytest.mark.parametrize("train_workers", [0, 1])
 def test_grpo_steps_with_two_rollout_actors(ray_local, model_dir, tmp_path, train_workers):
     steps = 3 if train_workers == 0 else 2
