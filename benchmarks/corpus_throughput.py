@@ -29,6 +29,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raygen.configbase import Resources  # noqa: E402
 from raygen.corpus.config import CorpusConfig  # noqa: E402
 from raygen.corpus.embed import embed_texts, load_embedder  # noqa: E402
 from raygen.corpus.ray_layer import embed_blocks, embed_dataset, ensure_ray  # noqa: E402
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2, help="direct/Ray run pairs in ABBA order; medians reported")
     ap.add_argument("--ray-num-cpus", type=float, default=0.0,
-                    help="corpus.embed_num_cpus for the Ray path (0 = auto: all CPUs, torch threads to match; "
+                    help="corpus.embed_resources.cpus for the Ray path (0 = auto: all CPUs, torch threads to match; "
                          "1 = one CPU and one torch thread, Ray's default for an actor)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_throughput.json"))
     args = ap.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, _ = read_items(path, 2000, SkipLog())
     items = items_table(rows[: args.n_items] if args.n_items > 0 else rows)
     cpus = os.cpu_count() or 1
-    cfg = CorpusConfig(embed_batch_size=args.batch_size, embed_concurrency=1, embed_num_cpus=args.ray_num_cpus)
+    cfg = CorpusConfig(embed_batch_size=args.batch_size, embed_resources=Resources(count=1, cpus=args.ray_num_cpus))
     ensure_ray()
 
     runs = {"direct": [], "ray": []}

@@ -85,6 +85,7 @@ def worker_fault(work: Path, args) -> dict:
     import ray
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from raygen.configbase import Resources
     from raygen.lm.vocab import add_sid_tokens
     from raygen.ray_utils import init_ray
     from raygen.train import TrainConfig, train
@@ -100,8 +101,8 @@ def worker_fault(work: Path, args) -> dict:
     model.save_pretrained(base)
     tok.save_pretrained(base)
     examples = _examples(tok, sid_ids, 256)
-    cfg = TrainConfig(mode="full", num_workers=2, deepspeed=False, batch_size=4, max_steps=args.steps, lr=1e-3,
-                      checkpoint_every=args.checkpoint_every, keep_checkpoints=2, log_every=1, max_failures=1,
+    cfg = TrainConfig(mode="full", resources=Resources(count=2), deepspeed=False, batch_size=4, max_steps=args.steps,
+                      lr=1e-3, checkpoint_every=args.checkpoint_every, keep_checkpoints=2, log_every=1, max_failures=1,
                       max_len=256)
     init_ray(argparse.Namespace(address="", num_cpus=args.cpus, dashboard=False))
     runs = {}
@@ -143,10 +144,11 @@ def pipeline_config(run_dir: Path, model: Path, args) -> dict:
         "sids": {"method": "rqkmeans", "levels": 2, "codebook_size": 8, "kmeans_iters": 10},
         "lm": {"model": str(model), "init": "mean"},
         "align": {"enabled": False},
-        "sft": {"mode": "full", "num_workers": 1, "deepspeed": False, "batch_size": 4, "max_steps": args.sft_steps,
-                "checkpoint_every": 2, "log_every": 1, "max_len": 256},
+        "sft": {"mode": "full", "resources": {"count": 1}, "deepspeed": False, "batch_size": 4,
+                "max_steps": args.sft_steps, "checkpoint_every": 2, "log_every": 1, "max_len": 256},
         "rl": {"enabled": False},
-        "eval": {"splits": ["test"], "num_actors": 0, "baselines": ["popularity"], "beam_width": 5, "ks": [1, 5]},
+        "eval": {"splits": ["test"], "resources": {"count": 0}, "baselines": ["popularity"], "beam_width": 5,
+                 "ks": [1, 5]},
     }
 
 

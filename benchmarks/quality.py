@@ -65,15 +65,15 @@ def scale_overrides(a: argparse.Namespace) -> list[str]:
         f"lm.num_layers={a.layers}",
         "tasks.seqrec_format=sequence", "tasks.align_ratio=0", f"tasks.max_history={a.max_history}",
         f"align.max_steps={a.align_steps}", f"align.batch_size={a.batch_size}", f"align.lr={a.align_lr}",
-        "align.mode=embeddings", "align.checkpoint_every=0", f"align.cpus_per_worker={a.cpus}",
+        "align.mode=embeddings", "align.checkpoint_every=0", f"align.resources.cpus={a.cpus}",
         "align.pad_to=packing", "align.max_len=512",
         "sft.mode=full", "sft.max_steps=0", f"sft.epochs={a.epochs}", f"sft.batch_size={a.batch_size}",
-        f"sft.lr={a.sft_lr}", f"sft.warmup_steps={a.warmup}", "sft.checkpoint_every=0", f"sft.cpus_per_worker={a.cpus}",
+        f"sft.lr={a.sft_lr}", f"sft.warmup_steps={a.warmup}", "sft.checkpoint_every=0", f"sft.resources.cpus={a.cpus}",
         "sft.pad_to=packing", "sft.max_len=512", f"sft.valid_every={a.valid_every}", f"sft.valid_rows={a.valid_rows}",
         f"sft.patience={a.patience}", "sft.keep_best=true", f"sft.time_budget_s={a.time_budget}",
         f"sft.weight_decay={a.weight_decay}", "sft.log_every=20",
         "rl.enabled=false",
-        "eval.splits=[test]", f"eval.max_rows={a.test_rows}", "eval.baselines=[]", f"eval.num_actors={a.cpus}",
+        "eval.splits=[test]", f"eval.max_rows={a.test_rows}", "eval.baselines=[]", f"eval.resources.count={a.cpus}",
         f"eval.batch_size={a.eval_batch}",
     ]
 

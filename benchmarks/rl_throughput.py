@@ -121,7 +121,7 @@ def main() -> None:
         print(f"rollouts/s: 1 actor {r1:.1f} ({t1:.2f}s/batch), 2 actors {r2:.1f} ({t2:.2f}s/batch)")
 
         cfg = from_dict(RlConfig, dict(group_size=args.group, rollout_batch=args.prompts, steps=args.steps,
-                                       lr=1e-6, num_rollout_actors=2, rollout_num_cpus=1, micro_batch=16,
+                                       lr=1e-6, rollout_resources={"count": 2, "cpus": 1}, micro_batch=16,
                                        rollout_mode=args.mode, checkpoint_every=0,
                                        rewards={"rule": 1.0, "ranking": 0.5}))
         targets = rng.integers(0, args.items, size=len(batch)).tolist()

@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raygen.configbase import Resources  # noqa: E402
 from raygen.io import write_json  # noqa: E402
 from raygen.train.collate import make_collate, pad_collate  # noqa: E402
 from raygen.train.config import TrainConfig  # noqa: E402
@@ -131,17 +132,17 @@ def run_ray(model_dir: Path, examples: list[dict], sid_ids: list[int], steps: in
             layout: str, bf16: bool, workers: int, threads: int, work: Path) -> dict:
     from raygen.train.ray_trainer import train
 
-    cfg = TrainConfig(mode="full", lr=LR, max_steps=steps + 1, batch_size=bs, max_len=max_len, num_workers=workers,
-                      cpus_per_worker=threads, deepspeed=True, zero_stage=0 if workers == 1 else 2, bf16=bf16,
-                      pad_to=layout, sid_only_head=True, checkpoint_every=0, keep_checkpoints=1,
-                      log_every=steps + 1, seed=0, shuffle=False)
+    cfg = TrainConfig(mode="full", lr=LR, max_steps=steps + 1, batch_size=bs, max_len=max_len,
+                      resources=Resources(count=workers, cpus=threads), deepspeed=True,
+                      zero_stage=0 if workers == 1 else 2, bf16=bf16, pad_to=layout, sid_only_head=True,
+                      checkpoint_every=0, keep_checkpoints=1, log_every=steps + 1, seed=0, shuffle=False)
     t0 = time.time()
     res = train(model_dir, examples[:bs * workers * (steps + 1)], sid_ids, cfg, work / f"out{workers}",
                 work / "ray", resume=False, name=f"bench_{workers}w")
     return {"tokens_per_s": res["tokens_per_s"], "wall_s": round(time.time() - t0, 1),
             "setup_seconds": res.get("setup_seconds"), "train_seconds": res.get("train_seconds"),
             "final_loss": res.get("loss"), "config": {"zero_stage": cfg.zero_stage, "pad_to": layout, "bf16": bf16,
-                                                       "cpus_per_worker": cfg.cpus_per_worker}}
+                                                       "worker_cpus": cfg.resources.cpus}}
 
 
 ABLATION = [  # cumulative on pad-to-longest; packing measured as the alternative layout

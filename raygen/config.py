@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from raygen.tasks.config import TasksConfig
 from raygen.train.config import AlignConfig, SftConfig
 
 __all__ = ["RayConfig", "PipelineConfig", "load_config", "ConfigError", "to_dict"]
+
+log = logging.getLogger("raygen")
 
 
 @dataclass
@@ -83,7 +86,7 @@ def _check_eval(cfg: EvalConfig, prefix: str) -> None:
         if k < 1:
             raise ConfigError(f"{prefix}.ks[{i}]: must be >= 1, got {k}")
     _at_least(cfg, prefix, 1, "beam_width", "batch_size")
-    _at_least(cfg, prefix, 0, "max_rows", "num_actors", "num_gpus_per_actor", "search_max_rows")
+    _at_least(cfg, prefix, 0, "max_rows", "search_max_rows")
     if cfg.sasrec.lr <= 0:
         raise ConfigError(f"{prefix}.sasrec.lr: must be > 0, got {cfg.sasrec.lr}")
     _at_least(cfg.sasrec, f"{prefix}.sasrec", 0, "weight_decay")
@@ -148,64 +151,153 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     An error names where the bad value came from (see :func:`build_attributed`).
     """
-    return build_attributed(path, overrides, lambda data: from_dict(PipelineConfig, _drop_removed(data, path)))
+    return build_attributed(path, overrides, lambda data: from_dict(PipelineConfig, data))
 
+
+# --- keys of older raygen versions (run folders' config.yaml, old command lines) -------------------
 
 REMOVED_KEYS = {
     "seed": "the top-level seed was read by no stage; each section has its own seed",
     "tasks.max_len": "read by no stage; align.max_len / sft.max_len cut the training rows",
 }
 """Keys older raygen versions wrote (run folders' config.yaml): ignored with a warning, not an error."""
-RENAMED_KEYS = {"rl.lora_targets": "lora_target_modules", "rl.max_grad_norm": "grad_clip"}
-"""Old name -> new name (same section) of keys renamed so every section names a knob the same way."""
 
 
-def _drop_removed(data: dict, path) -> dict:
-    import logging
+def _legacy_resources(section: str, block: str, **old: str) -> dict[str, str]:
+    return {f"{section}.{name}": f"{section}.{block}.{new}" for new, name in old.items()}
 
+
+RENAMED_KEYS: dict[str, str] = {
+    "rl.lora_targets": "rl.lora_target_modules",
+    "rl.max_grad_norm": "rl.grad_clip",
+    # one resources block (count, cpus, gpus) per actor / worker / trial group
+    **_legacy_resources("corpus", "embed_resources", count="embed_concurrency", cpus="embed_num_cpus",
+                        gpus="embed_num_gpus"),
+    **_legacy_resources("corpus", "keyword_resources", count="keyword_concurrency", cpus="keyword_num_cpus",
+                        gpus="keyword_num_gpus"),
+    **_legacy_resources("eval", "resources", count="num_actors", gpus="num_gpus_per_actor"),
+    **_legacy_resources("rl", "rollout_resources", count="num_rollout_actors", cpus="rollout_num_cpus",
+                        gpus="rollout_num_gpus"),
+    **_legacy_resources("rl", "learner_resources", count="train_workers", gpus="use_gpu"),
+    **_legacy_resources("align", "resources", count="num_workers", cpus="cpus_per_worker", gpus="use_gpu"),
+    **_legacy_resources("sft", "resources", count="num_workers", cpus="cpus_per_worker", gpus="use_gpu"),
+    **_legacy_resources("sweep", "trial_resources", count="max_concurrent_trials", cpus="trial_cpus"),
+}
+"""Old dotted key -> new dotted key, for knobs renamed so every section names them the same way: the value
+moves to the new key with a warning; giving both is an error. (The sweep's keys are here too: a sweep YAML
+is a pipeline config plus a ``sweep`` section.)"""
+
+
+def _gpu_flag(old: str, value):
+    """``use_gpu: true/false`` -> ``gpus: 1/0`` (what the flag reserved: one GPU per worker / learner)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{old}: expected true/false, got {value!r}")
+    return 1.0 if value else 0.0
+
+
+RENAMED_VALUES = {old: _gpu_flag for old in RENAMED_KEYS if old.endswith(".use_gpu")}
+"""How the value of a renamed key changes on its way to the new key."""
+
+
+def _parent(data, dotted: str):
+    """``(mapping holding dotted's last part, that part)``; the mapping is None when a parent is missing."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), leaf
+
+
+def _renamed_value(old: str, value):
+    convert = RENAMED_VALUES.get(old)
+    return convert(old, value) if convert else value
+
+
+def upgrade_keys(data: dict, where: str) -> dict:
+    """A copy of config ``data`` (nested dicts) with :data:`REMOVED_KEYS` dropped and :data:`RENAMED_KEYS`
+    moved to their new keys, each with a one-line warning naming ``where``; an old key given next to its
+    new key is a ConfigError naming both."""
     if not isinstance(data, dict):
         return data
     data = copy.deepcopy(data)
     for dotted, why in REMOVED_KEYS.items():
-        *parents, leaf = dotted.split(".")
-        node = data
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
+        node, leaf = _parent(data, dotted)
+        if node is not None and leaf in node:
             del node[leaf]
-            logging.getLogger("raygen").warning("%s: ignoring removed config key %r (%s)", path or "config",
-                                                dotted, why)
-    for dotted, new in RENAMED_KEYS.items():
-        section, leaf = dotted.split(".")
-        node = data.get(section)
-        if isinstance(node, dict) and leaf in node:
-            if new in node:
-                raise ConfigError(f"{path or 'config'}: {dotted} is the old name of {section}.{new}; give only one")
-            node[new] = node.pop(leaf)
-            logging.getLogger("raygen").warning("%s: config key %r is now %r", path or "config", dotted,
-                                                f"{section}.{new}")
+            log.warning("%s: ignoring removed config key %r (%s)", where, dotted, why)
+    for old, new in RENAMED_KEYS.items():
+        node, leaf = _parent(data, old)
+        if node is None or leaf not in node:
+            continue
+        *parents, new_leaf = new.split(".")
+        target = data
+        for i, p in enumerate(parents):
+            target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{'.'.join(parents[:i + 1])}: expected a mapping, got {target!r}")
+        if new_leaf in target:
+            raise ConfigError(f"{old} is the old name of {new}; give only one")
+        target[new_leaf] = _renamed_value(old, node.pop(leaf))
+        log.warning("%s: config key %r is now %r", where, old, new)
     return data
 
 
-def build_attributed(path: str | Path | None, overrides: list[str] | None, build):
-    """``build(data)`` on the YAML at ``path`` (or ``{}``) with ``overrides`` applied. A ConfigError
-    names where the bad value came from: the command-line override whose key the error names (or,
-    when the file alone builds, the overrides), else the YAML file. ``build`` must not mutate ``data``."""
-    overrides = list(overrides or [])
-    data = load_yaml(path) if path else {}
-    file_only = copy.deepcopy(data)
-    data = apply_overrides(data, overrides)
+def _upgrade_override(ov: str) -> str | None:
+    """Override ``ov`` with an old key renamed (its value converted), None for a removed key; warns as
+    :func:`upgrade_keys`."""
+    key = override_key(ov)
+    if key in REMOVED_KEYS:
+        log.warning("command line: ignoring removed config key %r (%s)", key, REMOVED_KEYS[key])
+        return None
+    new = RENAMED_KEYS.get(key)
+    if new is None:
+        return ov
+    node, leaf = _parent(apply_overrides({}, [ov]), key)  # the value as YAML, as apply_overrides reads it
     try:
-        return build(data)
+        value = _renamed_value(key, node[leaf])
+    except ConfigError as e:
+        raise ConfigError(f"command-line override {ov!r}: {e}") from None
+    log.warning("command line: config key %r is now %r", key, new)
+    return f"{new}={json.dumps(value)}"
+
+
+def build_attributed(path: str | Path | None, overrides: list[str] | None, build):
+    """``build(data)`` on the YAML at ``path`` (or ``{}``) with ``overrides`` applied, old keys of both
+    upgraded (:func:`upgrade_keys`; the file's first, so an override of a new key wins over the file's
+    old one). A ConfigError names where the bad value came from: the command-line override whose key
+    (old or new) the error names (or, when the file alone builds, the overrides), else the YAML file.
+    ``build`` must not mutate ``data``."""
+    data = load_yaml(path) if path else {}
+    try:
+        data = upgrade_keys(data, str(path or "config"))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    pairs = [(ov, up) for ov in overrides or [] if (up := _upgrade_override(ov)) is not None]
+    _one_name_per_key(pairs)
+    file_only = copy.deepcopy(data)
+    data = apply_overrides(data, [up for _, up in pairs])
+    try:
+        return build(upgrade_keys(data, "command line"))  # old keys inside an override's mapping value
     except ConfigError as e:
         msg = str(e)
-        named = [ov for ov in overrides if _names_key(msg, override_key(ov))]
+        named = [ov for ov, up in pairs if _names_key(msg, override_key(up)) or _names_key(msg, override_key(ov))]
         if named:
             raise ConfigError(f"command-line override {named[-1]!r}: {msg}") from None
-        if overrides and (not path or _builds(build, file_only)):
-            which = f"override {overrides[0]!r}" if len(overrides) == 1 else f"overrides {overrides}"
+        if pairs and (not path or _builds(build, file_only)):
+            given = [ov for ov, _ in pairs]
+            which = f"override {given[0]!r}" if len(given) == 1 else f"overrides {given}"
             raise ConfigError(f"command-line {which}: {msg}") from None
         raise ConfigError(f"{path}: {msg}" if path else msg) from None
+
+
+def _one_name_per_key(pairs: list[tuple[str, str]]) -> None:
+    """An old key and its new key both on the command line is an error (as in a file)."""
+    given = {override_key(ov): ov for ov, _ in pairs}
+    for ov, up in pairs:
+        old, new = override_key(ov), override_key(up)
+        if old != new and new in given:
+            raise ConfigError(f"command-line overrides {ov!r} and {given[new]!r}: {old} is the old name of {new}; "
+                              "give only one")
 
 
 def _builds(build, data: dict) -> bool:

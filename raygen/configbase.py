@@ -107,10 +107,45 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+@dataclasses.dataclass
+class Resources:
+    """What a group of Ray actors, Train workers or Tune trials asks of the cluster: how many run at once
+    and what each one reserves. Every section that starts such a group has one of these blocks
+    (``corpus.embed_resources``, ``corpus.keyword_resources``, ``eval.resources``, ``rl.rollout_resources``,
+    ``rl.learner_resources``, ``align.resources``, ``sft.resources``, ``sweep.trial_resources``); the
+    section's field doc says what a count or cpus of 0 means there and its own bounds. A block given in
+    part keeps the section's defaults for the rest."""
+
+    count: int = 1
+    """How many run at once: actors of a pool, data-parallel workers, concurrent trials."""
+    cpus: float = 1.0
+    """CPUs each one reserves in Ray (a fraction shares a CPU)."""
+    gpus: float = 0.0
+    """GPUs each one reserves (a fraction shares a GPU; 0 = CPU only)."""
+
+    def validate(self) -> None:
+        for name in ("count", "cpus", "gpus"):  # finiteness: from_dict's float coercion
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    Fields ``data`` leaves out come from ``base`` (an instance of ``cls``) when given, else from the class
+    defaults; a nested dataclass field given as a mapping starts from the field's own default, so a
+    partial block (``eval.resources: {count: 2}``) keeps what the section sets for the other keys."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     unknown = set(data) - names
     if unknown:
         where = f"{prefix}." if prefix else ""
@@ -121,8 +156,13 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key)
-    obj = cls(**kwargs)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            default = _field_default(fields[name])
+            kwargs[name] = from_dict(tp, value, prefix=key, base=default if isinstance(default, tp) else None)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    obj = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     for check in _CHECKS.get(cls, ()):
         check(obj, prefix)
     if hasattr(obj, "validate"):

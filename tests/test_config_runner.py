@@ -3,7 +3,7 @@ import json
 import pytest
 
 from raygen.config import PipelineConfig, load_config
-from raygen.configbase import ConfigError
+from raygen.configbase import ConfigError, Resources
 from raygen.runner import (STAGE_MARKER, SUCCESS, RunnerError, Stage, StageContractError, link_finished, run_stages,
                            stage_keys)
 
@@ -196,21 +196,32 @@ def test_a_directory_as_the_config_is_an_error(tmp_path):
     ("eval.ks=[0]", "eval.ks"),
     ("eval.max_rows=-1", "eval.max_rows"),
     ("eval.batch_size=0", "eval.batch_size"),
-    ("eval.num_actors=-1", "eval.num_actors"),
+    ("eval.resources.count=-1", "eval.resources.count"),
     ("eval.beam_width=0", "eval.beam_width"),
-    ("eval.num_gpus_per_actor=-1", "eval.num_gpus_per_actor"),
+    ("eval.resources.gpus=-1", "eval.resources.gpus"),
+    ("eval.resources.cpus=-0.5", "eval.resources.cpus"),
+    ("eval.resources.count=1.5", "eval.resources.count"),
+    ("eval.resources.colour=1", "eval.resources.colour"),
+    ("eval.resources=4", "eval.resources"),
     ("eval.sasrec.epochs=-1", "eval.sasrec.epochs"),
     ("eval.sasrec.lr=0", "eval.sasrec.lr"),
     ("rl.lr=-1", "rl.lr"),
     ("rl.kl_beta=.nan", "rl.kl_beta"),
     ("rl.grad_clip=-1", "rl.grad_clip"),
-    ("rl.rollout_num_cpus=-1", "rl.rollout_num_cpus"),
+    ("rl.rollout_resources.cpus=-1", "rl.rollout_resources.cpus"),
+    ("rl.rollout_resources.gpus=.nan", "rl.rollout_resources.gpus"),
+    ("rl.learner_resources.count=2", "rl.learner_resources.count"),
+    ("rl.learner_resources.gpus=1.5", "rl.learner_resources.gpus"),
     ("rl.eval_split=bogus", "rl.eval_split"),
     ("rl.rewards={rule: .inf}", "rl.rewards.rule"),
     ("ray.num_cpus=-4", "ray.num_cpus"),
     ("sft.mode=bogus", "sft.mode"),
     ("sft.lr=.inf", "sft.lr"),
     ("sft.lr=0", "sft.lr must be > 0"),
+    ("sft.resources.cpus=0", "sft.resources.cpus must be a whole number >= 1"),
+    ("sft.resources.count=0", "sft.resources.count must be >= 1"),
+    ("align.resources.cpus=1.5", "align.resources.cpus must be a whole number >= 1"),
+    ("align.resources.gpus=-1", "align.resources.gpus must be >= 0"),
     ("align.lr=-1", "align.lr must be > 0"),
     ("align.zero_stage=7", "align.zero_stage must be"),
     ("lm.num_layers=1000", "lm.num_layers"),
@@ -223,7 +234,8 @@ def test_a_directory_as_the_config_is_an_error(tmp_path):
     ("sids.sinkhorn_epsilon=0", "sids.sinkhorn_epsilon"),
     ("sids.device=gpu", "sids.device"),
     ("sids.n_token_keywords=0", "sids.n_token_keywords"),
-    ("corpus.embed_num_gpus=.nan", "corpus.embed_num_gpus"),
+    ("corpus.embed_resources.gpus=.nan", "corpus.embed_resources.gpus"),
+    ("corpus.keyword_resources.count=0", "corpus.keyword_resources.count"),
     ("tasks.align_ratio=.inf", "tasks.align_ratio"),
     ("stages=[data, bogus]", "stages"),
 ])
@@ -369,3 +381,140 @@ def test_keys_older_versions_wrote_are_ignored_with_a_warning(tmp_path, caplog):
     assert "ignoring removed config key 'seed'" in caplog.text and "'tasks.max_len'" in caplog.text
     with pytest.raises(ConfigError, match="unknown config key"):
         load_config(None, ["tasks.max_lenn=3"])
+
+
+LEGACY_RESOURCES = [  # old key, a value, its new key, the value there
+    ("corpus.embed_concurrency", 3, "corpus.embed_resources.count", 3),
+    ("corpus.embed_num_cpus", 2.0, "corpus.embed_resources.cpus", 2.0),
+    ("corpus.embed_num_gpus", 0.25, "corpus.embed_resources.gpus", 0.25),
+    ("corpus.keyword_concurrency", 2, "corpus.keyword_resources.count", 2),
+    ("corpus.keyword_num_cpus", 2.0, "corpus.keyword_resources.cpus", 2.0),
+    ("corpus.keyword_num_gpus", 1.0, "corpus.keyword_resources.gpus", 1.0),
+    ("eval.num_actors", 0, "eval.resources.count", 0),
+    ("eval.num_gpus_per_actor", 0.5, "eval.resources.gpus", 0.5),
+    ("rl.num_rollout_actors", 3, "rl.rollout_resources.count", 3),
+    ("rl.rollout_num_cpus", 0.5, "rl.rollout_resources.cpus", 0.5),
+    ("rl.rollout_num_gpus", 0.5, "rl.rollout_resources.gpus", 0.5),
+    ("rl.train_workers", 1, "rl.learner_resources.count", 1),
+    ("rl.use_gpu", True, "rl.learner_resources.gpus", 1.0),
+    ("align.num_workers", 2, "align.resources.count", 2),
+    ("align.cpus_per_worker", 2, "align.resources.cpus", 2.0),
+    ("align.use_gpu", True, "align.resources.gpus", 1.0),
+    ("sft.num_workers", 4, "sft.resources.count", 4),
+    ("sft.cpus_per_worker", 2, "sft.resources.cpus", 2.0),
+    ("sft.use_gpu", False, "sft.resources.gpus", 0.0),
+]
+
+
+def _get(cfg, dotted: str):
+    from operator import attrgetter
+
+    return attrgetter(dotted)(cfg)
+
+
+def test_every_legacy_resources_key_is_tested():
+    from raygen.config import RENAMED_KEYS
+
+    legacy = {old for old, new in RENAMED_KEYS.items() if "resources." in new and not old.startswith("sweep.")}
+    assert legacy == {old for old, *_ in LEGACY_RESOURCES}  # the sweep's two: tests/test_tune_sweep_core.py
+
+
+@pytest.mark.parametrize("old, value, new, expected", LEGACY_RESOURCES)
+def test_a_legacy_resources_key_moves_into_its_block_with_a_warning(tmp_path, caplog, old, value, new, expected):
+    import logging
+
+    section, leaf = old.split(".")
+    p = tmp_path / "config.yaml"
+    p.write_text(f"{section}:\n  {leaf}: {json.dumps(value)}\n")
+    block = new.rsplit(".", 1)[0]
+    defaults = _get(PipelineConfig(), block)
+    for source, overrides in ((p, []), (None, [f"{old}={json.dumps(value)}"])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="raygen"):
+            cfg = load_config(source, overrides)
+        assert _get(cfg, new) == expected and type(_get(cfg, new)) is type(_get(PipelineConfig(), new))
+        # the block's other keys keep the section's defaults (e.g. rl.learner_resources.count stays 0)
+        others = {k for k in ("count", "cpus", "gpus") if f"{block}.{k}" != new}
+        assert {k: getattr(_get(cfg, block), k) for k in others} == {k: getattr(defaults, k) for k in others}
+        assert f"config key {old!r} is now {new!r}" in caplog.text
+        assert len([r for r in caplog.records if old in r.getMessage()]) == 1  # one line per key
+
+
+def test_a_legacy_key_next_to_its_new_key_is_an_error_naming_both(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("eval:\n  num_actors: 2\n  resources: {count: 3}\n")
+    with pytest.raises(ConfigError, match=rf"^{p}: eval\.num_actors is the old name of eval\.resources\.count; "
+                                          "give only one"):
+        load_config(p)
+    p.write_text("sft:\n  use_gpu: true\n  resources:\n    gpus: 1\n")
+    with pytest.raises(ConfigError, match=r"sft\.use_gpu is the old name of sft\.resources\.gpus"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"^command-line overrides 'rl\.num_rollout_actors=2' and "
+                                          r"'rl\.rollout_resources\.count=3': rl\.num_rollout_actors is the old name "
+                                          r"of rl\.rollout_resources\.count"):
+        load_config(None, ["rl.num_rollout_actors=2", "rl.rollout_resources.count=3"])
+    with pytest.raises(ConfigError, match=r"^command-line override 'sft=\{.*\}': sft\.cpus_per_worker is the old "
+                                          r"name of sft\.resources\.cpus"):
+        load_config(None, ["sft={cpus_per_worker: 2, resources: {cpus: 2}}"])
+
+
+def test_the_command_line_wins_over_the_file_across_old_and_new_keys(tmp_path):
+    """An old run folder's config.yaml holds every old key: a new-style override still applies (and an old
+    one over a new file): the file's keys are upgraded before the overrides."""
+    p = tmp_path / "config.yaml"
+    p.write_text("eval:\n  num_actors: 1\n  num_gpus_per_actor: 0.0\nsft:\n  use_gpu: false\n")
+    cfg = load_config(p, ["eval.resources.count=2", "sft.resources.gpus=1"])
+    assert (cfg.eval.resources.count, cfg.sft.resources.gpus) == (2, 1.0)
+    p.write_text("eval:\n  resources: {count: 1, gpus: 0.5}\n")
+    cfg = load_config(p, ["eval.num_actors=3"])
+    assert cfg.eval.resources == Resources(count=3, cpus=1.0, gpus=0.5)
+
+
+def test_legacy_values_are_checked_under_the_key_given():
+    with pytest.raises(ConfigError, match=r"^command-line override 'sft\.use_gpu=2': sft\.use_gpu: expected "
+                                          "true/false, got 2"):
+        load_config(None, ["sft.use_gpu=2"])
+    with pytest.raises(ConfigError, match=r"^command-line override 'eval\.num_actors=-1': eval\.resources\.count "
+                                          "must be >= 0"):
+        load_config(None, ["eval.num_actors=-1"])
+
+
+def test_a_resources_block_given_in_part_keeps_the_sections_defaults(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("rl:\n  learner_resources: {gpus: 0.5}\ncorpus:\n  embed_resources: {count: 2}\n")
+    cfg = load_config(p, ["sft.resources.count=2"])
+    assert cfg.rl.learner_resources == Resources(count=0, cpus=1.0, gpus=0.5)  # still in the driver
+    assert cfg.corpus.embed_resources == Resources(count=2, cpus=0.0, gpus=0.0)  # cpus still auto
+    assert cfg.sft.resources == Resources(count=2, cpus=1.0, gpus=0.0)
+
+
+def test_an_old_run_folders_config_yaml_loads_to_the_same_config(tmp_path, caplog):
+    """Every resources key an older raygen dumped (its config.yaml holds each field) lands in the blocks."""
+    import logging
+
+    import yaml
+
+    from raygen.configbase import to_dict
+
+    cfg = load_config("configs/gpu.yaml")
+    old = to_dict(cfg)
+    for section, block, flat in [
+        ("corpus", "embed_resources", {"count": "embed_concurrency", "cpus": "embed_num_cpus",
+                                       "gpus": "embed_num_gpus"}),
+        ("corpus", "keyword_resources", {"count": "keyword_concurrency", "cpus": "keyword_num_cpus",
+                                         "gpus": "keyword_num_gpus"}),
+        ("eval", "resources", {"count": "num_actors", "gpus": "num_gpus_per_actor"}),
+        ("rl", "rollout_resources", {"count": "num_rollout_actors", "cpus": "rollout_num_cpus",
+                                     "gpus": "rollout_num_gpus"}),
+        ("rl", "learner_resources", {"count": "train_workers", "gpus": "use_gpu"}),
+        ("align", "resources", {"count": "num_workers", "cpus": "cpus_per_worker", "gpus": "use_gpu"}),
+        ("sft", "resources", {"count": "num_workers", "cpus": "cpus_per_worker", "gpus": "use_gpu"}),
+    ]:
+        res = old[section].pop(block)
+        for key, name in flat.items():
+            old[section][name] = bool(res[key]) if name == "use_gpu" else res[key]
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(old))
+    with caplog.at_level(logging.WARNING, logger="raygen"):
+        assert load_config(p) == cfg
+    assert caplog.text.count("is now") == 19

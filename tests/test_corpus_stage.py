@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raygen.configbase import ConfigError, from_dict
+from raygen.configbase import ConfigError, Resources, from_dict
 from raygen.corpus.config import CorpusConfig
 from raygen.corpus.ray_layer import KEYWORDS_SCHEMA, _blocks, _by_length, actor_cpus
 from raygen.corpus.stage import keyword_metrics
@@ -33,15 +33,22 @@ def test_keyword_metrics_counts_teacher_and_fallback():
 
 
 @pytest.mark.parametrize("key, value", [("embed_batch_size", 0), ("n_keywords", 0), ("keyword_max_items", -1),
-                                        ("embed_num_cpus", -1.0), ("keyword_concurrency", 0)])
+                                        ("embed_resources.cpus", -1.0), ("keyword_resources.count", 0),
+                                        ("embed_resources.gpus", -0.5)])
 def test_corpus_config_rejects_bad_values(key, value):
+    data = {key: value}
+    if "." in key:
+        block, leaf = key.split(".")
+        data = {block: {leaf: value}}
     with pytest.raises(ConfigError, match=f"corpus.{key}"):
-        from_dict(CorpusConfig, {key: value})
+        from_dict(CorpusConfig, data, prefix="corpus")
 
 
 def test_corpus_config_defaults_are_cpu_friendly():
     c = from_dict(CorpusConfig, {})
-    assert c.embed_num_gpus == 0 and c.keyword_num_gpus == 0 and c.embed_num_cpus == 0
+    assert c.embed_resources == Resources(count=1, cpus=0.0, gpus=0.0) == c.keyword_resources  # cpus 0 = auto
+    # a block given in part keeps the section's defaults (cpus 0 = auto), not Resources' own (1 CPU)
+    assert from_dict(CorpusConfig, {"embed_resources": {"gpus": 0.25}}).embed_resources == Resources(1, 0.0, 0.25)
     with pytest.raises(ConfigError, match="keyword_backend"):
         from_dict(CorpusConfig, {"keyword_backend": "openai"})
 
@@ -64,8 +71,8 @@ def test_by_length_sorts_longest_first_and_teacher_rows_first():
 
 
 def test_actor_cpus_explicit_and_gpu_defaults():
-    assert actor_cpus(2.5, 0.0, 3) == 2.5
-    assert actor_cpus(0.0, 1.0, 2) == 1.0
+    assert actor_cpus(Resources(count=3, cpus=2.5, gpus=0.0)) == 2.5
+    assert actor_cpus(Resources(count=2, cpus=0.0, gpus=1.0)) == 1.0
 
 
 def test_teacher_actor_adds_counted_queries_and_the_stage_splits_them():

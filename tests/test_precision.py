@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from raygen.configbase import ConfigError, apply_overrides, from_dict
+from raygen.configbase import ConfigError, Resources, apply_overrides, from_dict
 from raygen.eval.config import EvalConfig
 from raygen.precision import cpu_native_bf16, resolve_bf16
 from raygen.train.config import TrainConfig
@@ -117,7 +117,7 @@ def test_beam_rank_resolves_and_records_precision(monkeypatch, tiny_llama, nativ
 
     monkeypatch.setenv("RAYGEN_CPU_BF16", "1" if native else "0")
     model, catalog, rows = _tiny_search_inputs(tiny_llama)
-    cfg = EvalConfig(beam_width=3, ks=[1, 3], num_actors=0, batch_size=2)
+    cfg = EvalConfig(beam_width=3, ks=[1, 3], resources=Resources(count=0), batch_size=2)
     precision: dict = {}
     with caplog.at_level(logging.INFO, logger="raygen"):
         topk, _ = beam_rank(None, rows, catalog, cfg, pad_id=3, model=model, precision=precision)

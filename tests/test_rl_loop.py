@@ -29,7 +29,7 @@ def model_dir(tmp_path_factory, tiny_llama):
 
 def cfg(**kw):
     base = dict(group_size=4, rollout_batch=4, steps=2, lr=5e-3, kl_beta=0.05, micro_batch=8,
-                num_rollout_actors=0, checkpoint_every=1, rewards={"rule": 1.0, "ranking": 0.5})
+                rollout_resources={"count": 0}, checkpoint_every=1, rewards={"rule": 1.0, "ranking": 0.5})
     base.update(kw)
     return from_dict(RlConfig, base)
 
@@ -37,10 +37,14 @@ def cfg(**kw):
 def test_config_validation():
     with pytest.raises(ConfigError, match="group_size"):
         from_dict(RlConfig, {"group_size": 1})
-    with pytest.raises(ConfigError, match="train_workers"):
-        from_dict(RlConfig, {"train_workers": 2})
+    with pytest.raises(ConfigError, match="learner_resources.count"):
+        from_dict(RlConfig, {"learner_resources": {"count": 2}})
+    with pytest.raises(ConfigError, match="learner_resources.gpus"):
+        from_dict(RlConfig, {"learner_resources": {"gpus": 1.5}})
     with pytest.raises(ConfigError, match="vllm"):
         from_dict(RlConfig, {"rollout_backend": "vllm"})
+    with pytest.raises(ConfigError, match="rollout_resources.count >= 1"):
+        from_dict(RlConfig, {"rollout_backend": "vllm", "rollout_resources": {"count": 0, "gpus": 1}})
     with pytest.raises(ConfigError, match="rollout_mode"):
         from_dict(RlConfig, {"rollout_mode": "greedy"})
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from raygen.configbase import ConfigError, from_dict
+from raygen.configbase import ConfigError, Resources, from_dict
 from raygen.train.collate import pad_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, worker_env
@@ -124,11 +124,16 @@ def test_config_validation_and_deepspeed_dict():
     assert deepspeed_config(cfg, bf16_ok=False)["bf16"]["enabled"] is False
     assert deepspeed_config(TrainConfig(bf16=True), bf16_ok=True)["bf16"]["enabled"] is False  # autocast instead
     assert worker_env(TrainConfig())["DS_ACCELERATOR"] == "cpu" and "DS_ACCELERATOR" not in worker_env(
-        TrainConfig(use_gpu=True))
+        TrainConfig(resources=Resources(gpus=1)))
+    assert worker_env(TrainConfig(resources=Resources(cpus=3)))["OMP_NUM_THREADS"] == "3"
     with pytest.raises(ConfigError, match="mode"):
         from_dict(TrainConfig, {"mode": "adapters"})
     with pytest.raises(ConfigError, match="zero_stage"):
         from_dict(TrainConfig, {"zero_stage": 4})
+    with pytest.raises(ConfigError, match="resources.count must be >= 1"):
+        from_dict(TrainConfig, {"resources": {"count": 0}})
+    with pytest.raises(ConfigError, match="resources.cpus must be a whole number"):
+        from_dict(TrainConfig, {"resources": {"cpus": 0.5}})
     with pytest.raises(ConfigError, match="sid_only_head"):
         from_dict(TrainConfig, {"sid_only_head": True, "zero_stage": 3})
 

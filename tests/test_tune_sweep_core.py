@@ -20,7 +20,8 @@ def test_tiny_sweep_yaml_loads_with_overrides():
 
 @pytest.mark.parametrize("override, match", [
     ("sweep.inits=[mean,lora]", "sweep.inits"), ("sweep.rungs=0", "sweep.rungs"),
-    ("sweep.grace_period=5", "grace_period"), ("sweep.trial_cpus=0", "trial_cpus"),
+    ("sweep.grace_period=5", "grace_period"), ("sweep.trial_resources.cpus=0", "sweep.trial_resources.cpus"),
+    ("sweep.trial_resources.count=0", "sweep.trial_resources.count"),
     ("sweep.metric=mrr", "sweep.metric"), ("sweep.metric=ndcg@7", "eval.ks"), ("sweep.colour=red", "sweep.colour"),
     ("sweep.reduction_factor=1", "reduction_factor"), ("sweep.lrs=[]", "sweep.lrs"),
 ])
@@ -113,3 +114,23 @@ def test_tune_callbacks_tensorboard_always_mlflow_only_when_installed(tmp_path, 
     assert len(_callbacks(SweepConfig(mlflow=False), tmp_path)) == 1
     assert _callbacks(SweepConfig(mlflow_tracking_uri="http://mlflow:5000"), tmp_path)[1].tracking_uri == \
         "http://mlflow:5000"
+
+
+def test_old_sweep_resource_keys_load_into_trial_resources(tmp_path, caplog):
+    import logging
+
+    text = open("configs/sweep_tiny.yaml").read()
+    assert "trial_resources: {count: 1, cpus: 1.0}" in text
+    old = tmp_path / "old.yaml"
+    old.write_text(text.replace("trial_resources: {count: 1, cpus: 1.0}",
+                                "max_concurrent_trials: 2\n  trial_cpus: 0.5"))
+    with caplog.at_level(logging.WARNING, logger="raygen"):
+        _, sweep = load_sweep_config(old)
+    assert (sweep.trial_resources.count, sweep.trial_resources.cpus, sweep.trial_resources.gpus) == (2, 0.5, 0.0)
+    assert "config key 'sweep.trial_cpus' is now 'sweep.trial_resources.cpus'" in caplog.text
+    assert "config key 'sweep.max_concurrent_trials' is now 'sweep.trial_resources.count'" in caplog.text
+    with pytest.raises(ConfigError, match=r"sweep\.trial_cpus is the old name of sweep\.trial_resources\.cpus"):
+        load_sweep_config(old, ["sweep.trial_resources.cpus=2", "sweep.trial_cpus=1"])
+    # an old pipeline key in a sweep YAML is upgraded too
+    _, sweep2 = load_sweep_config("configs/sweep_tiny.yaml", ["sft.cpus_per_worker=1", "sweep.trial_cpus=2"])
+    assert sweep2.trial_resources.cpus == 2.0

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal
 
-from raygen.configbase import ConfigError
+from raygen.configbase import ConfigError, Resources
 
 
 @dataclass
@@ -13,14 +14,10 @@ class CorpusConfig:
     sentence-transformers / HF model id, or a local folder."""
     embed_batch_size: int = 64
     """Items per embedding batch (per actor call)."""
-    embed_concurrency: int = 1
-    """Number of embedding actors in the Ray Data pool."""
-    embed_num_gpus: float = 0.0
-    """GPUs per embedding actor (0 on CPU-only clusters)."""
-    embed_num_cpus: float = 0.0
-    """CPUs reserved per embedding actor; the actor's torch uses that many threads. 0 = auto:
-    on CPU, the cluster's CPUs split over embed_concurrency (capped at one node's);
-    with GPUs, 1."""
+    embed_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=0.0, gpus=0.0))
+    """The embedding actors of the Ray Data pool: count (>= 1), CPUs each (the actor's torch uses that
+    many threads; 0 = auto: on CPU the cluster's CPUs split over the count, capped at one node's; with
+    GPUs 1) and GPUs each (0 on CPU-only clusters)."""
     embed_max_chars: int = 512
     """Item text (title, brand, categories, description) is cut to this many characters."""
     normalize: bool = True
@@ -32,12 +29,9 @@ class CorpusConfig:
     """Teacher LLM: 'smollm2' (packaged SmolLM2-135M-Instruct GGUF), an HF id, or a local folder."""
     keyword_batch_size: int = 16
     """Items per teacher generate call."""
-    keyword_concurrency: int = 1
-    """Number of teacher actors."""
-    keyword_num_gpus: float = 0.0
-    """GPUs per teacher actor."""
-    keyword_num_cpus: float = 0.0
-    """CPUs reserved per teacher actor (torch threads); 0 = auto, as for embed_num_cpus."""
+    keyword_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=0.0, gpus=0.0))
+    """The teacher actors (keywords and queries): count (>= 1), CPUs each (torch threads; 0 = auto, as
+    for embed_resources) and GPUs each ('vllm' runs tensor-parallel over int(gpus), at least 1)."""
     keyword_max_chars: int = 256
     """Item text in the teacher prompt is cut to this many characters (prompt length dominates
     the teacher's cost on CPU)."""
@@ -68,12 +62,11 @@ class CorpusConfig:
     """Seed of the per-item query split."""
 
     def validate(self) -> None:
-        for name in ("embed_batch_size", "embed_concurrency", "embed_max_chars", "keyword_batch_size",
-                     "keyword_concurrency", "max_new_tokens", "n_keywords", "keyword_max_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"corpus.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("embed_num_gpus", "embed_num_cpus", "keyword_num_gpus", "keyword_num_cpus",
-                     "keyword_max_items", "keyword_min_keywords", "n_queries", "query_max_items"):
+        for name in ("embed_batch_size", "embed_resources.count", "embed_max_chars", "keyword_batch_size",
+                     "keyword_resources.count", "max_new_tokens", "n_keywords", "keyword_max_chars"):
+            if attrgetter(name)(self) < 1:
+                raise ConfigError(f"corpus.{name} must be >= 1, got {attrgetter(name)(self)}")
+        for name in ("keyword_max_items", "keyword_min_keywords", "n_queries", "query_max_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"corpus.{name} must be >= 0, got {getattr(self, name)}")
         if self.query_max_new_tokens < 1:

@@ -6,7 +6,7 @@ to hold exactly the input ids (Ray Data does not keep order, and a lost row is a
 
 CPU threads: Ray sets ``OMP_NUM_THREADS`` to the CPUs an actor reserves (1 by default), so
 an embedding actor on a CPU node would run torch on one thread while the node idles. Actors
-therefore reserve ``*_num_cpus`` CPUs (auto: the cluster's CPUs split over the pool) and set
+therefore reserve ``resources.cpus`` CPUs (auto: the cluster's CPUs split over the pool) and set
 ``torch.set_num_threads`` to match.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from raygen.configbase import Resources
 from raygen.corpus.config import CorpusConfig
 from raygen.corpus.embed import embed_texts, embeddings_table, load_embedder, table_texts
 from raygen.corpus.keywords import extract_keywords, keywords_rows
@@ -58,18 +59,18 @@ def _device(num_gpus: float) -> str:
     return "cpu"
 
 
-def actor_cpus(num_cpus: float, num_gpus: float, concurrency: int) -> float:
-    """CPUs each actor of a pool reserves: ``num_cpus`` if set, else auto (see module doc)."""
-    if num_cpus > 0:
-        return float(num_cpus)
-    if num_gpus > 0:
+def actor_cpus(res: Resources) -> float:
+    """CPUs each actor of a pool reserves: ``res.cpus`` if set, else auto (see module doc)."""
+    if res.cpus > 0:
+        return float(res.cpus)
+    if res.gpus > 0:
         return 1.0
     import ray
 
     # Total, not available, CPUs: the previous pass's actors may not have released theirs yet.
     total = ray.cluster_resources().get("CPU", 1.0)
     per_node = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=total)
-    return float(max(1, math.floor(min(total / max(concurrency, 1), per_node))))
+    return float(max(1, math.floor(min(total / max(res.count, 1), per_node))))
 
 
 class EmbedActor:
@@ -156,7 +157,7 @@ def embed_blocks(items: pa.Table, cfg: CorpusConfig) -> list[pa.Table]:
     texts = table_texts(items, cfg.embed_max_chars)
     table = _by_length(pa.table({"item_id": items.column("item_id"), "text": pa.array(texts, pa.string())}),
                        [len(t) for t in texts])
-    return _blocks(table, cfg.embed_batch_size, cfg.embed_concurrency)
+    return _blocks(table, cfg.embed_batch_size, cfg.embed_resources.count)
 
 
 def embed_dataset(items: pa.Table, cfg: CorpusConfig):
@@ -164,14 +165,14 @@ def embed_dataset(items: pa.Table, cfg: CorpusConfig):
     import ray
     from ray.data import ActorPoolStrategy
 
-    cpus = actor_cpus(cfg.embed_num_cpus, cfg.embed_num_gpus, cfg.embed_concurrency)
+    res = cfg.embed_resources
+    cpus = actor_cpus(res)
     ds = ray.data.from_arrow(embed_blocks(items, cfg))
     return ds.map_batches(
         EmbedActor, batch_size=cfg.embed_batch_size, batch_format="pyarrow",
         fn_constructor_kwargs={"model": cfg.embed_model, "batch_size": cfg.embed_batch_size,
-                               "normalize": cfg.normalize, "num_threads": int(cpus),
-                               "num_gpus": cfg.embed_num_gpus},
-        compute=ActorPoolStrategy(size=cfg.embed_concurrency), num_cpus=cpus, num_gpus=cfg.embed_num_gpus,
+                               "normalize": cfg.normalize, "num_threads": int(cpus), "num_gpus": res.gpus},
+        compute=ActorPoolStrategy(size=res.count), num_cpus=cpus, num_gpus=res.gpus,
         udf_modifying_row_count=False)
 
 
@@ -204,12 +205,13 @@ def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
     table = items.select(cols).append_column("use_teacher", pa.array(teach)).append_column("ask_queries",
                                                                                            pa.array(ask))
     table = _by_length(table, [len(t) for t in table_texts(items, cfg.keyword_max_chars)], first=teach | ask)
-    cpus = actor_cpus(cfg.keyword_num_cpus, cfg.keyword_num_gpus, cfg.keyword_concurrency)
-    ds = ray.data.from_arrow(_blocks(table, cfg.keyword_batch_size, cfg.keyword_concurrency))
+    res = cfg.keyword_resources
+    cpus = actor_cpus(res)
+    ds = ray.data.from_arrow(_blocks(table, cfg.keyword_batch_size, res.count))
     ds = ds.map_batches(
         KeywordActor, batch_size=cfg.keyword_batch_size, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg, "num_threads": int(cpus)},
-        compute=ActorPoolStrategy(size=cfg.keyword_concurrency), num_cpus=cpus, num_gpus=cfg.keyword_num_gpus,
+        compute=ActorPoolStrategy(size=res.count), num_cpus=cpus, num_gpus=res.gpus,
         udf_modifying_row_count=False)
     return _collect(ds, items.column("item_id").combine_chunks(), "keywords")
 

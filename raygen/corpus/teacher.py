@@ -133,13 +133,13 @@ class VLLMBackend(TeacherBackend):
 
 def teacher_device(cfg: CorpusConfig) -> str:
     """'cuda' when the teacher actor was given a GPU and torch sees one, else 'cpu'."""
-    if cfg.keyword_num_gpus > 0:
+    if cfg.keyword_resources.gpus > 0:
         import torch
 
         if torch.cuda.is_available():
             return "cuda"
-        log.warning("corpus.keyword_num_gpus=%s but torch sees no GPU; the teacher runs on CPU",
-                    cfg.keyword_num_gpus)
+        log.warning("corpus.keyword_resources.gpus=%s but torch sees no GPU; the teacher runs on CPU",
+                    cfg.keyword_resources.gpus)
     return "cpu"
 
 
@@ -150,5 +150,5 @@ def make_teacher(cfg: CorpusConfig) -> TeacherBackend:
     if cfg.keyword_backend == "hf":
         return HFBackend(cfg.teacher_model, device=teacher_device(cfg))
     if cfg.keyword_backend == "vllm":
-        return VLLMBackend(cfg.teacher_model, tensor_parallel_size=max(1, int(cfg.keyword_num_gpus)))
+        return VLLMBackend(cfg.teacher_model, tensor_parallel_size=max(1, int(cfg.keyword_resources.gpus)))
     raise ValueError(f"corpus.keyword_backend={cfg.keyword_backend!r}: expected 'hf', 'vllm' or 'fallback'")

@@ -3,6 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from raygen.configbase import Resources
+
 
 @dataclass
 class SASRecConfig:
@@ -45,10 +47,9 @@ class EvalConfig:
     """Evaluate at most this many rows per split (0 = all; rows are taken in a fixed seeded order)."""
     batch_size: int = 16
     """Rows per forward pass of the beam search."""
-    num_actors: int = 1
-    """Ray actors sharing the rows (0 = run in the driver process)."""
-    num_gpus_per_actor: float = 0.0
-    """GPUs per evaluation actor."""
+    resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=1.0, gpus=0.0))
+    """The beam-search actors sharing the rows: count (0 = search in the driver process, no Ray; cpus
+    and gpus are then unused), CPUs and GPUs each."""
     bf16: Literal["auto"] | bool = "auto"
     """Run the beam search under bf16 autocast: 'auto' (default) = bf16 on GPUs that support it and on
     CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere, decided where the search runs; true / false

@@ -43,7 +43,7 @@ def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id:
     ``cfg.bf16`` ('auto', true, false) is resolved for the device the search runs on (the model's, or
     each Ray actor's); ``precision``, if given, receives ``{"bf16": bool, "reason": str}``.
     """
-    if model is not None or cfg.num_actors == 0:
+    if model is not None or cfg.resources.count == 0:
         if model is None:
             from transformers import AutoModelForCausalLM
 
@@ -58,8 +58,7 @@ def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id:
 
         info: dict = {}
         idx, scores = evaluate_distributed(str(mdir), rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
-                                           cfg.batch_size, num_actors=cfg.num_actors,
-                                           num_gpus_per_actor=cfg.num_gpus_per_actor, bf16=cfg.bf16,
+                                           cfg.batch_size, resources=cfg.resources, bf16=cfg.bf16,
                                            precision=info, sid_only=cfg.sid_only_head, eos_id=eos_id)
         _note_precision(precision, info)
     return indices_to_item_ids(idx.numpy(), catalog.item_ids), scores.numpy()

@@ -6,7 +6,7 @@ evaluation (:mod:`raygen.eval.ray_layer`), with one-put weight broadcast.
   and concatenates the results in shard order, so row i of the output is prompt i.
 * :meth:`RolloutPool.broadcast_weights` ``ray.put``\\ s the state dict ONCE (CPU tensors in the object
   store; on one node the actors read the same shared-memory copy) and hands every actor that reference.
-* :class:`LocalPool` is the same interface over an in-process backend (``num_rollout_actors = 0``).
+* :class:`LocalPool` is the same interface over an in-process backend (``rl.rollout_resources.count = 0``).
 
 Fault tolerance: an actor that dies (node lost, OOM, ``os._exit``) is restarted by Ray from its model
 folder; the pool then re-sends the weights of the last broadcast to it (a restarted actor must not

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raygen.configbase import ConfigError
+from raygen.configbase import ConfigError, Resources
 
 
 @dataclass
@@ -50,23 +50,20 @@ class RlConfig:
     rewards: dict[str, float] = field(default_factory=lambda: {"rule": 1.0, "ranking": 0.5, "semantic": 0.0})
     """Reward name -> weight; the names are keys of raygen.rl.rewards' registry (rule, ranking, semantic, prefix,
     or any reward registered with ``register_reward``). Zero weights are skipped."""
-    num_rollout_actors: int = 1
-    """Ray actors generating rollouts (0 = generate in the driver process, no Ray; for debugging)."""
+    rollout_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=1.0, gpus=0.0))
+    """The Ray actors generating rollouts: count (0 = generate in the driver process, no Ray, for
+    debugging; cpus and gpus are then unused), CPUs each and GPUs each (a fraction shares a GPU, e.g.
+    0.5; 0 = CPU; 'vllm' needs > 0 and a count >= 1)."""
     rollout_backend: Literal["hf", "vllm"] = "hf"
     """'hf': transformers + raygen's tensor-masked constrained decoding (CPU or GPU);
     'vllm': vLLM engine with a SID-prefix logits processor (GPU only, needs ``pip install vllm``)."""
-    rollout_num_gpus: float = 0.0
-    """GPUs per rollout actor (fractions share a GPU, e.g. 0.5). 0 = CPU; 'vllm' needs > 0."""
-    rollout_num_cpus: float = 1.0
-    """CPUs reserved per rollout actor."""
     rollout_batch_size: int = 16
     """Prompts per forward pass inside a rollout actor (each costs ``group_size`` sequences)."""
-    train_workers: int = 0
-    """Where the policy update runs: 0 = in the driver process; 1 = one Ray actor (with a GPU when
-    ``use_gpu``), for clusters whose head node has no GPU. Multi-worker (DeepSpeed) updates are not
-    implemented yet."""
-    use_gpu: bool = False
-    """Run the policy update on CUDA (falls back to CPU with a warning when none is visible)."""
+    learner_resources: Resources = field(default_factory=lambda: Resources(count=0, cpus=1.0, gpus=0.0))
+    """Where the policy update runs: count 0 = in the driver process (cpus unused); 1 = one Ray actor
+    reserving ``cpus``, for clusters whose head node has no GPU (multi-worker DeepSpeed updates are not
+    implemented yet). gpus in [0, 1]: > 0 updates on CUDA (falls back to CPU with a warning when none is
+    visible); the actor reserves that much of a GPU (a fraction shares it with rollout actors)."""
     lora: bool = False
     """Train a fresh LoRA adapter on top of the (merged) SFT policy instead of all weights (the SID
     embedding/head rows train too, as in SFT's 'lora' mode); the reference is then the same model
@@ -97,11 +94,13 @@ class RlConfig:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_train_rows < 0 or self.eval_rows < 0:
             raise ConfigError("rl.max_train_rows and rl.eval_rows must be >= 0")
-        if self.num_rollout_actors < 0:
-            raise ConfigError(f"rl.num_rollout_actors: must be >= 0, got {self.num_rollout_actors}")
-        if self.train_workers not in (0, 1):
-            raise ConfigError(f"rl.train_workers: 0 (driver) or 1 (one Ray actor) are supported, got "
-                              f"{self.train_workers}")
+        learner = self.learner_resources
+        if learner.count not in (0, 1):
+            raise ConfigError(f"rl.learner_resources.count: 0 (driver) or 1 (one Ray actor) are supported, got "
+                              f"{learner.count}")
+        if learner.gpus > 1:
+            raise ConfigError(f"rl.learner_resources.gpus: the update runs on one device, give at most 1, got "
+                              f"{learner.gpus}")
         if not 0.0 <= self.clip_eps < 1.0:
             raise ConfigError(f"rl.clip_eps: must be in [0, 1), got {self.clip_eps}")
         if self.kl_beta < 0:
@@ -110,8 +109,7 @@ class RlConfig:
             raise ConfigError(f"rl.temperature: must be > 0, got {self.temperature}")
         if self.lr <= 0:
             raise ConfigError(f"rl.lr: must be > 0, got {self.lr}")
-        for name in ("weight_decay", "grad_clip", "rollout_num_gpus", "rollout_num_cpus", "checkpoint_every",
-                     "eval_every"):
+        for name in ("weight_decay", "grad_clip", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"rl.{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("lora_r", "lora_alpha", "keep_checkpoints"):
@@ -119,9 +117,9 @@ class RlConfig:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
         if self.eval_split not in ("train", "valid", "test"):
             raise ConfigError(f"rl.eval_split: {self.eval_split!r} is not one of ['train', 'valid', 'test']")
-        if self.rollout_backend == "vllm" and self.rollout_num_gpus <= 0:
-            raise ConfigError("rl.rollout_backend: 'vllm' needs rl.rollout_num_gpus > 0")
-        if self.rollout_backend == "vllm" and self.num_rollout_actors < 1:
-            raise ConfigError("rl.rollout_backend: 'vllm' runs in Ray actors; set rl.num_rollout_actors >= 1")
+        if self.rollout_backend == "vllm" and self.rollout_resources.gpus <= 0:
+            raise ConfigError("rl.rollout_backend: 'vllm' needs rl.rollout_resources.gpus > 0")
+        if self.rollout_backend == "vllm" and self.rollout_resources.count < 1:
+            raise ConfigError("rl.rollout_backend: 'vllm' runs in Ray actors; set rl.rollout_resources.count >= 1")
         if not any(w != 0 for w in self.rewards.values()):
             raise ConfigError(f"rl.rewards: at least one reward needs a non-zero weight, got {self.rewards}")

@@ -1,11 +1,12 @@
 """The GRPO loop: rollouts on Ray actors -> rewards -> advantages -> policy update -> weight sync.
 
 Design (simplest robust one): the learner is ONE process holding the policy, the frozen reference
-and the optimizer: by default the driver itself (``train_workers = 0``), or a single Ray actor with a
-GPU (``train_workers = 1``, for clusters whose head node has none). The expensive, embarrassingly
-parallel part, generation, is what is spread over ``num_rollout_actors`` Ray actors; the update of a
-135M-1B policy on B*G short sequences fits one device. A multi-worker DeepSpeed learner would add
-an all-gather of ZeRO shards before every sync and is not implemented (see ``RlConfig.train_workers``).
+and the optimizer: by default the driver itself (``learner_resources.count = 0``), or a single Ray actor
+with a GPU (``learner_resources.count = 1``, for clusters whose head node has none). The expensive,
+embarrassingly parallel part, generation, is what is spread over ``rollout_resources.count`` Ray actors;
+the update of a 135M-1B policy on B*G short sequences fits one device. A multi-worker DeepSpeed learner
+would add an all-gather of ZeRO shards before every sync and is not implemented (see
+``RlConfig.learner_resources``).
 
 One step::
 
@@ -91,9 +92,10 @@ class GrpoLearner:
 
         self.cfg, self.pad_id = cfg, int(pad_id)
         self.mode, self.sid_ids = ("lora" if cfg.lora else "full"), [int(i) for i in sid_ids]
-        want_gpu = cfg.use_gpu and torch.cuda.is_available()
-        if cfg.use_gpu and not want_gpu:
-            log.warning("rl.use_gpu is set but no CUDA device is visible; updating the policy on CPU")
+        asked = cfg.learner_resources.gpus > 0
+        want_gpu = asked and torch.cuda.is_available()
+        if asked and not want_gpu:
+            log.warning("rl.learner_resources.gpus is > 0 but no CUDA device is visible; updating the policy on CPU")
         self.device = torch.device("cuda" if want_gpu else "cpu")
         model_dir = Path(model_dir)
         if (model_dir / "adapter_config.json").exists() and not (model_dir / "config.json").exists():

@@ -23,33 +23,36 @@ class _Remote:
 
 
 def make_learner(model_dir: str, cfg: RlConfig, pad_id: int, out: Path, sid_ids: list[int]):
-    """``(learner, actor handle or None)``: the :class:`GrpoLearner` here (``train_workers = 0``) or in one
-    Ray actor with a GPU when asked (``train_workers = 1``), called synchronously through :class:`_Remote`."""
+    """``(learner, actor handle or None)``: the :class:`GrpoLearner` here (``learner_resources.count = 0``) or
+    in one Ray actor reserving ``learner_resources`` CPUs and GPUs (count 1), called synchronously through
+    :class:`_Remote`."""
     from raygen.rl.loop import GrpoLearner
 
-    if cfg.train_workers == 0:
+    res = cfg.learner_resources
+    if res.count == 0:
         return GrpoLearner(model_dir, cfg, pad_id, str(out), sid_ids), None
     import ray
 
     from raygen.ray_utils import init_ray
 
     init_ray()
-    handle = ray.remote(num_gpus=1 if cfg.use_gpu else 0, num_cpus=1)(GrpoLearner).remote(
+    handle = ray.remote(num_gpus=res.gpus, num_cpus=res.cpus)(GrpoLearner).remote(
         model_dir, cfg, pad_id, str(out), sid_ids)
     return _Remote(handle), handle
 
 
 def make_pool(cfg: RlConfig, model_dir: str, sid: torch.Tensor, pad_id: int, bkw: dict):
-    """The generation pool of the rollouts: in this process (``num_rollout_actors = 0``) or on Ray actors."""
+    """The generation pool of the rollouts: in this process (``rollout_resources.count = 0``) or on Ray actors."""
     from raygen.generation.pool import LocalPool, RolloutPool
 
-    if cfg.num_rollout_actors == 0:
+    res = cfg.rollout_resources
+    if res.count == 0:
         return LocalPool(cfg.rollout_backend, model_dir, sid, pad_id, bkw)
     from raygen.ray_utils import init_ray
 
     init_ray()
-    return RolloutPool(cfg.num_rollout_actors, cfg.rollout_backend, model_dir, sid, pad_id,
-                       num_gpus=cfg.rollout_num_gpus, num_cpus=cfg.rollout_num_cpus, backend_kwargs=bkw)
+    return RolloutPool(res.count, cfg.rollout_backend, model_dir, sid, pad_id, num_gpus=res.gpus, num_cpus=res.cpus,
+                       backend_kwargs=bkw)
 
 
 def sync_weights(pool, learner, learner_handle, version: int) -> dict:

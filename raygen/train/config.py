@@ -2,14 +2,14 @@
 ``sft`` sections built on it (no torch import: loading a config stays light).
 
 Defaults are CPU-friendly (one worker, fp32, no ZeRO partitioning); GPU clusters raise
-``num_workers``, set ``use_gpu`` and ``bf16`` and pick a ZeRO stage.
+``resources.count`` (workers), give each worker ``resources.gpus``, set ``bf16`` and pick a ZeRO stage.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raygen.configbase import ConfigError
+from raygen.configbase import ConfigError, Resources
 
 
 @dataclass
@@ -37,12 +37,10 @@ class TrainConfig:
     max_len: int = 256
     """Longest sequence in tokens (examples are encoded to fit, see raygen.tasks.encode_example;
     the collator rejects longer ones). Also the row length for packing."""
-    num_workers: int = 1
-    """Ray Train workers (data-parallel ranks)."""
-    cpus_per_worker: int = 1
-    """CPUs reserved per worker; also its torch thread count."""
-    use_gpu: bool = False
-    """One GPU per worker."""
+    resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=1.0, gpus=0.0))
+    """The Ray Train workers: count = data-parallel ranks (>= 1); CPUs each, a whole number >= 1 that is
+    also the worker's torch thread count; GPUs each (> 0: the workers train on CUDA with nccl, usually 1;
+    0 = CPU workers with gloo)."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3 (0 = plain data parallel). Ignored when `deepspeed` is false."""
     bf16: Literal["auto"] | bool = "auto"
@@ -117,8 +115,10 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.grad_accum >= 1, "grad_accum must be >= 1"),
             (self.max_len >= 2, "max_len must be >= 2"),
-            (self.num_workers >= 1, "num_workers must be >= 1"),
-            (self.cpus_per_worker >= 1, "cpus_per_worker must be >= 1"),
+            (self.resources.count >= 1, "resources.count must be >= 1 (Ray Train workers)"),
+            (self.resources.cpus >= 1 and self.resources.cpus == int(self.resources.cpus),
+             f"resources.cpus must be a whole number >= 1 (also the worker's torch threads), got "
+             f"{self.resources.cpus}"),
             (0 <= self.zero_stage <= 3, "zero_stage must be 0, 1, 2 or 3"),
             (self.grad_clip >= 0, "grad_clip must be >= 0"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),

@@ -12,11 +12,16 @@ from __future__ import annotations
 from raygen.train.config import TrainConfig
 
 
-def bf16_supported(use_gpu: bool) -> bool:
-    """Whether DeepSpeed's bf16 mode can run on this worker's accelerator."""
+def on_gpu(cfg: TrainConfig) -> bool:
+    """Whether the workers train on CUDA: they reserve GPUs (``resources.gpus > 0``)."""
+    return cfg.resources.gpus > 0
+
+
+def bf16_supported(gpu: bool) -> bool:
+    """Whether DeepSpeed's bf16 mode can run on this worker's accelerator (``gpu``: a CUDA worker)."""
     import torch
 
-    if use_gpu:
+    if gpu:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return True  # DeepSpeed's CPU accelerator supports bf16 (slow without AVX512-BF16/AMX)
 
@@ -32,15 +37,15 @@ def deepspeed_config(cfg: TrainConfig, *, bf16_ok: bool | None = None, bf16: boo
     ``cfg.bf16`` here for this process's device ('auto' never counts as on without resolving).
     """
     if bf16_ok is None:
-        bf16_ok = bf16_supported(cfg.use_gpu)
+        bf16_ok = bf16_supported(on_gpu(cfg))
     if bf16 is None:
         from raygen.precision import resolve_bf16
 
-        bf16 = resolve_bf16(cfg.bf16, "cuda" if cfg.use_gpu else "cpu")[0]
+        bf16 = resolve_bf16(cfg.bf16, "cuda" if on_gpu(cfg) else "cpu")[0]
     ds_bf16 = bool(bf16) and cfg.bf16_impl == "deepspeed" and bf16_ok
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage in (1, 2):
-        zero.update(contiguous_gradients=True, overlap_comm=cfg.use_gpu, reduce_scatter=True)
+        zero.update(contiguous_gradients=True, overlap_comm=on_gpu(cfg), reduce_scatter=True)
     if cfg.zero_stage == 3:
         zero.update(stage3_gather_16bit_weights_on_model_save=False)
     return {
@@ -65,13 +70,13 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
     raygen's offline defaults plus thread count and, for CPU workers, ``DS_ACCELERATOR=cpu``."""
     from raygen.ray_utils import worker_env as base_env
 
-    env = {**base_env(), "OMP_NUM_THREADS": str(cfg.cpus_per_worker)}
+    env = {**base_env(), "OMP_NUM_THREADS": str(int(cfg.resources.cpus))}
     env.pop("DS_ACCELERATOR", None)
-    if not cfg.use_gpu:
+    if not on_gpu(cfg):
         env["DS_ACCELERATOR"] = "cpu"
     return env
 
 
 def dist_backend(cfg: TrainConfig) -> str:
     """torch.distributed backend: nccl on GPUs, gloo on CPUs."""
-    return "nccl" if cfg.use_gpu else "gloo"
+    return "nccl" if on_gpu(cfg) else "gloo"

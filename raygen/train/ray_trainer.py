@@ -86,9 +86,10 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
             rows = [rows[i] for i in perm.tolist()]
         ds = ray.data.from_items(rows)
     n = ds.count()
-    if n < cfg.num_workers:
-        raise ValueError(f"{n} training examples cannot be split over {cfg.num_workers} workers")
-    spe = steps_per_epoch(n, cfg.num_workers, cfg.batch_size, cfg.grad_accum)
+    res = cfg.resources
+    if n < res.count:
+        raise ValueError(f"{n} training examples cannot be split over {res.count} workers")
+    spe = steps_per_epoch(n, res.count, cfg.batch_size, cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * spe
     stop = min(stop_step, total) if stop_step > 0 else total
     storage = Path(storage_path).resolve()
@@ -101,13 +102,12 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     loop_config = {"model_dir": str(Path(model_dir).resolve()), "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
                    "out_dir": str(out_dir), "total_steps": total, "stop_step": stop, "steps_per_epoch": spe,
                    "valid": valid.to_dict() if valid is not None and cfg.valid_every > 0 else None}
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    per_worker = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus > 0 else {})}
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=dist_backend(cfg)),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=res.count, use_gpu=res.gpus > 0, resources_per_worker=per_worker),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
@@ -184,7 +184,7 @@ def _worker_loop(config: dict) -> dict:
     cfg = from_dict(TrainConfig, config["cfg"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.cpus_per_worker)
+    torch.set_num_threads(int(cfg.resources.cpus))
     torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device()
     model_dir, sid_ids, total = config["model_dir"], config["sid_ids"], config["total_steps"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
-from raygen.configbase import ConfigError, from_dict
+from raygen.configbase import ConfigError, Resources, from_dict
 
 SWEEP_INITS = ("random", "mean", "sa_init", "star")
 """'random' / 'mean' / 'sa_init': lm.init with the align stage off; 'star': lm.init 'mean' then STAR
@@ -36,9 +37,12 @@ class SweepConfig:
     scaled to keep sft.lora_alpha / sft.lora_r; [] = sft.mode as configured."""
     num_samples: int = 1
     """Repeats of every grid point; repeat i > 0 adds i to lm.seed, align.seed and sft.seed."""
-    max_concurrent_trials: int = 1
-    """Trials running at once. Each needs trial_cpus plus sft.num_workers x sft.cpus_per_worker CPUs
-    (and the align workers for 'star'); keep the product within the cluster."""
+    trial_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=1.0, gpus=0.0))
+    """The trials' drivers: count = trials running at once (Tune's max_concurrent_trials, >= 1); CPUs
+    (> 0: Tune needs a resource for the driver) and GPUs each driver reserves. A driver runs the lm stage
+    and the beam-search evaluation; its Ray Train workers reserve their own (sft.resources, and
+    align.resources for 'star'), so count x (cpus + the workers' CPUs) should fit the cluster. On a 2-CPU
+    machine keep count 1, cpus 1 and one 1-CPU training worker."""
     rungs: int = 3
     """SFT segments per trial = ASHA rungs: after each, the trial reports validation metrics and
     ASHA may stop it. The SFT of a trial that runs to the end has rungs x steps_per_rung steps."""
@@ -52,10 +56,6 @@ class SweepConfig:
     """Validation rows evaluated (constrained beam search) after each rung."""
     metric: str = "ndcg@10"
     """Metric ASHA maximises and the best trial is picked by: 'ndcg@K' or 'hr@K' with K in eval.ks."""
-    trial_cpus: float = 1.0
-    """CPUs Tune reserves for each trial's driver (it runs the lm stage and the beam-search
-    evaluation; its Ray Train workers reserve their own). Must be > 0. On a 2-CPU machine keep
-    1.0 with max_concurrent_trials 1 and one 1-CPU training worker."""
     mlflow: bool = True
     """Also log trials to MLflow (Ray's MLflowLoggerCallback) when mlflow is installed."""
     mlflow_tracking_uri: str = ""
@@ -71,16 +71,16 @@ class SweepConfig:
             raise ConfigError(f"sweep.sa_init_depths: must be >= 0, got {self.sa_init_depths}")
         if any(r < 1 for r in self.lora_ranks):
             raise ConfigError(f"sweep.lora_ranks: must be >= 1, got {self.lora_ranks}")
-        for key in ("num_samples", "max_concurrent_trials", "rungs", "steps_per_rung", "grace_period", "eval_rows"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"sweep.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("num_samples", "trial_resources.count", "rungs", "steps_per_rung", "grace_period", "eval_rows"):
+            if attrgetter(key)(self) < 1:
+                raise ConfigError(f"sweep.{key}: must be >= 1, got {attrgetter(key)(self)}")
         if self.grace_period > self.rungs:
             raise ConfigError(f"sweep.grace_period ({self.grace_period}) must be <= sweep.rungs ({self.rungs})")
         if self.reduction_factor <= 1:
             raise ConfigError(f"sweep.reduction_factor: must be > 1, got {self.reduction_factor}")
-        if self.trial_cpus <= 0:
-            raise ConfigError(f"sweep.trial_cpus: must be > 0 (Tune needs a resource for the trial driver), "
-                              f"got {self.trial_cpus}")
+        if self.trial_resources.cpus <= 0:
+            raise ConfigError(f"sweep.trial_resources.cpus: must be > 0 (Tune needs a resource for the trial "
+                              f"driver), got {self.trial_resources.cpus}")
         if metric_k(self.metric) is None:
             raise ConfigError(f"sweep.metric: {self.metric!r} is not 'ndcg@K' or 'hr@K'")
 

@@ -21,10 +21,10 @@ Ray Train runs (:func:`raygen.train.ray_trainer.train`) for its training. Layout
   from TBXLoggerCallback; MLflow runs in ``mlruns/`` when mlflow is installed);
 - ``results.csv``, ``results.md``, ``metric_vs_step.png``, ``best.json``.
 
-Resources: a trial reserves ``sweep.trial_cpus`` for its driver; its Train workers are placed by
-Ray Train in their own placement group (sft.num_workers x sft.cpus_per_worker), so
-``max_concurrent_trials`` x (trial_cpus + workers' CPUs) should fit the cluster, or trials wait for
-workers.
+Resources: ``sweep.trial_resources.count`` trials run at once, each driver reserving
+``sweep.trial_resources`` CPUs/GPUs; its Train workers are placed by Ray Train in their own placement
+group (``sft.resources``: count x cpus), so count x (driver CPUs + workers' CPUs) should fit the
+cluster, or trials wait for workers.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class _Validator:
 
         from raygen.modelref import model_dir
 
-        self.cfg = replace(cfg.eval, max_rows=rows, num_actors=0)
+        self.cfg = replace(cfg.eval, max_rows=rows, resources=replace(cfg.eval.resources, count=0))
         self.tasks = cfg.tasks
         self.samples = read_parquet(run_dir / "data" / "samples.parquet")
         self.codes = read_parquet(run_dir / "sids" / "codes.parquet")
@@ -203,14 +203,16 @@ def run_sweep(cfg, sweep: SweepConfig) -> dict:
     shared = run_stages(cfg, _stages_until(SHARED_STAGES[-1]), root / "shared")
     variants = trial_variants(sweep)
     log.info("sweep %s: %d trials, %d rungs of %d SFT steps, at most %d at once", sweep.name, len(variants),
-             sweep.rungs, sweep.steps_per_rung, sweep.max_concurrent_trials)
+             sweep.rungs, sweep.steps_per_rung, sweep.trial_resources.count)
+    res = sweep.trial_resources
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(run_trial, cfg=cfg, sweep=sweep, sweep_dir=str(root)), {"CPU": sweep.trial_cpus})
+        ray.tune.with_parameters(run_trial, cfg=cfg, sweep=sweep, sweep_dir=str(root)),
+        {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus > 0 else {})})
     tuner = ray.tune.Tuner(
         trainable,
         param_space={"params": ray.tune.grid_search(variants)},
         tune_config=ray.tune.TuneConfig(
-            metric=sweep.metric, mode="max", max_concurrent_trials=sweep.max_concurrent_trials,
+            metric=sweep.metric, mode="max", max_concurrent_trials=res.count,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=sweep.rungs,
                                     grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
             trial_dirname_creator=lambda trial: trial.trial_id, reuse_actors=True),

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from raygen.configbase import Resources
 from raygen.corpus.config import CorpusConfig
 from raygen.corpus.embed import embed_texts, embeddings_array, load_embedder, table_texts
 from raygen.corpus.keywords import fallback_keywords
@@ -73,7 +74,7 @@ def test_run_corpus_two_embed_actors_teacher_then_fallback(ray_local, tiny_st_di
     write_json(tmp_path / "data" / SUCCESS, {"key": "x"})
     out = tmp_path / ".corpus.tmp"
     out.mkdir()
-    corpus = CorpusConfig(embed_model=tiny_st_dir, embed_batch_size=8, embed_concurrency=2,
+    corpus = CorpusConfig(embed_model=tiny_st_dir, embed_batch_size=8, embed_resources=Resources(count=2, cpus=0),
                           keyword_backend="hf", teacher_model=str(tiny_model_dir), keyword_batch_size=4,
                           keyword_max_items=6, max_new_tokens=6, n_keywords=3, n_queries=5, query_max_items=4,
                           query_max_new_tokens=8)

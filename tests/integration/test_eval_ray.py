@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from raygen.configbase import Resources
 from raygen.generation.beam import constrained_beam_search
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def test_distributed_matches_local(tiny_llama, ray_local, tmp_path):
 
     local = constrained_beam_search(model, prompts, sid, beam_width=5, pad_id=3, batch_size=2)
     dist = evaluate_distributed(str(tmp_path / "m"), prompts, sid, beam_width=5, pad_id=3, batch_size=2,
-                                num_actors=2, num_cpus_per_actor=1)
+                                resources=Resources(count=2, cpus=1))
     assert dist[0].shape == (len(prompts), 5)
     assert torch.equal(dist[0], local[0])
     torch.testing.assert_close(dist[1], local[1], atol=1e-5, rtol=0)

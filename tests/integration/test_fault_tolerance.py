@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from raygen.configbase import Resources
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,8 +61,8 @@ def test_worker_killed_mid_sft_resumes_from_last_checkpoint(ray_local, tmp_path,
     base, sid_ids, examples = _tiny_base(tmp_path, tiny_tokenizer)
     # log_every=1: a worker's report of step N is queued only after the controller took its report
     # of step N-1, so once both ranks passed step 5's report the step-3 checkpoint is registered.
-    cfg = TrainConfig(mode="full", num_workers=2, deepspeed=False, batch_size=2, max_steps=8, lr=1e-3,
-                      checkpoint_every=3, keep_checkpoints=5, log_every=1, max_failures=1, max_len=64)
+    cfg = TrainConfig(mode="full", resources=Resources(count=2), deepspeed=False, batch_size=2, max_steps=8,
+                      lr=1e-3, checkpoint_every=3, keep_checkpoints=5, log_every=1, max_failures=1, max_len=64)
 
     monkeypatch.setenv(FAULT_AT_STEP, "5")
     monkeypatch.setenv(FAULT_MARKER, str(tmp_path / "fault.marker"))
@@ -107,10 +109,11 @@ def _tiny_pipeline_config(run_dir: Path, model_dir: Path, ray_address: str) -> d
         "lm": {"model": str(model_dir), "init": "random"},
         "align": {"enabled": False},
         # log_every=1: once the step-4 checkpoint is being written, the step-2 one is registered
-        "sft": {"mode": "full", "num_workers": 1, "deepspeed": False, "batch_size": 4, "max_steps": 12,
+        "sft": {"mode": "full", "resources": {"count": 1}, "deepspeed": False, "batch_size": 4, "max_steps": 12,
                 "checkpoint_every": 2, "log_every": 1, "max_len": 128},
         "rl": {"enabled": False},
-        "eval": {"splits": ["test"], "num_actors": 0, "baselines": ["popularity"], "beam_width": 5, "ks": [1, 5]},
+        "eval": {"splits": ["test"], "resources": {"count": 0}, "baselines": ["popularity"], "beam_width": 5,
+                 "ks": [1, 5]},
     }
 
 

@@ -24,13 +24,13 @@ def _overrides(run_dir: Path, model_dir: Path, address: str, keep_best: bool) ->
             *[f"data.synthetic.{k}={v}" for k, v in syn.items()],
             "corpus.keyword_backend=fallback", "corpus.n_queries=5", "tasks.search_ratio=0.5", "sids.method=rqkmeans", "sids.levels=2", "sids.codebook_size=8",
             "sids.kmeans_iters=10", f"lm.model={model_dir}", "lm.init=sa_init",
-            "align.enabled=true", "align.max_steps=3", "align.batch_size=4", "align.num_workers=1",
+            "align.enabled=true", "align.max_steps=3", "align.batch_size=4", "align.resources.count=1",
             "align.deepspeed=false", "align.checkpoint_every=0", "align.max_len=128",
-            "sft.mode=full", "sft.num_workers=1", "sft.deepspeed=false", "sft.batch_size=4", "sft.max_steps=6",
+            "sft.mode=full", "sft.resources.count=1", "sft.deepspeed=false", "sft.batch_size=4", "sft.max_steps=6",
             "sft.checkpoint_every=0", "sft.max_len=128", "sft.valid_every=3", "sft.valid_rows=8",
             "sft.patience=5", "rl.steps=2", "rl.rollout_batch=4", "rl.group_size=2", "rl.eval_rows=8",
-            "rl.eval_beam=4", "rl.num_rollout_actors=1", f"rl.keep_best={str(keep_best).lower()}",
-            "eval.splits=[valid,test]", "eval.max_rows=12", "eval.num_actors=0", "eval.beam_width=5",
+            "rl.eval_beam=4", "rl.rollout_resources.count=1", f"rl.keep_best={str(keep_best).lower()}",
+            "eval.splits=[valid,test]", "eval.max_rows=12", "eval.resources.count=0", "eval.beam_width=5",
             "eval.ks=[1,5]", "eval.baselines=[popularity,sasrec]", "eval.sasrec.epochs=3"]
 
 

@@ -78,11 +78,12 @@ def test_pool_survives_an_actor_death_and_resyncs_its_weights(ray_local, model_d
         pool.shutdown()
 
 
-@pytest.mark.parametrize("train_workers", [0, 1])
-def test_grpo_steps_with_two_rollout_actors(ray_local, model_dir, tmp_path, train_workers):
-    steps = 3 if train_workers == 0 else 2
+@pytest.mark.parametrize("learner_actors", [0, 1])
+def test_grpo_steps_with_two_rollout_actors(ray_local, model_dir, tmp_path, learner_actors):
+    steps = 3 if learner_actors == 0 else 2
     cfg = from_dict(RlConfig, dict(group_size=4, rollout_batch=4, steps=steps, lr=5e-3, kl_beta=0.05,
-                                   num_rollout_actors=2, rollout_num_cpus=0.5, train_workers=train_workers,
+                                   rollout_resources={"count": 2, "cpus": 0.5},
+                                   learner_resources={"count": learner_actors},
                                    rollout_mode="sample", checkpoint_every=0,
                                    rewards={"rule": 1.0, "ranking": 0.5}))
     res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg, str(tmp_path / "rl"), pad_id=PAD,

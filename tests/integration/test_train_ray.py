@@ -11,6 +11,8 @@ import dataclasses
 import pytest
 import torch
 
+from raygen.configbase import Resources
+
 pytestmark = pytest.mark.integration
 
 
@@ -42,8 +44,8 @@ def test_star_alignment_two_workers_deepspeed_checkpoints_export_resume(ray_loca
     tok.save_pretrained(tmp_path / "base")
     examples = _examples(tok, sid_tokens)
     # every answer is a SID, so the SID-only head is valid; weight decay > 0 must not touch frozen rows
-    cfg = TrainConfig(mode="embeddings", num_workers=2, deepspeed=True, zero_stage=2, batch_size=4, max_steps=2,
-                      checkpoint_every=1, keep_checkpoints=2, log_every=1, lr=1e-2, weight_decay=0.1,
+    cfg = TrainConfig(mode="embeddings", resources=Resources(count=2), deepspeed=True, zero_stage=2, batch_size=4,
+                      max_steps=2, checkpoint_every=1, keep_checkpoints=2, log_every=1, lr=1e-2, weight_decay=0.1,
                       sid_only_head=True, max_len=64)
     out, storage = tmp_path / "out", tmp_path / "ray"
 
@@ -104,7 +106,7 @@ def test_validation_keeps_best_state_and_stops_on_patience(ray_local, tmp_path, 
                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
     base.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
-    cfg = TrainConfig(mode="full", num_workers=1, deepspeed=False, batch_size=8, max_steps=200, lr=3e-2,
+    cfg = TrainConfig(mode="full", resources=Resources(count=1), deepspeed=False, batch_size=8, max_steps=200, lr=3e-2,
                       checkpoint_every=0, log_every=5, valid_every=4, valid_beam=6, patience=3, pad_to="packing",
                       max_len=128, bf16=False)
     r = train(tmp_path / "base", rows, ids, cfg, tmp_path / "out", tmp_path / "ray", resume=False, valid=valid)
