@@ -24,6 +24,7 @@ from raygen.corpus.embed import embed_texts, embeddings_table, load_embedder, ta
 from raygen.corpus.keywords import extract_keywords, keywords_rows
 from raygen.corpus.queries import extract_queries
 from raygen.corpus.teacher import make_teacher
+from raygen.faults import fault_options, maybe_fault
 
 log = logging.getLogger("raygen")
 
@@ -99,9 +100,12 @@ class KeywordActor:
         t0 = time.perf_counter()
         self.cfg = cfg
         self.backend = make_teacher(cfg)
+        self.batches = 0
         log.info("KeywordActor loaded %s backend in %.1fs", cfg.keyword_backend, time.perf_counter() - t0)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        self.batches += 1
+        maybe_fault("TEACHER_BATCH", self.batches)  # tests/benchmarks only (raygen.faults)
         c = self.cfg
         rows = batch.select([f for f in _ITEM_FIELDS if f in batch.column_names]).to_pylist()
         results = extract_keywords(self.backend, rows, c.n_keywords, max_new_tokens=c.max_new_tokens,
@@ -212,7 +216,7 @@ def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
         KeywordActor, batch_size=cfg.keyword_batch_size, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg, "num_threads": int(cpus)},
         compute=ActorPoolStrategy(size=res.count), num_cpus=cpus, num_gpus=res.gpus,
-        udf_modifying_row_count=False)
+        udf_modifying_row_count=False, **fault_options())
     return _collect(ds, items.column("item_id").combine_chunks(), "keywords")
 
 

@@ -127,6 +127,23 @@ def test_keyword_items_fallback_backend_and_bad_input(ray_local):
         keyword_items(items.slice(0, 0), CorpusConfig(keyword_backend="fallback"))
 
 
+def test_teacher_actor_killed_mid_stream_loses_and_duplicates_nothing(ray_local, tmp_path, monkeypatch):
+    """A keyword actor dies on its 2nd batch (``os._exit``); Ray Data restarts it and retries the batch:
+    every item comes back exactly once, with the same keywords as without the fault."""
+    from raygen.corpus.ray_layer import keyword_items
+    from raygen.faults import MARKER, site_var
+
+    items = synthetic_items(30)
+    cfg = CorpusConfig(keyword_backend="fallback", keyword_batch_size=5, n_keywords=2, n_queries=0,
+                       keyword_resources=Resources(count=2, cpus=0.5))
+    clean = keyword_items(items, cfg)
+    monkeypatch.setenv(site_var("TEACHER_BATCH"), "2")
+    monkeypatch.setenv(MARKER, str(tmp_path / "fault.marker"))
+    faulty = keyword_items(items, cfg)
+    assert (tmp_path / "fault.marker").exists()  # an actor did die
+    assert faulty.num_rows == 30 and faulty.equals(clean)  # sorted by item_id: none lost, none twice
+
+
 def test_keyword_actor_with_a_scripted_teacher_keeps_parsed_keywords(ray_local, scripted_teacher_dir):
     """The Ray Data KeywordActor with a real (scripted) HF teacher: grounded answers become the item's
     keywords (source 'teacher'), the others fall back; every item exactly once, in item_id order."""
