@@ -1,4 +1,5 @@
-"""What a failure costs: a Ray Train worker killed mid-SFT, and the pipeline's driver killed mid-run.
+"""What a failure costs: a Ray Train worker killed mid-SFT, the pipeline's driver killed mid-run, and
+an evaluation, rollout or teacher actor killed mid-work.
 
 Model: a tiny random Llama (2 layers, hidden 64) on SmolLM2-135M-Instruct's real tokenizer and chat
 template (49k ids + the SID tokens), so checkpoints, prompts and the pipeline are the real ones and the
@@ -14,7 +15,13 @@ whole benchmark takes a few minutes on a laptop.
     uninterrupted run: wall seconds lost, stages skipped / rerun, SFT steps redone (the rerun's SFT
     resumes from the killed run's Ray Train checkpoints) and the final eval metrics.
 
-    .venv/bin/python benchmarks/fault_tolerance.py            # both parts -> benchmarks/results/fault_tolerance.json
+(c) actor faults (``raygen.faults``: the actor's process ``os._exit``\ s once, before answering):
+    an evaluation actor on its generate call (constrained beam search over 2 actors), a rollout actor on
+    its 2nd generate call of a GRPO run (2 rollout actors, weights synced every step), and a corpus
+    teacher (keyword) actor on its 3rd batch (Ray Data, 2 actors). Each against the same work without the
+    fault: rows in / rows out, whether the outputs (or the final policy) are equal, seconds.
+
+    .venv/bin/python benchmarks/fault_tolerance.py            # all parts -> benchmarks/results/fault_tolerance.json
     .venv/bin/python benchmarks/fault_tolerance.py --part a
 """
 from __future__ import annotations
@@ -232,14 +239,132 @@ def driver_fault(work: Path, args) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------- (c) actor faults
+
+class _Fault:
+    """``RAYGEN_FAULT_<site>=n`` with a fresh marker while the block runs (actors started inside get it)."""
+
+    def __init__(self, work: Path, part: str, site: str | None, n: int = 1):
+        self.work, self.part, self.site, self.n = work, part, site, n
+
+    def __enter__(self):
+        from raygen.faults import MARKER, site_var
+
+        if self.site:
+            self.marker = self.work / f"c_{self.part}.marker"
+            self.marker.unlink(missing_ok=True)
+            os.environ[site_var(self.site)], os.environ[MARKER] = str(self.n), str(self.marker)
+        self.t0 = time.time()
+        return self
+
+    def __exit__(self, *exc):
+        from raygen.faults import MARKER, site_var
+
+        self.seconds = round(time.time() - self.t0, 2)
+        if self.site:
+            os.environ.pop(site_var(self.site)), os.environ.pop(MARKER)
+            self.died = self.marker.exists()
+
+
+def _tiny_catalog(work: Path):
+    """The tiny model with SID tokens, 48 distinct catalog SIDs, prompts and targets (catalog rows)."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raygen.lm.vocab import add_sid_tokens
+
+    base = work / "c_base"
+    tiny_model(base)
+    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    sid_ids = add_sid_tokens(model, tok, SID_TOKENS).tolist()
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    rng = np.random.default_rng(0)
+    codes = rng.permutation(512)[:48]
+    sid = np.array([[sid_ids[lv * 8 + (c >> (3 * (2 - lv))) % 8] for lv in range(3)] for c in codes])
+    prompts = [ex["input_ids"][:-4] for ex in _examples(tok, sid_ids, 40)]  # the chat prompt, no answer
+    return base, tok, sid, prompts, rng.integers(0, 48, len(prompts)).tolist()
+
+
+def actor_faults(work: Path, args) -> dict:
+    import ray
+    import torch
+
+    from raygen.configbase import Resources, from_dict
+    from raygen.corpus.config import CorpusConfig
+    from raygen.corpus.ray_layer import keyword_items
+    from raygen.data.schema import items_table
+    from raygen.eval.ray_layer import evaluate_distributed
+    from raygen.ray_utils import init_ray
+    from raygen.rl.config import RlConfig
+    from raygen.rl.loop import run_grpo
+
+    base, tok, sid, prompts, targets = _tiny_catalog(work)
+    init_ray(argparse.Namespace(address="", num_cpus=args.cpus, dashboard=False))
+    out = {}
+
+    ev = {}
+    for name, site in (("clean", None), ("fault", "GENERATE_CALL")):
+        with _Fault(work, "eval", site) as f:
+            items, scores = evaluate_distributed(str(base), prompts, torch.as_tensor(sid), 5, tok.pad_token_id, 8,
+                                                 resources=Resources(count=2, cpus=1))
+        ev[name] = (items, f)
+    out["eval_actor"] = {"settings": "constrained beam search (beam 5) of 40 prompts on 2 actors; one actor "
+                                     "dies on its generate call", "rows_in": len(prompts),
+                         "rows_out": int(ev["fault"][0].shape[0]), "actor_died": ev["fault"][1].died,
+                         "outputs_equal_clean": bool(torch.equal(ev["clean"][0], ev["fault"][0])),
+                         "seconds_clean": ev["clean"][1].seconds, "seconds_fault": ev["fault"][1].seconds}
+
+    rl = {}
+    for name, site in (("clean", None), ("fault", "GENERATE_CALL")):
+        cfg = from_dict(RlConfig, dict(group_size=4, rollout_batch=8, steps=args.rl_steps, lr=5e-3, kl_beta=0.05,
+                                       rollout_resources={"count": 2, "cpus": 0.5}, rollout_mode="sample",
+                                       checkpoint_every=0, rewards={"rule": 1.0, "prefix": 0.5}))
+        with _Fault(work, "rl", site, n=2) as f:
+            r = run_grpo(str(base), prompts, targets, sid, None, cfg, str(work / f"c_rl_{name}"),
+                         pad_id=tok.pad_token_id, verify_sync=True)
+        rl[name] = (r, f)
+    (clean, fc), (fault, ff) = rl["clean"], rl["fault"]
+    out["rollout_actor"] = {
+        "settings": f"GRPO, {args.rl_steps} steps, 2 rollout actors (sample mode, group 4, 8 prompts a step), "
+                    "weights synced every step; one actor dies on its 2nd generate call (step 2's rollout)",
+        "actor_died": ff.died, "recoveries": fault["rollout_actor_recoveries"],
+        "steps_clean": len(clean["history"]), "steps_fault": len(fault["history"]),
+        "final_policy_equal_clean": clean["learner_checksum"] == fault["learner_checksum"],
+        "actors_hold_final_policy": fault["actor_checksums"] == [fault["learner_checksum"]] * 2,
+        "seconds_clean": fc.seconds, "seconds_fault": ff.seconds}
+
+    rows = [{"item_id": 100 + 3 * i, "title": f"item {i} steel drill {i % 7}", "brand": "acme",
+             "categories": ["tools"], "description": f"A tool number {i}."} for i in range(args.teacher_items)]
+    items = items_table(rows)
+    ccfg = CorpusConfig(keyword_backend="fallback", keyword_batch_size=8, n_keywords=3, n_queries=5,
+                        keyword_resources=Resources(count=2, cpus=1))
+    kw = {}
+    for name, site in (("clean", None), ("fault", "TEACHER_BATCH")):
+        with _Fault(work, "teacher", site, n=3) as f:
+            kw[name] = (keyword_items(items, ccfg), f)
+    got = kw["fault"][0]
+    out["teacher_actor"] = {
+        "settings": f"keyword + query pass over {len(rows)} items, batches of 8, 2 actors (fallback backend: "
+                    "the actor machinery without a model); one actor dies on its 3rd batch",
+        "rows_in": len(rows), "rows_out": got.num_rows, "actor_died": kw["fault"][1].died,
+        "distinct_item_ids_out": len(set(got.column("item_id").to_pylist())),
+        "outputs_equal_clean": got.equals(kw["clean"][0]),
+        "seconds_clean": kw["clean"][1].seconds, "seconds_fault": kw["fault"][1].seconds}
+    ray.shutdown()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["a", "b", "both"], default="both")
+    p.add_argument("--part", choices=["a", "b", "c", "all"], default="all")
     p.add_argument("--steps", type=int, default=20, help="(a) training steps")
     p.add_argument("--checkpoint-every", type=int, default=5, help="(a) checkpoint interval")
     p.add_argument("--fault-at", type=int, default=13, help="(a) rank 0 dies after this step")
     p.add_argument("--sft-steps", type=int, default=16, help="(b) SFT steps of the pipeline")
     p.add_argument("--kill-at", type=int, default=6, help="(b) kill the driver when this SFT checkpoint appears")
+    p.add_argument("--rl-steps", type=int, default=4, help="(c) GRPO steps")
+    p.add_argument("--teacher-items", type=int, default=200, help="(c) items of the keyword pass")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     p.add_argument("--work", default="/tmp/raygen_fault_bench", help="scratch folder (emptied first)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fault_tolerance.json"))
@@ -252,16 +377,24 @@ def main() -> None:
     import torch
     import ray
 
-    result = {"command": "python benchmarks/fault_tolerance.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                          "ray": ray.__version__}}
+    # parts not run this time keep their figures (and the command that made them) from the file
+    old = read_json(args.out) if Path(args.out).exists() else {}
+    command = "python benchmarks/fault_tolerance.py " + " ".join(sys.argv[1:])
+    result = {k: old[k] for k in ("worker_fault", "driver_fault", "actor_faults") if k in old}
+    result["commands"] = {**old.get("commands", {}), args.part: command}
+    result |= {"command": command,
+               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                           "ray": ray.__version__}}
     t0 = time.time()
-    if args.part in ("a", "both"):
+    if args.part in ("a", "all"):
         result["worker_fault"] = worker_fault(work, args)
         print(json.dumps(result["worker_fault"], indent=1), flush=True)
-    if args.part in ("b", "both"):
+    if args.part in ("b", "all"):
         result["driver_fault"] = driver_fault(work, args)
         print(json.dumps(result["driver_fault"], indent=1), flush=True)
+    if args.part in ("c", "all"):
+        result["actor_faults"] = actor_faults(work, args)
+        print(json.dumps(result["actor_faults"], indent=1), flush=True)
     result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["total_seconds"] = round(time.time() - t0, 1)
     write_json(args.out, result)

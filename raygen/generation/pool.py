@@ -85,6 +85,9 @@ def merge_precision(infos: list[dict]) -> dict:
 class _PoolBase:
     """Shared bookkeeping of the local and Ray pools."""
 
+    recoveries = 0
+    """Actor deaths survived (Ray pool: a restart, then the weights re-sent; a local pool has none)."""
+
     @staticmethod
     def _sync_report(t0: float, put_s: float, results: list[tuple[int, float]]) -> dict[str, Any]:
         versions = [int(v) for v, _ in results]
@@ -108,7 +111,7 @@ class RolloutPool(_PoolBase):
                                                              dict(backend_kwargs or {}))
                        for _ in range(num_actors)]
         self._weights: tuple[Any, int] | None = None  # (ref, version) of the last broadcast
-        self.recoveries = 0  # actor deaths survived (a restart, then the weights re-sent)
+        self.recoveries = 0
         ray.get([a.weights_version.remote() for a in self.actors])   # surface construction errors here
 
     def __len__(self) -> int:

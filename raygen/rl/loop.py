@@ -354,7 +354,8 @@ def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: li
     final_dir = str(out / "model")
     learner.save_final(final_dir, model_dir)
     summary = {"steps": cfg.steps, "resumed_from": resumed_from, "model_dir": final_dir,
-               "actor_versions": pool.weights_versions(), "history": history}
+               "actor_versions": pool.weights_versions(), "rollout_actor_recoveries": pool.recoveries,
+               "history": history}
     if history:
         summary["final"] = history[-1]
     if verify_sync:

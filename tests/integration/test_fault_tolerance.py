@@ -2,8 +2,9 @@
 
 (a) A Ray Train worker dies in the middle of SFT (``RAYGEN_FAULT_AT_STEP``: rank 0 calls ``os._exit``
     once); Ray Train restarts the worker group from the last checkpoint and the run finishes.
-(b) The driver of ``python -m raygen run`` is SIGKILLed while a stage runs; the rerun skips the
-    finished stages, reruns the interrupted one and finishes; no half-written stage folder is left;
+(b) The driver of ``python -m raygen run`` is SIGKILLed while a stage runs; the rerun, started while the
+    killed run's local Ray processes still live, skips the finished stages, reruns the interrupted one
+    and finishes; no half-written stage folder is left;
     the resumed SFT model is bit-identical to an uninterrupted run's, and so are the eval metrics.
 """
 from __future__ import annotations
@@ -97,11 +98,11 @@ def test_fault_injection_needs_a_marker(monkeypatch):
         fault_env()
 
 
-def _tiny_pipeline_config(run_dir: Path, model_dir: Path, ray_address: str) -> dict:
+def _tiny_pipeline_config(run_dir: Path, model_dir: Path, ray_address: str = "") -> dict:
     """The whole pipeline on a 40-item synthetic catalog, a tiny Llama and a 12-step SFT."""
     return {
         "run_dir": str(run_dir),
-        "ray": {"address": ray_address},
+        "ray": {"address": ray_address} if ray_address else {"num_cpus": 2},  # no address: a local Ray of its own
         "data": {"source": "synthetic", "synthetic": {"n_items": 40, "n_users": 30, "n_categories": 4,
                                                       "n_tastes": 3, "min_seq_len": 4, "max_seq_len": 6}},
         "corpus": {"keyword_backend": "fallback"},
@@ -140,8 +141,8 @@ def test_driver_killed_mid_pipeline_rerun_skips_finished_stages(ray_local, tmp_p
 
     run_dir = tmp_path / "run"
     config = tmp_path / "tiny.yaml"
-    address = ray_local.get_runtime_context().gcs_address  # the drivers join the test's Ray, as a job would
-    config.write_text(yaml.safe_dump(_tiny_pipeline_config(run_dir, tiny_model_dir, address)))
+    # runs 1 and 2 start a local Ray of their own (as `python jobs/full_pipeline.py` on a workstation)
+    config.write_text(yaml.safe_dump(_tiny_pipeline_config(run_dir, tiny_model_dir)))
 
     # run 1: SIGKILL the driver while sft trains (lm finished, sft's step-4 checkpoint on its way)
     proc = _start(config, tmp_path / "run1.log")
@@ -149,15 +150,23 @@ def test_driver_killed_mid_pipeline_rerun_skips_finished_stages(ray_local, tmp_p
         _wait_for(proc, tmp_path / "run1.log",
                   lambda: any((run_dir / "ray_train").glob("sft-*/step_0000004")), timeout=900)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its local Ray is left to notice on its own
         proc.wait()
-    finished = {p.parent.name for p in run_dir.glob("*/_SUCCESS")}
-    assert finished == {"data", "corpus", "sids", "lm", "align"}
-    assert not (run_dir / "sft").exists() and (run_dir / ".sft.tmp").exists()  # only the hidden work folder
+    leftover = proc.pid  # the killed driver's session: its local Ray's processes
+    try:
+        finished = {p.parent.name for p in run_dir.glob("*/_SUCCESS")}
+        assert finished == {"data", "corpus", "sids", "lm", "align"}
+        assert not (run_dir / "sft").exists() and (run_dir / ".sft.tmp").exists()  # only the hidden work folder
+        os.killpg(leftover, 0)  # raises if nothing of the killed run's Ray is left: then this tests nothing
 
-    # run 2: the same command finishes the run
-    proc = _start(config, tmp_path / "run2.log")
-    assert proc.wait(timeout=900) == 0, (tmp_path / "run2.log").read_text()[-3000:]
+        # run 2: the same command, at once, while the killed run's Ray processes still live, finishes the run
+        proc = _start(config, tmp_path / "run2.log")
+        assert proc.wait(timeout=900) == 0, (tmp_path / "run2.log").read_text()[-3000:]
+    finally:
+        try:
+            os.killpg(leftover, signal.SIGKILL)  # what a node's clean-up would do
+        except ProcessLookupError:
+            pass
     out = (tmp_path / "run2.log").read_text()
     status = json.loads(out[out.rindex("{\n"):])
     assert status == {**{s: "skipped" for s in ("data", "corpus", "sids", "lm", "align")},
@@ -173,7 +182,9 @@ def test_driver_killed_mid_pipeline_rerun_skips_finished_stages(ray_local, tmp_p
     assert len({r["item_id"] for r in recs}) == 5 and all(r["title"] for r in recs)
 
     # run 3: the same config never interrupted (upstream stages linked from run 1, SFT from step 0 in
-    # its own folder): the resumed SFT is exact, so weights and eval metrics are equal
+    # its own folder), its driver joining the test's Ray as a job would: the resumed SFT is exact, so
+    # weights and eval metrics are equal
+    address = ray_local.get_runtime_context().gcs_address
     from safetensors.torch import load_file
 
     from raygen.config import load_config
