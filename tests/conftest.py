@@ -82,6 +82,21 @@ def tiny_tokenizer(tiny_tokenizer_json):
 
 
 @pytest.fixture(scope="session")
+def random_sid_matrix():
+    """``make(n_items, codes, levels, base, seed=1)``: [n_items, levels] distinct random SIDs; level l's
+    tokens are ``base + codes * l + code`` (the layout of the SID tokens appended to a vocabulary)."""
+    import torch
+
+    def make(n_items: int, codes: int, levels: int, base: int, seed: int = 1):
+        g = torch.Generator().manual_seed(seed)
+        flat = torch.randperm(codes ** levels, generator=g)[:n_items]
+        digits = torch.stack([(flat // codes ** (levels - 1 - lv)) % codes for lv in range(levels)], 1)
+        return digits + base + codes * torch.arange(levels)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tiny_tokenizer_json):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -13,13 +13,6 @@ VOCAB, LEVELS, CODES, N_ITEMS, PAD = 100, 3, 4, 20, 3
 SID_BASE = VOCAB - LEVELS * CODES          # level l, code c -> SID_BASE + CODES * l + c
 
 
-def make_sid_matrix(n_items=N_ITEMS, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    codes = torch.randperm(CODES ** LEVELS, generator=g)[:n_items]
-    digits = torch.stack([codes // CODES ** 2, (codes // CODES) % CODES, codes % CODES], 1)
-    return digits + SID_BASE + CODES * torch.arange(LEVELS)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_llama):
     path = tmp_path_factory.mktemp("rl_backend_model")
@@ -28,8 +21,8 @@ def model_dir(tmp_path_factory, tiny_llama):
 
 
 @pytest.fixture(scope="module")
-def backend(model_dir):
-    return HFBackend(model_dir, make_sid_matrix(), PAD, batch_size=2)
+def backend(model_dir, random_sid_matrix):
+    return HFBackend(model_dir, random_sid_matrix(N_ITEMS, CODES, LEVELS, SID_BASE), PAD, batch_size=2)
 
 
 PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
@@ -70,11 +63,11 @@ def test_sample_mode_seeded_and_temperature(backend):
     assert all(len(set(r.tolist())) == 1 for r in cold.items)       # ~greedy: one item per group
 
 
-def test_sample_frequencies_follow_the_constrained_policy(model_dir):
+def test_sample_frequencies_follow_the_constrained_policy(model_dir, random_sid_matrix):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    sid = make_sid_matrix(n_items=6, seed=4)
+    sid = random_sid_matrix(6, CODES, LEVELS, SID_BASE, seed=4)
     trie = SidTrie.build(sid)
     gen = torch.Generator().manual_seed(0)
     items, _ = constrained_sample(model, [[5, 6, 7]], trie, 3000, PAD, 1.0, 1, gen)
@@ -94,8 +87,8 @@ def test_beam_mode_matches_constrained_beam_search(backend):
         backend.generate(PROMPTS, 4, "greedy")
 
 
-def test_load_weights_version_and_checksum(model_dir, tiny_llama):
-    be = HFBackend(model_dir, make_sid_matrix(), PAD)
+def test_load_weights_version_and_checksum(model_dir, tiny_llama, random_sid_matrix):
+    be = HFBackend(model_dir, random_sid_matrix(N_ITEMS, CODES, LEVELS, SID_BASE), PAD)
     other = tiny_llama(vocab_size=VOCAB, initializer_range=0.2, seed=5)
     before = be.checksum()
     state = merged_state_dict(other)

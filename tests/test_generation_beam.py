@@ -19,11 +19,8 @@ def model(tiny_llama):
 
 
 @pytest.fixture(scope="module")
-def sid_matrix():
-    g = torch.Generator().manual_seed(1)
-    codes = torch.randperm(N_CODES ** N_LEVELS, generator=g)[:N_ITEMS]
-    digits = torch.stack([codes // N_CODES ** 2, (codes // N_CODES) % N_CODES, codes % N_CODES], 1)
-    return digits + SID_BASE + N_CODES * torch.arange(N_LEVELS)
+def sid_matrix(random_sid_matrix):
+    return random_sid_matrix(N_ITEMS, N_CODES, N_LEVELS, SID_BASE)
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,9 @@ SID_BASE = VOCAB - LEVELS * CODES
 PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13], [14, 15, 16, 17, 18]]
 
 
-def sid_matrix():
-    g = torch.Generator().manual_seed(1)
-    codes = torch.randperm(CODES ** LEVELS, generator=g)[:N_ITEMS]
-    digits = torch.stack([codes // CODES ** 2, (codes // CODES) % CODES, codes % CODES], 1)
-    return digits + SID_BASE + CODES * torch.arange(LEVELS)
+@pytest.fixture(scope="module")
+def sid(random_sid_matrix):
+    return random_sid_matrix(N_ITEMS, CODES, LEVELS, SID_BASE)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +40,10 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir):
+def engine(model_dir, sid):
     from raygen.generation.vllm_backend import VLLMBackend
 
-    backend = VLLMBackend(model_dir, sid_matrix(), PAD, dtype="float32", max_model_len=256, enforce_eager=True)
+    backend = VLLMBackend(model_dir, sid, PAD, dtype="float32", max_model_len=256, enforce_eager=True)
     yield backend
     del backend
 
@@ -72,8 +70,7 @@ def engine_logprobs(engine, prompts, tokens):
                          for o, r in zip(outs, reqs)])
 
 
-def test_constrained_rollouts_are_catalog_sids(engine):
-    sid = sid_matrix()
+def test_constrained_rollouts_are_catalog_sids(engine, sid):
     for mode in ("beam", "sample"):
         ro = engine.generate(PROMPTS, 4, mode, temperature=1.0, seed=0)
         assert ro.items.shape == (len(PROMPTS), 4)
