@@ -134,7 +134,8 @@ def score_test(d: Data, lm, tok, catalog, ssum: dict, a) -> tuple:
 def run_file(a, name: str, seed: int) -> Path:
     """Where one finished run's per-row results are kept (beside --out), so a rerun resumes."""
     out = Path(a.out)
-    return out.parent / f"{out.stem}_runs" / f"{name.replace('+', '_')}-s{seed}.npz"
+    folder = Path(a.runs_dir) if a.runs_dir else out.parent / f"{out.stem}_runs"
+    return folder / f"{name.replace('+', '_')}-s{seed}.npz"
 
 
 def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
@@ -236,6 +237,11 @@ def main() -> None:
     ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
     ap.add_argument("--sasrec-max-epochs", type=int, default=0, help="cap SASRec epochs (0 = eval.sasrec.epochs)")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
+    ap.add_argument("--report-only", action="store_true",
+                    help="summarize the runs already finished with these settings (no training, no baselines): "
+                         "a partial result with cold/warm slices")
+    ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
+    ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
     a = ap.parse_args()
     setup_logging(False)  # the trainer's validation lines
     t0 = time.time()
@@ -270,6 +276,8 @@ def main() -> None:
             if cached is not None:  # finished by an earlier invocation with the same settings
                 rec, r, topk, row_ids, targets, curve = cached
                 print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
+            elif a.report_only:
+                continue
             else:
                 ts0 = time.time()
                 lm, tok, catalog, ssum, align_s = train_variant(d, name, seed, a.layers, a, device)
@@ -304,18 +312,27 @@ def main() -> None:
 
     from raygen.eval.config import EvalConfig
 
+    if scored is None:
+        raise SystemExit("no finished run with these settings")
     row_ids, targets = scored
+    done = [v for v in variants if rows[v]]
+    cold = cold_rows(d.samples, row_ids, targets)
+    if a.report_only:
+        result = write()
+        result["variants"] = {v: per_variant[v] for v in done}
+        result["slices"] = cold_warm({v: rows[v] for v in done}, cold)
+        write_json(a.out, {**result, **({"note": a.note} if a.note else {})})
+        print(json.dumps({v: per_variant[v]["summary"]["ndcg@10"] for v in done}, indent=1))
+        return
     all_histories = d.samples.column("history").to_pylist()
     histories = [list(all_histories[int(i)]) for i in row_ids]  # row_id = the samples row
     if tok is None:  # every run was reused: the catalog needs a tokenizer with the SID tokens
         lm, tok = load(a.model_dir, 1, torch.device("cpu"))
         add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
-    done = [v for v in variants if rows[v]]
     base = baseline_rows(d.samples, Catalog.from_codes(d.codes, tok), EvalConfig(), seeds, targets, histories,
                          a.sasrec_max_epochs)
     result = write(baseline_summary(base), differences({v: rows[v] for v in done}, base))
     result["variants"] = {v: per_variant[v] for v in done}
-    cold = cold_rows(d.samples, row_ids, targets)
     result["slices"] = cold_warm({**{v: rows[v] for v in done}, **{b: r["rows"] for b, r in base.items()}}, cold)
     write_json(a.out, result)
     plot(result, {v: curves[v] for v in done}, Path(a.out).with_suffix(""))
