@@ -67,14 +67,20 @@ def run_direct(items: pa.Table, cfg: CorpusConfig) -> dict:
 
 def run_ray(items: pa.Table, cfg: CorpusConfig) -> dict:
     t0 = time.perf_counter()
-    ds = embed_dataset(items, cfg)
-    stamps = []
+    return stream_rates(embed_dataset(items, cfg), items, t0)
+
+
+def stream_rates(ds, items: pa.Table, t0: float) -> dict:
+    """Consume a corpus Ray Dataset block by block as it streams out; :func:`_rates` from ``t0`` (before the
+    dataset was built). Raises unless exactly the items' ids came back, each once."""
+    stamps, ids = [], []
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         stamps.append((time.perf_counter(), block.num_rows))
-    n = sum(r for _, r in stamps)
-    if n != items.num_rows:
-        raise RuntimeError(f"Ray path returned {n} rows for {items.num_rows} items")
-    return _rates(items.num_rows, stamps, t0)
+        ids += block.column("item_id").to_pylist()
+    if sorted(ids) != sorted(items.column("item_id").to_pylist()):
+        raise RuntimeError(f"Ray path returned {len(ids)} rows ({len(set(ids))} distinct ids) for "
+                           f"{items.num_rows} items, or other ids")
+    return {**_rates(items.num_rows, stamps, t0), "rows_out": len(ids)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -41,44 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raygen.io import read_json, write_json  # noqa: E402
-
-SID_TOKENS = [f"<{level}_{c}>" for level in "abc" for c in range(8)]
-
-
-def tiny_model(out: Path) -> Path:
-    """A tiny random Llama with SmolLM2's tokenizer (no SID tokens: the lm stage adds them)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from raygen.models import smollm2_path
-
-    tok = AutoTokenizer.from_pretrained(smollm2_path(), local_files_only=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+from benchmarks._tiny import catalog, examples as tiny_examples, items as tiny_items, prompts as tiny_prompts, \
+    tiny_model, with_sid_tokens  # noqa: E402
 
 
 # ------------------------------------------------------------------------------- (a) worker fault
-
-def _examples(tok, sid_ids: list[int], n: int) -> list[dict]:
-    import numpy as np
-
-    from raygen.tasks.encode import encode_example
-
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        hist = " ".join("".join(SID_TOKENS[lv * 8 + int(rng.integers(8))] for lv in range(3)) for _ in range(4))
-        answer = "".join(SID_TOKENS[lv * 8 + int(rng.integers(8))] for lv in range(3))
-        messages = [{"role": "user", "content": f"The user bought {hist}. What is the next item?"}]
-        out.append(encode_example(tok, messages, answer, max_len=256))
-    return out
-
 
 def _weights_diff(a: Path, b: Path) -> float:
     from safetensors.torch import load_file
@@ -90,24 +57,16 @@ def _weights_diff(a: Path, b: Path) -> float:
 
 def worker_fault(work: Path, args) -> dict:
     import ray
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from raygen.configbase import Resources
-    from raygen.lm.vocab import add_sid_tokens
     from raygen.ray_utils import init_ray
     from raygen.train import TrainConfig, train
     from raygen.faults import MARKER as FAULT_MARKER, site_var
 
     FAULT_AT_STEP = site_var("AT_STEP")
 
-    base = work / "a_base"
-    tiny_model(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    tok = AutoTokenizer.from_pretrained(base)
-    sid_ids = add_sid_tokens(model, tok, SID_TOKENS).tolist()
-    model.save_pretrained(base)
-    tok.save_pretrained(base)
-    examples = _examples(tok, sid_ids, 256)
+    base, tok, sid_ids = with_sid_tokens(tiny_model(work / "a_base"), work / "a_base")
+    examples = tiny_examples(tok, 256)
     cfg = TrainConfig(mode="full", resources=Resources(count=2), deepspeed=False, batch_size=4, max_steps=args.steps,
                       lr=1e-3, checkpoint_every=args.checkpoint_every, keep_checkpoints=2, log_every=1, max_failures=1,
                       max_len=256)
@@ -269,20 +228,11 @@ class _Fault:
 def _tiny_catalog(work: Path):
     """The tiny model with SID tokens, 48 distinct catalog SIDs, prompts and targets (catalog rows)."""
     import numpy as np
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from raygen.lm.vocab import add_sid_tokens
-
-    base = work / "c_base"
-    tiny_model(base)
-    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
-    sid_ids = add_sid_tokens(model, tok, SID_TOKENS).tolist()
-    model.save_pretrained(base)
-    tok.save_pretrained(base)
+    base, tok, sid_ids = with_sid_tokens(tiny_model(work / "c_base"), work / "c_base")
     rng = np.random.default_rng(0)
-    codes = rng.permutation(512)[:48]
-    sid = np.array([[sid_ids[lv * 8 + (c >> (3 * (2 - lv))) % 8] for lv in range(3)] for c in codes])
-    prompts = [ex["input_ids"][:-4] for ex in _examples(tok, sid_ids, 40)]  # the chat prompt, no answer
+    sid = catalog(sid_ids, rng, 48)
+    prompts = tiny_prompts(tok, 40)  # the chat prompt, no answer
     return base, tok, sid, prompts, rng.integers(0, 48, len(prompts)).tolist()
 
 
@@ -293,7 +243,6 @@ def actor_faults(work: Path, args) -> dict:
     from raygen.configbase import Resources, from_dict
     from raygen.corpus.config import CorpusConfig
     from raygen.corpus.ray_layer import keyword_items
-    from raygen.data.schema import items_table
     from raygen.eval.ray_layer import evaluate_distributed
     from raygen.ray_utils import init_ray
     from raygen.rl.config import RlConfig
@@ -334,9 +283,7 @@ def actor_faults(work: Path, args) -> dict:
         "actors_hold_final_policy": fault["actor_checksums"] == [fault["learner_checksum"]] * 2,
         "seconds_clean": fc.seconds, "seconds_fault": ff.seconds}
 
-    rows = [{"item_id": 100 + 3 * i, "title": f"item {i} steel drill {i % 7}", "brand": "acme",
-             "categories": ["tools"], "description": f"A tool number {i}."} for i in range(args.teacher_items)]
-    items = items_table(rows)
+    items = tiny_items(args.teacher_items)
     ccfg = CorpusConfig(keyword_backend="fallback", keyword_batch_size=8, n_keywords=3, n_queries=5,
                         keyword_resources=Resources(count=2, cpus=1))
     kw = {}
@@ -345,9 +292,9 @@ def actor_faults(work: Path, args) -> dict:
             kw[name] = (keyword_items(items, ccfg), f)
     got = kw["fault"][0]
     out["teacher_actor"] = {
-        "settings": f"keyword + query pass over {len(rows)} items, batches of 8, 2 actors (fallback backend: "
+        "settings": f"keyword + query pass over {items.num_rows} items, batches of 8, 2 actors (fallback backend: "
                     "the actor machinery without a model); one actor dies on its 3rd batch",
-        "rows_in": len(rows), "rows_out": got.num_rows, "actor_died": kw["fault"][1].died,
+        "rows_in": items.num_rows, "rows_out": got.num_rows, "actor_died": kw["fault"][1].died,
         "distinct_item_ids_out": len(set(got.column("item_id").to_pylist())),
         "outputs_equal_clean": got.equals(kw["clean"][0]),
         "seconds_clean": kw["clean"][1].seconds, "seconds_fault": kw["fault"][1].seconds}

@@ -70,12 +70,15 @@ def prompts(tokenizer, n: int, rng: np.random.Generator) -> list[list[int]]:
 
 
 def rollout_rate(n_actors: int, model_dir: str, sid, pad_id: int, batch: list[list[int]], g: int, mode: str,
-                 repeats: int) -> tuple[float, float]:
+                 repeats: int, num_cpus: float = 1.0, num_gpus: float = 0.0) -> tuple[float, float]:
+    """Rollouts/s of a warm pool of ``n_actors`` (a small warm-up batch, a prompt or two per actor, first; the
+    best of ``repeats``) and the best batch's seconds."""
     from raygen.generation.pool import RolloutPool
 
-    pool = RolloutPool(n_actors, "hf", model_dir, sid, pad_id, num_cpus=1, backend_kwargs={"batch_size": 8})
+    pool = RolloutPool(n_actors, "hf", model_dir, sid, pad_id, num_cpus=num_cpus, num_gpus=num_gpus,
+                       backend_kwargs={"batch_size": 8})
     try:
-        pool.generate(batch[:2], g, mode, seed=0)                         # warm-up
+        pool.generate(batch[:max(2, n_actors)], g, mode, seed=0)          # warm-up: every actor gets a row
         times = []
         for r in range(repeats):
             t0 = time.perf_counter()

@@ -194,6 +194,12 @@ def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
     teacher; the rest get fallback keywords (source 'fallback'); likewise ``cfg.query_max_items``
     for the queries.
     """
+    items = _as_table(items)
+    return _collect(keyword_dataset(items, cfg), items.column("item_id").combine_chunks(), "keywords")
+
+
+def keyword_dataset(items, cfg: CorpusConfig):
+    """The lazy Ray Dataset of the teacher actors' output (see :func:`keyword_items`) for an items table."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -217,7 +223,7 @@ def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
         fn_constructor_kwargs={"cfg": cfg, "num_threads": int(cpus)},
         compute=ActorPoolStrategy(size=res.count), num_cpus=cpus, num_gpus=res.gpus,
         udf_modifying_row_count=False, **fault_options())
-    return _collect(ds, items.column("item_id").combine_chunks(), "keywords")
+    return ds
 
 
 def _as_table(items) -> pa.Table:
