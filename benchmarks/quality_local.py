@@ -188,8 +188,8 @@ def run_file(a, name: str, seed: int) -> Path:
 
 def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec),
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # compressed: the runs are committed (results/)
+        np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec),
                  curve=json.dumps(curve), **{f"metric:{k}": v for k, v in r.items()})
 
 
