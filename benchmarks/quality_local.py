@@ -294,6 +294,9 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true",
                     help="summarize the runs already finished with these settings (no training, no baselines): "
                          "a partial result with cold/warm slices")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train and keep the missing runs, then stop (no baselines, no report): for several "
+                         "processes that share one --runs-dir, each with its own variants/seeds")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
     a = ap.parse_args()
@@ -347,6 +350,8 @@ def main() -> None:
 
     from raygen.eval.config import EvalConfig
 
+    if a.train_only:
+        return
     if scored is None:
         raise SystemExit("no finished run with these settings")
     row_ids, targets = scored
