@@ -19,6 +19,7 @@ in the layout of quality_industrial.json. ``--depths`` runs each depth and write
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -189,7 +190,7 @@ def run_file(a, name: str, seed: int) -> Path:
 def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # compressed: the runs are committed (results/)
-        np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec),
+        np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec, default=float),
                  curve=json.dumps(curve), **{f"metric:{k}": v for k, v in r.items()})
 
 
@@ -204,6 +205,44 @@ def load_run(path: Path, fingerprint: str):
         return None
     r = {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("metric:")}
     return json.loads(str(z["record"])), r, z["topk"], z["row_ids"], z["targets"], json.loads(str(z["curve"]))
+
+
+def sid_tokenizer(a, d: Data):
+    """The tokenizer with the run's SID tokens added (what a catalog needs when no run was trained here)."""
+    lm, tok = load(a.model_dir, 1, torch.device("cpu"))
+    add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
+    return tok
+
+
+def cached_baselines(a, d: Data, catalog, seeds: list[int], row_ids: np.ndarray, targets: np.ndarray) -> dict:
+    """:func:`baseline_rows` on the scored rows, each SASRec seed kept in the runs folder like a variant's run
+    (a SASRec fit takes ~10 min here; a report or a later session reuses it); popularity is recomputed (seconds).
+    A kept fit is reused only for the same SASRec settings and the same test rows."""
+    from dataclasses import asdict
+
+    from raygen.eval.config import EvalConfig
+
+    cfg = EvalConfig()
+    key = json.dumps({"sasrec": asdict(cfg.sasrec), "sasrec_max_epochs": a.sasrec_max_epochs,
+                      "rows": hashlib.sha256(np.asarray(row_ids, np.int64).tobytes()
+                                             + np.asarray(targets, np.int64).tobytes()).hexdigest()}, sort_keys=True)
+    all_histories = d.samples.column("history").to_pylist()
+    histories = [list(all_histories[int(i)]) for i in row_ids]  # row_id = the samples row
+    base = baseline_rows(d.samples, catalog, cfg, [], targets, histories)  # popularity only
+    for s in seeds:
+        path = run_file(a, "baseline_sasrec", s)
+        got = load_run(path, key)
+        if got is None:
+            t0 = time.time()
+            one = baseline_rows(d.samples, catalog, cfg, [s], targets, histories, a.sasrec_max_epochs)["sasrec"]
+            rec = {"collapse": one["collapse"][0], "fit": one["fit"][0], "seed": s, "wall_s": round(time.time() - t0, 1)}
+            save_run(path, key, rec, one["rows"][0], np.zeros((0, 10), np.int64), row_ids, targets, [])
+            got = load_run(path, key)
+        rec, r = got[0], got[1]
+        print(f"[local] SASRec seed {s}: ndcg@10 {float(r['ndcg@10'].mean()):.4f} ({rec['wall_s']}s to fit)", flush=True)
+        for field, value in (("rows", r), ("collapse", rec["collapse"]), ("fit", rec["fit"])):
+            base["sasrec"][field].append(value)
+    return base
 
 
 def machine() -> dict:
@@ -297,6 +336,8 @@ def main() -> None:
     ap.add_argument("--train-only", action="store_true",
                     help="train and keep the missing runs, then stop (no baselines, no report): for several "
                          "processes that share one --runs-dir, each with its own variants/seeds")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="fit and keep the SASRec baseline of each --seeds in the runs folder, then stop")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
     a = ap.parse_args()
@@ -348,9 +389,13 @@ def main() -> None:
             settings["test_rows_used"] = len(targets)
             write()
 
-    from raygen.eval.config import EvalConfig
-
     if a.train_only:
+        return
+    if a.baselines_only:  # the test rows straight from the split (no variant run needed)
+        tok = tok or sid_tokenizer(a, d)
+        test = split_rows(d.samples, d.codes, tok, TasksConfig(seqrec_format="sequence", max_history=a.max_history),
+                          "test", a.test_rows, 0)
+        cached_baselines(a, d, Catalog.from_codes(d.codes, tok), seeds, test.row_ids, test.targets)
         return
     if scored is None:
         raise SystemExit("no finished run with these settings")
@@ -364,13 +409,9 @@ def main() -> None:
         write_json(a.out, {**result, **({"note": a.note} if a.note else {})})
         print(json.dumps({v: per_variant[v]["summary"]["ndcg@10"] for v in done}, indent=1))
         return
-    all_histories = d.samples.column("history").to_pylist()
-    histories = [list(all_histories[int(i)]) for i in row_ids]  # row_id = the samples row
     if tok is None:  # every run was reused: the catalog needs a tokenizer with the SID tokens
-        lm, tok = load(a.model_dir, 1, torch.device("cpu"))
-        add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
-    base = baseline_rows(d.samples, Catalog.from_codes(d.codes, tok), EvalConfig(), seeds, targets, histories,
-                         a.sasrec_max_epochs)
+        tok = sid_tokenizer(a, d)
+    base = cached_baselines(a, d, Catalog.from_codes(d.codes, tok), seeds, row_ids, targets)
     result = write(baseline_summary(base), differences({v: rows[v] for v in done}, base))
     result["variants"] = {v: per_variant[v] for v in done}
     result["slices"] = cold_warm({**{v: rows[v] for v in done}, **{b: r["rows"] for b, r in base.items()}}, cold)

@@ -51,6 +51,10 @@ def fit_local(lm: torch.nn.Module, encoded: list[dict], sid_ids: Sequence[int], 
     collate = make_collate(cfg.pad_to, pad_id, cfg.max_len)
     rng = np.random.default_rng(cfg.seed)
 
+    if len(encoded) < cfg.batch_size:  # no full batch: the loop below would never yield (and spin forever)
+        raise ValueError(f"{len(encoded)} training examples, fewer than batch_size {cfg.batch_size}: "
+                         "lower batch_size or give more data")
+
     def batches():
         epoch = 0
         while cfg.max_steps > 0 or epoch < cfg.epochs:
