@@ -1,6 +1,7 @@
 """Validation-driven training core: evaluation by beam search, best tracking, patience, state round trip."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from raygen.train.validation import ValidSet, Validator, broadcast_metrics
@@ -82,3 +83,14 @@ def test_fit_local_learns_a_cycle_keeps_best_and_stops(tiny_llama):
     assert summary["exported_step"] == summary["best_step"]
     v = Validator(valid, beam_width=6, sid_only=True, eos_id=[2])
     assert v.evaluate(model)["ndcg@10"] == best  # the returned model is the best state
+
+
+def test_fit_local_refuses_fewer_examples_than_one_batch(tiny_llama):
+    """Fewer examples than batch_size used to spin forever (no full batch ever yielded); now a clear error."""
+    from raygen.train.config import TrainConfig
+    from raygen.train.local import fit_local
+
+    rows = [{"input_ids": [5, 6, 60], "labels": [-100, -100, 60]}] * 3
+    cfg = TrainConfig(mode="full", batch_size=4, max_steps=2, bf16=False)
+    with pytest.raises(ValueError, match="3 training examples, fewer than batch_size 4"):
+        fit_local(tiny_llama(vocab_size=80), rows, [60], cfg, pad_id=0, eos_ids=[2])

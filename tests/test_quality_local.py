@@ -1,0 +1,62 @@
+"""benchmarks/quality_local.py's kept runs: several processes share one runs folder (``--train-only``), the SASRec
+baselines are fitted once per seed and kept (``--baselines-only``), and the full report reuses both (no Ray)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from raygen.io import write_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/quality_local.py"), *args], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_dir, tiny_catalog):
+    run = tmp_path / "run"
+    for name, folder in (("items", "data"), ("codes", "sids"), ("tokens", "sids")):
+        write_parquet(run / folder / f"{name}.parquet", tiny_catalog[name])
+    known = set(tiny_catalog["codes"].column("item_id").to_pylist())  # as the data stage leaves them
+    samples = tiny_catalog["samples"]
+    keep = [bool(h) and set(h) <= known for h in samples.column("history").to_pylist()]
+    write_parquet(run / "data/samples.parquet", samples.filter(pa.array(keep)))
+    runs, out = tmp_path / "kept", tmp_path / "res" / "q.json"
+    common = ["--model-dir", str(tiny_model_dir), "--run", str(run), "--runs-dir", str(runs), "--variants", "mean",
+              "--seeds", "0", "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--valid-every", "2",
+              "--valid-rows", "8", "--patience", "1", "--eval-batch", "16", "--sasrec-max-epochs", "2"]
+
+    first = _run([*common, "--out", str(tmp_path / "worker.json"), "--train-only"])
+    assert "mean seed 0: ndcg@10" in first.stdout and "SASRec" not in first.stdout
+    assert sorted(p.name for p in runs.iterdir()) == ["mean-s0.npz"]
+    assert json.loads((tmp_path / "worker.json").read_text())["baselines"] == {}
+
+    second = _run([*common, "--out", str(out), "--baselines-only"])
+    assert "SASRec seed 0" in second.stdout
+    kept = runs / "baseline_sasrec-s0.npz"
+    stamp = kept.stat().st_mtime_ns
+
+    third = _run([*common, "--out", str(out)])
+    assert "mean seed 0: reused" in third.stdout
+    assert kept.stat().st_mtime_ns == stamp  # SASRec not refitted
+    res = json.loads(out.read_text())
+    assert not res["partial"] and set(res["baselines"]) == {"popularity", "sasrec"}
+    z = np.load(kept)
+    assert np.isclose(res["baselines"]["sasrec"]["summary"]["ndcg@10"]["seeds"][0], z["metric:ndcg@10"].mean())
+    assert len(z["metric:ndcg@10"]) == res["settings"]["test_rows_used"]
+    assert set(res["slices"]) == {"mean", "popularity", "sasrec"}
+    assert (out.parent / "q.md").exists()
+
+    # other SASRec settings: the kept fit is not reused
+    fourth = _run([*common[:-1], "3", "--out", str(out), "--baselines-only"])
+    assert "made with other settings" in fourth.stdout and kept.stat().st_mtime_ns != stamp
