@@ -190,8 +190,9 @@ def run_file(a, name: str, seed: int) -> Path:
 def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # compressed: the runs are committed (results/)
-        np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint, record=json.dumps(rec, default=float),
-                 curve=json.dumps(curve), **{f"metric:{k}": v for k, v in r.items()})
+        np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint,
+                            record=json.dumps(rec, default=float), curve=json.dumps(curve),
+                            **{f"metric:{k}": v for k, v in r.items()})
 
 
 def load_run(path: Path, fingerprint: str):
@@ -237,7 +238,7 @@ def cached_baselines(a, d: Data, catalog, seeds: list[int], row_ids: np.ndarray,
             one = baseline_rows(d.samples, catalog, cfg, [s], targets, histories, a.sasrec_max_epochs)["sasrec"]
             rec = {"collapse": one["collapse"][0], "fit": one["fit"][0], "seed": s, "wall_s": round(time.time() - t0, 1)}
             save_run(path, key, rec, one["rows"][0], np.zeros((0, 10), np.int64), row_ids, targets, [])
-            got = load_run(path, key)
+            got = rec, one["rows"][0]
         rec, r = got[0], got[1]
         print(f"[local] SASRec seed {s}: ndcg@10 {float(r['ndcg@10'].mean()):.4f} ({rec['wall_s']}s to fit)", flush=True)
         for field, value in (("rows", r), ("collapse", rec["collapse"]), ("fit", rec["fit"])):

@@ -28,6 +28,9 @@ def fit_local(lm: torch.nn.Module, encoded: list[dict], sid_ids: Sequence[int], 
     best validation state when ``cfg.keep_best``) and a summary like the Ray trainer's. LoRA is not
     merged here (use :func:`raygen.train.loop.export_model` for a plain folder)."""
     cfg.validate()
+    if len(encoded) < cfg.batch_size:  # no full batch: batches() below would never yield (and spin forever)
+        raise ValueError(f"{len(encoded)} training examples, fewer than batch_size {cfg.batch_size}: "
+                         "lower batch_size or give more data")
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     use_bf16, reason = resolve_bf16(cfg.bf16, device)
@@ -50,10 +53,6 @@ def fit_local(lm: torch.nn.Module, encoded: list[dict], sid_ids: Sequence[int], 
     progress = Progress(cfg, validator, cfg.batch_size * cfg.grad_accum, total, device, 0, log)
     collate = make_collate(cfg.pad_to, pad_id, cfg.max_len)
     rng = np.random.default_rng(cfg.seed)
-
-    if len(encoded) < cfg.batch_size:  # no full batch: the loop below would never yield (and spin forever)
-        raise ValueError(f"{len(encoded)} training examples, fewer than batch_size {cfg.batch_size}: "
-                         "lower batch_size or give more data")
 
     def batches():
         epoch = 0
