@@ -49,10 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import paired_diff, per_row, slice_summaries  # noqa: E402
-from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, finished_run,  # noqa: E402
-                                      machine, settings_of)
+from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
+                                      machine, seed_major, settings_of, variants_and_seeds, write_outputs)
 from raygen.cli import setup_logging  # noqa: E402
-from raygen.io import atomic_path, read_parquet, write_json, write_parquet  # noqa: E402
+from raygen.io import read_parquet, write_json, write_parquet  # noqa: E402
 
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "new@10"]
 SLICES = ("new", "old", "old_warm", "old_cold")
@@ -201,8 +201,16 @@ def content_rank(histories: list[list[int]], item_ids: np.ndarray, emb_ids: np.n
     Ties go to the item earlier in ``item_ids``."""
     pos = {int(i): n for n, i in enumerate(emb_ids)}
     unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    cand = unit[[pos[int(i)] for i in item_ids]]
     query = np.stack([unit[[pos[int(h)] for h in hist[-last:]]].mean(0) for hist in histories])
+    return rank_by_cosine(query, item_ids, emb_ids, X, k)
+
+
+def rank_by_cosine(query: np.ndarray, item_ids: np.ndarray, emb_ids: np.ndarray, X: np.ndarray, k: int) -> np.ndarray:
+    """``[rows, k]`` item ids: every item of ``item_ids`` ranked by cosine between its embedding (``X[i]``: item
+    ``emb_ids[i]``'s) and each row of ``query`` (any non-zero length). Ties go to the item earlier in ``item_ids``."""
+    pos = {int(i): n for n, i in enumerate(emb_ids)}
+    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    cand = unit[[pos[int(i)] for i in item_ids]]
     scores = query @ cand.T  # one positive scale per row from the cosine: same order
     return np.asarray(item_ids)[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
 
@@ -320,10 +328,7 @@ def main() -> None:
     ap.add_argument("--content-last", default="1,3", help="content baselines: last N history items, comma list")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
     a = ap.parse_args()
-    variants, seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        ap.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
+    variants, seeds = variants_and_seeds(ap, a)
     setup_logging(False)
     t0 = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -370,34 +375,29 @@ def main() -> None:
                   "differences": paired(all_rows, masks, list(done), ["mean", *[f"content_last{n}" for n in lasts]]) if masks else {},
                   "partial": partial, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
                   "command": command(SCRIPT), "machine": machine()}
-        write_json(out, result)
-        with atomic_path(out.with_suffix(".md")) as tmp:
-            tmp.write_text(markdown(result))
+        write_outputs(out, result, markdown(result))
         return result
 
-    for seed in seeds:  # seed-major: a run cut short still has every variant on the first seeds
-        for name in variants:
-            if a.deadline and time.time() - t0 > a.deadline:
-                break
-            (rec, r, topk, row_ids, targets, _), _ = finished_run(a, name, seed, fingerprint, train_d, score_d, device)
-            if scored is not None and not np.array_equal(scored, row_ids):
-                raise RuntimeError("variants were scored on different test rows")
-            if scored is None:
-                scored = row_ids
-                histories = [list(h) for h in samples.column("history").take(pa.array(row_ids)).to_pylist()]
-                base = baseline_rows(train_samples, histories, targets, score_d.codes.column("item_id").to_numpy(),
-                                     emb_ids, X, new_ids, lasts)
-                masks = row_slices(targets, new_ids, train_samples)
-            per_variant[name]["runs"].append(rec)
-            rows[name].append(with_new_share(r, topk, new_ids))
-            settings["precision"] = f"bf16={rec['precision']['bf16']} ({rec['precision']['reason']})"
-            settings["test_rows_used"] = len(targets)
-            res = write(partial=True)
-            s = res["slices"][name]
-            print(f"[new] {name} seed {seed}: new rows ({s['new']['n']}) ndcg@10 {rows[name][-1]['ndcg@10'][masks['new']].mean():.4f}"
-                  f" new@10 {rows[name][-1]['new@10'][masks['new']].mean():.3f}; old rows ndcg@10 "
-                  f"{rows[name][-1]['ndcg@10'][masks['old']].mean():.4f} ({rec['wall_s']}s, total {time.time() - t0:.0f}s)",
-                  flush=True)
+    for seed, name in seed_major(variants, seeds, a.deadline, t0):
+        (rec, r, topk, row_ids, targets, _), _ = finished_run(a, name, seed, fingerprint, train_d, score_d, device)
+        if scored is not None and not np.array_equal(scored, row_ids):
+            raise RuntimeError("variants were scored on different test rows")
+        if scored is None:
+            scored = row_ids
+            histories = [list(h) for h in samples.column("history").take(pa.array(row_ids)).to_pylist()]
+            base = baseline_rows(train_samples, histories, targets, score_d.codes.column("item_id").to_numpy(),
+                                 emb_ids, X, new_ids, lasts)
+            masks = row_slices(targets, new_ids, train_samples)
+        per_variant[name]["runs"].append(rec)
+        rows[name].append(with_new_share(r, topk, new_ids))
+        settings["precision"] = f"bf16={rec['precision']['bf16']} ({rec['precision']['reason']})"
+        settings["test_rows_used"] = len(targets)
+        res = write(partial=True)
+        s = res["slices"][name]
+        print(f"[new] {name} seed {seed}: new rows ({s['new']['n']}) ndcg@10 {rows[name][-1]['ndcg@10'][masks['new']].mean():.4f}"
+              f" new@10 {rows[name][-1]['new@10'][masks['new']].mean():.3f}; old rows ndcg@10 "
+              f"{rows[name][-1]['ndcg@10'][masks['old']].mean():.4f} ({rec['wall_s']}s, total {time.time() - t0:.0f}s)",
+              flush=True)
     result = write(partial=any(len(rows[v]) < len(seeds) for v in variants))
     print(markdown(result))
 

@@ -95,13 +95,13 @@ def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
 
 # ------------------------------------------------------------------------------------------ scoring
 
-def per_row(topk: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-row HR@K / NDCG@K (0/1 and 1/log2(rank+2))."""
+def per_row(topk: np.ndarray, targets: np.ndarray, ks=(1, 5, 10)) -> dict[str, np.ndarray]:
+    """Per-row HR@K / NDCG@K (0/1 and 1/log2(rank+2)) for K in ``ks``."""
     from raygen.eval.metrics import hit_ranks
 
     ranks = hit_ranks(topk, targets)
     out = {}
-    for k in (1, 5, 10):
+    for k in ks:
         inside = (ranks >= 0) & (ranks < k)
         out[f"hr@{k}"] = inside.astype(float)
         out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)

@@ -95,16 +95,30 @@ class Data:
         return d
 
 
-def train_variant(d: Data, name: str, seed: int, layers: int, a, device) -> tuple:
+def sft_tasks(a, name: str, seed: int, search_ratio: float = 0.0) -> TasksConfig:
+    """The task config variant ``name`` trains with: sequence-format next-item SFT, TS-Align token tasks at
+    the variant's ratio, and (``search_ratio`` > 0) STAR's search task, query -> SID."""
+    return TasksConfig(seqrec_format="sequence", max_history=a.max_history, align_ratio=0.0,
+                       token_ratio=VARIANTS[name][3], search_ratio=search_ratio, seed=seed)
+
+
+def sft_examples(d: Data, tasks: TasksConfig, queries=None) -> list[dict]:
+    """The SFT examples (not encoded) of ``tasks`` on ``d``'s train split; ``queries``: the corpus stage's
+    queries table, whose train split feeds the search task when ``tasks.search_ratio`` > 0."""
+    return build_sft_examples(d.samples, d.items, d.codes, d.tokens, tasks, "train", SkipLog(), queries=queries)
+
+
+def train_variant(d: Data, name: str, seed: int, layers: int, a, device, search_ratio: float = 0.0,
+                  queries=None) -> tuple:
     """Init, (STAR alignment,) sequence-format SFT with validation: (model, tokenizer, catalog, summary,
-    STAR alignment seconds)."""
+    STAR alignment seconds). ``search_ratio`` > 0 mixes STAR's search task (query -> SID, ``queries``' train
+    split) into SFT (benchmarks/search_quality.py); validation stays next-item only."""
     init, rescale, star, ts = VARIANTS[name]
     lm, tok = load(a.model_dir, layers, device)
     sid_ids = add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows]).tolist()
     init_sid_rows(lm, tok, torch.tensor(sid_ids), d.token_rows, strategy=init, seed=seed, sa_init_rescale=rescale)
     eos = [tok.eos_token_id]
-    tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history, align_ratio=0.0, token_ratio=ts,
-                        seed=seed)
+    tasks = sft_tasks(a, name, seed, search_ratio)
     catalog = Catalog.from_codes(d.codes, tok)
     align_s = 0.0
     if star:
@@ -114,8 +128,7 @@ def train_variant(d: Data, name: str, seed: int, layers: int, a, device) -> tupl
                            pad_to="longest", max_len=256, seed=seed, bf16="auto")
         lm, asum = fit_local(lm, ex, sid_ids, acfg, tok.pad_token_id, eos, device=device)
         align_s = asum["train_seconds"]
-    enc = encode_examples(tok, build_sft_examples(d.samples, d.items, d.codes, d.tokens, tasks, "train", SkipLog()),
-                          512, SkipLog())
+    enc = encode_examples(tok, sft_examples(d, tasks, queries), 512, SkipLog())
     vrows = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
     index = catalog.index_of()
     valid = ValidSet(vrows.prompt_ids, [index[int(t)] for t in vrows.targets], catalog.sid_matrix.tolist(),
@@ -153,11 +166,14 @@ def run_record(seed: int, r: dict, topk: np.ndarray, n_items: int, ssum: dict, a
             "wall_s": round(time.time() - t_start, 1), "load_avg": machine()["load_avg"]}
 
 
-def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score_d: Data, device) -> tuple:
+def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score_d: Data, device,
+                 train_kw: dict | None = None, after=None) -> tuple:
     """``((record, per-row metrics, topk, row_ids, targets, curve), tokenizer)`` of one variant / seed: reused
     from its file beside ``--out`` when an earlier invocation made it with the same settings (tokenizer
     None), else trained on ``train_d``, scored on the test rows of ``score_d`` with a trie of ``score_d``'s
-    catalog, and saved; None with ``--report-only`` when it is not finished."""
+    catalog, and saved; None with ``--report-only`` when it is not finished. ``train_kw``: more keyword
+    arguments of :func:`train_variant`; ``after(model, tokenizer, catalog, summary)``: more scoring of the
+    trained model, whose ``{name: array}`` is saved in the run's file too (:func:`load_extra`)."""
     saved = run_file(a, name, seed)
     cached = load_run(saved, fingerprint)
     if cached is not None:  # finished by an earlier invocation with the same settings
@@ -166,14 +182,14 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     if getattr(a, "report_only", False):
         return None
     ts0 = time.time()
-    lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device)
+    lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device, **(train_kw or {}))
     te = time.time()
     if score_d is not train_d:
         catalog = Catalog.from_codes(score_d.codes, tok)
     r, topk, test = score_test(score_d, lm, tok, catalog, ssum, a)
     out = (run_record(seed, r, topk, len(catalog.item_ids), ssum, align_s, te, ts0), r, topk, test.row_ids,
            test.targets, ssum.get("learning_curve") or [])
-    save_run(saved, fingerprint, *out)
+    save_run(saved, fingerprint, *out, extra=after(lm, tok, catalog, ssum) if after else None)
     del lm
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -187,12 +203,14 @@ def run_file(a, name: str, seed: int) -> Path:
     return folder / f"{name.replace('+', '_')}-s{seed}.npz"
 
 
-def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list) -> None:
+def save_run(path: Path, fingerprint: str, rec: dict, r: dict, topk, row_ids, targets, curve: list,
+             extra: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # compressed: the runs are committed (results/)
         np.savez_compressed(f, topk=topk, row_ids=row_ids, targets=targets, fingerprint=fingerprint,
                             record=json.dumps(rec, default=float), curve=json.dumps(curve),
-                            **{f"metric:{k}": v for k, v in r.items()})
+                            **{f"metric:{k}": v for k, v in r.items()},
+                            **{f"extra:{k}": v for k, v in (extra or {}).items()})
 
 
 def load_run(path: Path, fingerprint: str):
@@ -244,6 +262,38 @@ def cached_baselines(a, d: Data, catalog, seeds: list[int], row_ids: np.ndarray,
         for field, value in (("rows", r), ("collapse", rec["collapse"]), ("fit", rec["fit"])):
             base["sasrec"][field].append(value)
     return base
+
+
+def load_extra(path: Path) -> dict[str, np.ndarray]:
+    """The arrays a :func:`finished_run` ``after`` hook saved in a run's file."""
+    z = np.load(path, allow_pickle=False)
+    return {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("extra:")}
+
+
+def variants_and_seeds(ap: argparse.ArgumentParser, a) -> tuple[list[str], list[int]]:
+    """``--variants`` and ``--seeds`` as lists; an unknown variant is a usage error."""
+    variants, seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
+    return variants, seeds
+
+
+def seed_major(variants: list[str], seeds: list[int], deadline: float, t0: float):
+    """``(seed, variant)`` pairs seed-major (a run cut short still has every variant on the first seeds); stops
+    once ``deadline`` seconds (0 = none) have passed since ``t0`` (shared with new_items.py, search_quality.py)."""
+    for seed in seeds:
+        for name in variants:
+            if deadline and time.time() - t0 > deadline:
+                return
+            yield seed, name
+
+
+def write_outputs(out: Path, result: dict, md: str) -> None:
+    """The result JSON and its Markdown table beside it (``.md``)."""
+    write_json(out, result)
+    with atomic_path(out.with_suffix(".md")) as tmp:
+        tmp.write_text(md)
 
 
 def machine() -> dict:

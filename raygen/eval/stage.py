@@ -137,12 +137,12 @@ def _with_slices(metrics: dict, topk, targets, cold, ks) -> dict:
     return {**metrics, "slices": slice_metrics(topk, targets, cold, ks)}
 
 
-def evaluate_search(mdir, queries: pa.Table, items: pa.Table, codes: pa.Table, tokenizer, tasks_cfg,
-                    cfg: EvalConfig, out: Path | None, skips: SkipLog | None = None, cache: dict | None = None,
-                    model=None) -> dict:
-    """STAR's search task on the test queries: ``{method: {"recall@K", "ndcg@K", "n", ...}}`` for the model
-    (constrained beam search on the trained ``query2sid`` prompt) and the BM25 baseline on the same
-    queries; writes ``predictions_search.parquet`` into ``out`` when given."""
+def search_rankings(mdir, queries: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, cfg: EvalConfig,
+                    skips: SkipLog | None = None, cache: dict | None = None, model=None
+                    ) -> tuple[Rows, list[str], Catalog, np.ndarray, np.ndarray]:
+    """The test queries as rows (:func:`~raygen.eval.search.search_rows`: the first ``query2sid`` template,
+    at most ``cfg.search_max_rows``), their texts, the catalog, and the model's item rankings
+    ``[N, beam_width]`` and scores (constrained beam search over the catalog's SIDs)."""
     catalog = Catalog.from_codes(codes, tokenizer)
     rows, texts = search_rows(queries, codes, tokenizer, tasks_cfg, "test", cfg.search_max_rows, cfg.seed, skips)
     if len(rows.targets) == 0:
@@ -150,6 +150,17 @@ def evaluate_search(mdir, queries: pa.Table, items: pa.Table, codes: pa.Table, t
     topk, scores = beam_rank(mdir, rows, catalog, cfg, pad_id_of(tokenizer), model=model,
                              precision=None if cache is None else cache.setdefault("precision", {}),
                              eos_id=tokenizer.eos_token_id)
+    return rows, texts, catalog, topk, scores
+
+
+def evaluate_search(mdir, queries: pa.Table, items: pa.Table, codes: pa.Table, tokenizer, tasks_cfg,
+                    cfg: EvalConfig, out: Path | None, skips: SkipLog | None = None, cache: dict | None = None,
+                    model=None) -> dict:
+    """STAR's search task on the test queries: ``{method: {"recall@K", "ndcg@K", "n", ...}}`` for the model
+    (constrained beam search on the trained ``query2sid`` prompt: :func:`search_rankings`) and the BM25
+    baseline on the same queries; writes ``predictions_search.parquet`` into ``out`` when given."""
+    rows, texts, catalog, topk, scores = search_rankings(mdir, queries, codes, tokenizer, tasks_cfg, cfg, skips, cache,
+                                                         model)
     if out is not None:
         write_predictions(out / "predictions_search.parquet", rows.row_ids, rows.targets, topk, scores)
     ks = [k for k in SEARCH_KS if k <= cfg.beam_width]
