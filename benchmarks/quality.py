@@ -234,8 +234,8 @@ def markdown(result: dict) -> str:
              f"best state kept); STAR alignment {st['align_steps']} steps (SID rows only, lr {st['align_lr']}). "
              "Mean ± std over seeds; [95 % bootstrap CI over rows of the seed-averaged metric].", "",
              "| method | " + " | ".join(m.upper() for m in METRICS) + " | collapsed | distinct top-1 | best step | "
-             "SFT min |",
-             "|---|" + "---|" * (len(METRICS) + 4)]
+             "SFT min | seeds |",
+             "|---|" + "---|" * (len(METRICS) + 5)]
     for name, r in {**result["variants"], **result["baselines"]}.items():
         s = r["summary"]
         cells = [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f} [{s[m]['ci95'][0]:.4f}, {s[m]['ci95'][1]:.4f}]"
@@ -245,7 +245,8 @@ def markdown(result: dict) -> str:
         top1 = "/".join(str(c["distinct_top1"]) for c in col) if col else "-"
         best = "/".join(str(x.get("best_step")) for x in r.get("runs", [])) or "-"
         sft_min = "/".join(f"{(x.get('sft_seconds') or 0) / 60:.1f}" for x in r.get("runs", [])) or "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {collapsed} | {top1} | {best} | {sft_min} |")
+        seeds = ",".join(str(x["seed"]) for x in r.get("runs", []) if "seed" in x) or str(len(s[METRICS[0]]["seeds"]))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {collapsed} | {top1} | {best} | {sft_min} | {seeds} |")
     lines += ["", "Paired differences of NDCG@10 (bootstrap 95 % CI over rows):", ""]
     for name, d in result["differences"].items():
         lines.append("- " + name + ": " + ", ".join(f"vs {b} {v['diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
@@ -259,8 +260,10 @@ def markdown(result: dict) -> str:
             cells = [f"{sl[p][m]['mean']:.4f} [{sl[p][m]['ci95'][0]:.4f}, {sl[p][m]['ci95'][1]:.4f}]"
                      if sl[p]["n"] else "-" for p in ("cold", "warm") for m in ("ndcg@10", "hr@10")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if st.get("note"):
-        lines += ["", f"Note: {st['note']}."]
+    if result.get("missing_runs"):
+        lines += ["", "Not run (planned, missing from this table): " + ", ".join(result["missing_runs"]) + "."]
+    if result.get("note") or st.get("note"):
+        lines += ["", f"Note: {result.get('note') or st['note']}"]
     lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}.",
               f"Wall time: {result['wall_min']} min on {result['machine']['cpus']} CPU cores "
               f"({result['settings']['precision']}). Command: `{result['command']}`", ""]

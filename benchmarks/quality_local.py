@@ -179,7 +179,7 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     if cached is not None:  # finished by an earlier invocation with the same settings
         print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
         return cached, None
-    if getattr(a, "report_only", False):
+    if getattr(a, "report_only", False) or getattr(a, "finished_only", False):
         return None
     ts0 = time.time()
     lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device, **(train_kw or {}))
@@ -389,6 +389,9 @@ def main() -> None:
                          "processes that share one --runs-dir, each with its own variants/seeds")
     ap.add_argument("--baselines-only", action="store_true",
                     help="fit and keep the SASRec baseline of each --seeds in the runs folder, then stop")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="the full report (baselines, differences, plot) on the runs already finished with these "
+                         "settings, without training the missing ones; they are listed in the result")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
     a = ap.parse_args()
@@ -406,11 +409,12 @@ def main() -> None:
     rows: dict[str, list] = {v: [] for v in variants}
     curves: dict[str, list] = {v: [] for v in variants}
     scored = tok = None
+    missing: list[str] = []
     settings = settings_of(a, seeds, device)  # the fingerprint of a saved run: same settings, same result
 
     def write(base=None, diffs=None):
-        result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {}, "partial": base is None,
-                  "invalid_total": 0, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
+        result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {},
+                  "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note, "invalid_total": 0, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
                   "command": command(), "machine": machine()}
         write_json(a.out, result)
         return result
@@ -421,7 +425,8 @@ def main() -> None:
             if a.deadline and time.time() - t0 > a.deadline:
                 break
             got = finished_run(a, name, seed, fingerprint, d, d, device)
-            if got is None:  # --report-only: not finished yet
+            if got is None:  # --report-only / --finished-only: not finished yet
+                missing.append(f"{name} seed {seed}")
                 continue
             (rec, r, topk, row_ids, targets, curve), tok_run = got
             tok = tok if tok_run is None else tok_run
@@ -457,7 +462,7 @@ def main() -> None:
         result = write()
         result["variants"] = {v: per_variant[v] for v in done}
         result["slices"] = cold_warm({v: rows[v] for v in done}, cold)
-        write_json(a.out, {**result, **({"note": a.note} if a.note else {})})
+        write_json(a.out, result)
         print(json.dumps({v: per_variant[v]["summary"]["ndcg@10"] for v in done}, indent=1))
         return
     if tok is None:  # every run was reused: the catalog needs a tokenizer with the SID tokens

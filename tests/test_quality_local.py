@@ -60,3 +60,14 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     # other SASRec settings: the kept fit is not reused
     fourth = _run([*common[:-1], "3", "--out", str(out), "--baselines-only"])
     assert "made with other settings" in fourth.stdout and kept.stat().st_mtime_ns != stamp
+
+    # --finished-only: the full report on what is finished; the missing seed is listed, not trained
+    seeds = common.index("--seeds") + 1
+    fifth = _run([*common[:seeds], "0,1", *common[seeds + 1:-1], "3", "--out", str(out), "--finished-only",
+                  "--note", "seed 1 not run"])
+    assert "mean seed 1: ndcg" not in fifth.stdout and not (runs / "mean-s1.npz").exists()
+    res = json.loads(out.read_text())
+    assert res["missing_runs"] == ["mean seed 1"] and res["partial"] and res["note"] == "seed 1 not run"
+    assert len(res["variants"]["mean"]["runs"]) == 1 and set(res["baselines"]) == {"popularity", "sasrec"}
+    md = (out.parent / "q.md").read_text()
+    assert "Not run (planned, missing from this table): mean seed 1." in md and "Note: seed 1 not run" in md
