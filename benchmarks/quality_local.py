@@ -190,10 +190,25 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     out = (run_record(seed, r, topk, len(catalog.item_ids), ssum, align_s, te, ts0), r, topk, test.row_ids,
            test.targets, ssum.get("learning_curve") or [])
     save_run(saved, fingerprint, *out, extra=after(lm, tok, catalog, ssum) if after else None)
+    if getattr(a, "save_models", ""):
+        save_model(Path(a.save_models) / saved.stem, lm, tok)
     del lm
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out, tok
+
+
+def save_model(out: Path, lm, tok) -> None:
+    """The scored (best-on-valid) model with its tokenizer (SID tokens included), safetensors, written
+    atomically: a starting point for GRPO or ``raygen recommend`` (``--save-models``)."""
+    import tempfile
+
+    from raygen.train.checkpoint import save_model_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as td:
+        tok.save_pretrained(td)
+        save_model_atomic(lm, out, td)
 
 
 def run_file(a, name: str, seed: int) -> Path:
@@ -392,6 +407,8 @@ def main() -> None:
     ap.add_argument("--finished-only", action="store_true",
                     help="the full report (baselines, differences, plot) on the runs already finished with these "
                          "settings, without training the missing ones; they are listed in the result")
+    ap.add_argument("--save-models", default="", help="also keep each newly trained model (safetensors, with its "
+                    "tokenizer) in <this folder>/<variant>-s<seed> (~170 MB each at 4 layers, fp32)")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
     a = ap.parse_args()

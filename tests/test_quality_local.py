@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raygen.io import write_parquet
 
@@ -36,9 +37,16 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
               "--seeds", "0", "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--valid-every", "2",
               "--valid-rows", "8", "--patience", "1", "--eval-batch", "16", "--sasrec-max-epochs", "2"]
 
-    first = _run([*common, "--out", str(tmp_path / "worker.json"), "--train-only"])
+    first = _run([*common, "--out", str(tmp_path / "worker.json"), "--train-only", "--save-models",
+                  str(tmp_path / "models")])
     assert "mean seed 0: ndcg@10" in first.stdout and "SASRec" not in first.stdout
     assert sorted(p.name for p in runs.iterdir()) == ["mean-s0.npz"]
+    kept_model = tmp_path / "models" / "mean-s0"  # the scored model, loadable with its SID tokens
+    tok = AutoTokenizer.from_pretrained(kept_model)
+    sid_tokens = set(tiny_catalog["tokens"].column("token").to_pylist())
+    assert sid_tokens <= set(tok.get_vocab())
+    lm = AutoModelForCausalLM.from_pretrained(kept_model)
+    assert lm.get_input_embeddings().weight.shape[0] >= len(tok)
     assert json.loads((tmp_path / "worker.json").read_text())["baselines"] == {}
 
     second = _run([*common, "--out", str(out), "--baselines-only"])
