@@ -103,3 +103,27 @@ def test_sequence_logprobs_matches_unpadded_teacher_forcing(tiny_llama):
             lp = torch.log_softmax(model(x).logits.float(), -1)[0]
         want = [float(lp[len(p) - 1 + t, comp[i, t]]) for t in range(3)]
         assert got[i, -3:].tolist() == pytest.approx(want, abs=1e-5)
+
+
+def test_sequence_logprobs_over_a_restricted_head(tiny_llama):
+    """head_ids: the softmax over those tokens only (the SID-only policy), left padding included."""
+    model = tiny_llama(vocab_size=100, initializer_range=0.2)
+    head = torch.tensor([2, 40, 41, 42, 43, 44, 45, 60])
+    prompts = [[5, 6, 7, 8, 9], [10, 11]]
+    comp = torch.tensor([[40, 41, 2], [43, 44, 45]])
+    ids, att, cm = build_sequences(prompts, comp, pad_id=3)
+    with torch.no_grad():
+        got = sequence_logprobs(model, ids, att, cm, head_ids=head)
+    assert got.shape == ids.shape and (got[cm == 0] == 0).all()
+    for i, p in enumerate(prompts):
+        x = torch.tensor([p + comp[i].tolist()])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(x).logits.float()[0][:, head], -1)
+        want = [float(lp[len(p) - 1 + t, (head == comp[i, t]).nonzero()[0, 0]]) for t in range(3)]
+        assert got[i, -3:].tolist() == pytest.approx(want, abs=1e-5)
+    with torch.no_grad():
+        full = sequence_logprobs(model, ids, att, cm)
+    assert (got[cm == 1] > full[cm == 1]).all()  # fewer tokens share the mass
+    with pytest.raises(ValueError, match=r"\[50\] are not in head_ids"):
+        sequence_logprobs(model, *build_sequences(prompts, torch.tensor([[40, 50, 2], [43, 44, 45]]), 3),
+                          head_ids=head)

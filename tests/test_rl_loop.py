@@ -10,7 +10,9 @@ import torch
 from raygen.configbase import ConfigError, from_dict
 from raygen.rl.config import RlConfig
 from raygen.rl.loop import GrpoLearner, batch_indices, latest_checkpoint, run_grpo
+from raygen.generation.backends import HFBackend
 from raygen.generation.sync import state_checksum
+from raygen.rl.grpo import build_sequences
 
 VOCAB, PAD = 100, 3
 SID = (torch.tensor([[a, b, c] for a in range(3) for b in range(3) for c in range(2)]) +
@@ -76,6 +78,20 @@ def test_train_step_moves_probability_toward_positive_advantage(model_dir):
     multi = GrpoLearner(model_dir, cfg(lr=5e-2, kl_beta=0.0, inner_epochs=3, clip_eps=0.05), PAD, "/tmp/unused", SID_IDS)
     stats = multi.train_step([prompt, prompt], torch.stack([good, bad]), torch.tensor([1.0, -1.0]))
     assert stats["ratio_mean"] != pytest.approx(1.0) and stats["clip_frac"] > 0
+
+
+def test_sid_only_policy_is_what_the_rollout_beam_scored(model_dir):
+    """rl.sid_only_head: the learner's per-token log-probs of each beam candidate sum to the score the
+    SID-only beam search gave it (one distribution for rollouts, ratios and KL); the full-vocabulary
+    policy is another one."""
+    learner = GrpoLearner(model_dir, cfg(kl_beta=0.0), PAD, "/tmp/unused", SID_IDS)
+    backend = HFBackend(model_dir, SID, PAD, sid_only=True, eos_id=learner.eos_token_ids())
+    ro = backend.generate(PROMPTS[:3], 4, "beam")
+    seqs = build_sequences([p for p in PROMPTS[:3] for _ in range(4)], ro.tokens.reshape(-1, 3), PAD)
+    got = learner._logprobs(*seqs, reference=False).sum(1).view(3, 4)
+    torch.testing.assert_close(got, ro.scores, atol=1e-4, rtol=1e-4)
+    full = GrpoLearner(model_dir, cfg(kl_beta=0.0, sid_only_head=False), PAD, "/tmp/unused", SID_IDS)
+    assert (full._logprobs(*seqs, reference=False).sum(1).view(3, 4) < got - 1e-3).all()
 
 
 def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path):

@@ -129,3 +129,16 @@ def config_pad_id(config) -> int:
         if isinstance(v, int):
             return v
     return 0
+
+
+def eos_ids(model_dir, config) -> list[int]:
+    """EOS ids of the model config and of the tokenizer in ``model_dir`` (answers end with the tokenizer's
+    EOS): the extra tokens of a SID-only head, in SFT (``sft.sid_only_head``) and in RL alike."""
+    ids = config.eos_token_id if isinstance(config.eos_token_id, (list, tuple)) else [config.eos_token_id]
+    from raygen.train.checkpoint import has_tokenizer
+
+    if has_tokenizer(model_dir):
+        from transformers import AutoTokenizer
+
+        ids = [*ids, AutoTokenizer.from_pretrained(model_dir).eos_token_id]
+    return sorted({int(i) for i in ids if i is not None})

@@ -54,6 +54,12 @@ class RlConfig:
     """The Ray actors generating rollouts: count (0 = generate in the driver process, no Ray, for
     debugging; cpus and gpus are then unused), CPUs each and GPUs each (a fraction shares a GPU, e.g.
     0.5; 0 = CPU; 'vllm' needs > 0 and a count >= 1)."""
+    sid_only_head: bool = True
+    """The policy is the softmax over the SID tokens + EOS only, as ``sft.sid_only_head`` trained it and
+    ``eval.sid_only_head`` scores it: the learner's log-probs (ratio, KL) and the 'hf' backend's beam scores
+    normalise over those tokens. false = the full vocabulary (for a model trained without
+    ``sft.sid_only_head``). The 'vllm' backend masks to the allowed tokens, which gives the same samples
+    either way; its beam scores are full-vocabulary."""
     rollout_backend: Literal["hf", "vllm"] = "hf"
     """'hf': transformers + raygen's tensor-masked constrained decoding (CPU or GPU);
     'vllm': vLLM engine with a SID-prefix logits processor (GPU only, needs ``pip install vllm``)."""

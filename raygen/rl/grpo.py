@@ -93,13 +93,17 @@ def build_sequences(prompts: list[list[int]], completions: torch.Tensor, pad_id:
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      completion_mask: torch.Tensor) -> torch.Tensor:
+                      completion_mask: torch.Tensor, head_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token log-probabilities [N, T] of ``input_ids`` under ``model``, zero outside ``completion_mask``.
 
     ``out[i, t] = log p(input_ids[i, t] | input_ids[i, :t])`` for completion tokens. Position ids
     follow the attention mask, so a left-padded row scores exactly like the unpadded one. Only the
     logits needed for the completion are computed (``logits_to_keep``), which keeps the [N, T, V]
     logits tensor down to [N, L+1, V].
+
+    ``head_ids`` (sorted token ids, e.g. the SID tokens + EOS): the distribution is the softmax over
+    those tokens only, as ``sft.sid_only_head`` trained the model and the ``sid_only`` beam search scores
+    it; every completion token must be one of them (ValueError otherwise).
     """
     cols = completion_mask.any(dim=0).nonzero()
     if len(cols) == 0:
@@ -110,10 +114,27 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     seq_len = input_ids.shape[1]
     keep = seq_len - first + 1                             # logits at positions first-1 .. T-1
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=keep, use_cache=False)
-    logits = out.logits[:, :-1, :].float()                 # predicts positions first .. T-1
     targets = input_ids[:, first:]
+    if head_ids is None:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    logits_to_keep=keep, use_cache=False)
+        logits = out.logits[:, :-1, :].float()             # predicts positions first .. T-1
+    else:
+        from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
+
+        head_ids = head_ids.to(input_ids.device)
+        lut = torch.full((int(max(int(head_ids.max()), int(input_ids.max()))) + 1,), -1, dtype=torch.long,
+                         device=input_ids.device)
+        lut[head_ids] = torch.arange(len(head_ids), device=input_ids.device)
+        local = lut[targets]
+        bad = (local < 0) & completion_mask[:, first:].bool()
+        if bool(bad.any()):
+            raise ValueError(f"sid-only log-probs: completion token ids {targets[bad].unique()[:10].tolist()} are "
+                             "not in head_ids (the SID tokens + EOS)")
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     use_cache=False)[0][:, first - 1:-1]
+        logits = (hidden @ sid_head_weight(model, head_ids).T.to(hidden.dtype)).float()
+        targets = local.clamp_min(0)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
     full[:, first:] = logp

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from raygen.io import atomic_path, write_json
-from raygen.lm.vocab import config_pad_id
+from raygen.lm.vocab import config_pad_id, eos_ids
 from raygen.rl.config import RlConfig
 from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 from raygen.rl.rewards import RewardContext, combine
@@ -109,6 +109,10 @@ class GrpoLearner:
         else:
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
             self.plain_dir = str(model_dir)
+        # the policy's output distribution: over the SID tokens + EOS (rl.sid_only_head) or the whole vocabulary
+        self.eos_ids = eos_ids(str(model_dir), model.config)
+        self.head_ids = (torch.tensor(sorted(set(self.sid_ids) | set(self.eos_ids)), dtype=torch.long)
+                         if cfg.sid_only_head else None)
         self.reference = None
         if not cfg.lora and cfg.kl_beta > 0:
             self.reference = copy.deepcopy(model).requires_grad_(False).eval().to(self.device)
@@ -133,7 +137,8 @@ class GrpoLearner:
         model = self.reference if (reference and self.reference is not None) else self.model
         ctx = self.model.disable_adapter() if (reference and self.reference is None) else nullcontext()
         with ctx:
-            return torch.cat([sequence_logprobs(model, ids[c], att[c], cmask[c]) for c in self._chunks(len(ids))])
+            return torch.cat([sequence_logprobs(model, ids[c], att[c], cmask[c], self.head_ids)
+                              for c in self._chunks(len(ids))])
 
     # -- update ------------------------------------------------------------------------------
     def train_step(self, prompts: list[list[int]], tokens: torch.Tensor, advantages: torch.Tensor) -> dict:
@@ -151,7 +156,7 @@ class GrpoLearner:
             self.optimizer.zero_grad(set_to_none=True)
             acc = {"loss": 0.0}
             for c in self._chunks(len(ids)):
-                logp = sequence_logprobs(self.model, ids[c], att[c], cmask[c])
+                logp = sequence_logprobs(self.model, ids[c], att[c], cmask[c], self.head_ids)
                 loss, st = grpo_loss(logp, logp.detach() if old is None else old[c],
                                      None if ref is None else ref[c], adv[c], cmask[c], cfg.clip_eps, cfg.kl_beta)
                 w = float(cmask[c].sum()) / total_tok
@@ -181,6 +186,10 @@ class GrpoLearner:
 
     def actor_model_dir(self) -> str:
         return self.plain_dir
+
+    def eos_token_ids(self) -> list[int]:
+        """The EOS ids of the policy's SID-only head (what the rollout beam search must normalise over too)."""
+        return list(self.eos_ids)
 
     # -- checkpoints (raygen.train.checkpoint's format) --------------------------------------------
     def save_checkpoint(self, root: str, step: int, extra: dict) -> str:
@@ -266,6 +275,8 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     start, history, resumed = _resume(learner, ckpt_root)
     bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
+    if cfg.sid_only_head and cfg.rollout_backend == "hf":  # rollout beam scores = the learner's distribution
+        bkw = {"sid_only": True, "eos_id": learner.eos_token_ids(), **bkw}
     pool = make_pool(cfg, learner.actor_model_dir(), task.sid, task.pad_id, bkw)
     try:
         sync = sync_weights(pool, learner, handle, version=start)  # actors start from the learner's weights

@@ -37,7 +37,7 @@ import torch
 from raygen.configbase import from_dict
 from raygen.faults import fault_env, maybe_fault
 from raygen.io import load_tensors, save_tensors
-from raygen.lm.vocab import config_pad_id
+from raygen.lm.vocab import config_pad_id, eos_ids
 from raygen.train import checkpoint as ckpt
 from raygen.train.checkpoint import has_tokenizer
 from raygen.train.collate import make_collate
@@ -164,16 +164,6 @@ def _ray_collate(pad_to: str, pad_id: int, max_len: int):
     return Collate()
 
 
-def _eos_ids(model_dir: str, config) -> list[int]:
-    """EOS ids of the model config and of the tokenizer (answers end with the tokenizer's EOS)."""
-    ids = config.eos_token_id if isinstance(config.eos_token_id, (list, tuple)) else [config.eos_token_id]
-    if has_tokenizer(model_dir):
-        from transformers import AutoTokenizer
-
-        ids = [*ids, AutoTokenizer.from_pretrained(model_dir).eos_token_id]
-    return sorted({int(i) for i in ids if i is not None})
-
-
 def _worker_loop(config: dict) -> dict:
     import ray.train
     import ray.train.torch
@@ -199,12 +189,12 @@ def _worker_loop(config: dict) -> dict:
     pad_id = config_pad_id(lm.config)
     lm, groups = prepare_trainable(lm, cfg.mode, sid_ids, weight_decay=cfg.weight_decay, **lora_kw)
     module = LossModule(lm, logits="sid" if cfg.sid_only_head else "answer", sid_ids=sid_ids,
-                        bf16=use_bf16 and cfg.bf16_impl == "autocast", extra_ids=_eos_ids(model_dir, lm.config))
+                        bf16=use_bf16 and cfg.bf16_impl == "autocast", extra_ids=eos_ids(model_dir, lm.config))
     validator = None
     if config.get("valid"):
         validator = Validator(ValidSet(**config["valid"]), beam_width=cfg.valid_beam, batch_size=cfg.valid_batch_size,
                               patience=cfg.patience, autocast_dtype=torch.bfloat16 if use_bf16 else None,
-                              sid_only=cfg.sid_only_head, eos_id=_eos_ids(model_dir, lm.config))
+                              sid_only=cfg.sid_only_head, eos_id=eos_ids(model_dir, lm.config))
     if cfg.deepspeed:
         import deepspeed
 
