@@ -144,13 +144,19 @@ def train_variant(d: Data, name: str, seed: int, layers: int, a, device, search_
 
 def score_test(d: Data, lm, tok, catalog, ssum: dict, a) -> tuple:
     """Constrained beam search on the test split: (per-row metrics, top-k item ids, the scored rows)."""
+    return score_split(d, lm, tok, catalog, ssum["precision"]["bf16"], a, "test", a.test_rows)
+
+
+def score_split(d: Data, lm, tok, catalog, bf16: bool, a, split: str, max_rows: int) -> tuple:
+    """Constrained beam search (SID-only head, top 10) on ``split`` (``max_rows``: 0 = all, else the first
+    rows of a fixed seed-0 sample): (per-row metrics, top-k item ids, the scored rows)."""
     tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history)
-    test = split_rows(d.samples, d.codes, tok, tasks, "test", a.test_rows, 0)
-    idx, _ = constrained_beam_search(lm, test.prompt_ids, catalog.sid_matrix, 10, tok.pad_token_id, a.eval_batch,
-                                     autocast_dtype=torch.bfloat16 if ssum["precision"]["bf16"] else None,
+    rows = split_rows(d.samples, d.codes, tok, tasks, split, max_rows, 0)
+    idx, _ = constrained_beam_search(lm, rows.prompt_ids, catalog.sid_matrix, 10, tok.pad_token_id, a.eval_batch,
+                                     autocast_dtype=torch.bfloat16 if bf16 else None,
                                      sid_only=True, eos_id=[tok.eos_token_id])
     topk = catalog.item_ids[idx.numpy()]
-    return per_row(topk, test.targets), topk, test
+    return per_row(topk, rows.targets), topk, rows
 
 
 def run_record(seed: int, r: dict, topk: np.ndarray, n_items: int, ssum: dict, align_s: float, t_eval: float,

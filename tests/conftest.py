@@ -208,3 +208,19 @@ def tiny_catalog() -> dict[str, pa.Table]:
         {"user_id": "u5", "history": [999], "target": 100, "split": "train"},
     ])
     return {"items": items, "samples": samples, "codes": codes_tbl, "tokens": tokens}
+
+
+@pytest.fixture
+def tiny_run_dir(tmp_path, tiny_catalog) -> Path:
+    """A run folder as the data and sids stages leave it (data/items, data/samples, sids/codes, sids/tokens)
+    for :data:`tiny_catalog`, its samples limited to rows whose items all have SIDs (benchmarks/*_local.py)."""
+    from raygen.io import write_parquet
+
+    run = tmp_path / "run"
+    for name, folder in (("items", "data"), ("codes", "sids"), ("tokens", "sids")):
+        write_parquet(run / folder / f"{name}.parquet", tiny_catalog[name])
+    known = set(tiny_catalog["codes"].column("item_id").to_pylist())
+    samples = tiny_catalog["samples"]
+    keep = [bool(h) and set(h) <= known for h in samples.column("history").to_pylist()]
+    write_parquet(run / "data/samples.parquet", samples.filter(pa.array(keep)))
+    return run

@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from raygen.io import write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,14 +21,8 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     return out
 
 
-def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_dir, tiny_catalog):
-    run = tmp_path / "run"
-    for name, folder in (("items", "data"), ("codes", "sids"), ("tokens", "sids")):
-        write_parquet(run / folder / f"{name}.parquet", tiny_catalog[name])
-    known = set(tiny_catalog["codes"].column("item_id").to_pylist())  # as the data stage leaves them
-    samples = tiny_catalog["samples"]
-    keep = [bool(h) and set(h) <= known for h in samples.column("history").to_pylist()]
-    write_parquet(run / "data/samples.parquet", samples.filter(pa.array(keep)))
+def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_dir, tiny_catalog, tiny_run_dir):
+    run = tiny_run_dir
     runs, out = tmp_path / "kept", tmp_path / "res" / "q.json"
     common = ["--model-dir", str(tiny_model_dir), "--run", str(run), "--runs-dir", str(runs), "--variants", "mean",
               "--seeds", "0", "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--valid-every", "2",

@@ -28,7 +28,7 @@ REJECTED = "rejected_rl_model"
 """Where keep-best moves the RL policy it did not choose (kept for inspection; nothing loads it)."""
 
 
-def _item_embeddings(path, item_ids: np.ndarray) -> np.ndarray:
+def item_embeddings(path, item_ids: np.ndarray) -> np.ndarray:
     """Corpus embeddings in catalog row order; an item without one is a DataError naming it."""
     t = read_parquet(path)
     by_id = dict(zip(t.column("item_id").to_pylist(), t.column("embedding").to_pylist()))
@@ -61,7 +61,7 @@ def run_rl(ctx: StageContext) -> dict:
     index = catalog.index_of()
     skips = SkipLog()
     train = split_rows(samples, codes, tok, ctx.cfg.tasks, "train", cfg.max_train_rows, cfg.seed, skips)
-    emb = (_item_embeddings(ctx.input("corpus") / "embeddings.parquet", catalog.item_ids)
+    emb = (item_embeddings(ctx.input("corpus") / "embeddings.parquet", catalog.item_ids)
            if cfg.rewards.get("semantic", 0) else None)
     pad = pad_id_of(tok)
 

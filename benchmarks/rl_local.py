@@ -1,0 +1,292 @@
+"""GRPO after a kept SFT model of benchmarks/quality_local.py, on the full Industrial test split: does RL
+improve the recommender? One process, no Ray (the rollouts in-process, :func:`raygen.rl.loop.run_grpo`).
+
+    python benchmarks/rl_local.py --run runs/industrial --sft runs/q7/models/star-s2 \\
+        --sft-runs-dir benchmarks/results/quality_industrial_runs --out benchmarks/results/rl_industrial.json \\
+        --rewards rule=1,ranking=0.5 rule=1,prefix=1 --seeds 0,1,2 --steps 100 --rollout-batch 16 --group 8
+
+For each reward mix (``--rewards``: ``name=weight,...`` of :mod:`raygen.rl.rewards`, ``prefix`` being the
+token-level semantic reward) x RL seed: GRPO from ``--sft`` on the train split's prompts (sequence format, as
+the SFT model was trained; SID-only policy, ``rl.sid_only_head``), valid NDCG@10 on ``--valid-rows`` valid
+rows every ``--eval-every`` steps (the learning curve), then the final policy scored on every test row with the
+same constrained beam search as quality_local.py. "before" is the SFT model's own kept test scoring (the
+``--sft-runs-dir`` file of the same name: the same rows), so the paired differences are exact. Reported per
+mix: test metrics after RL (mean ± std over seeds, bootstrap CI over rows), the paired NDCG@10 difference to
+the SFT model, the same for the keep-best choice (the RL policy only where it raised valid NDCG@10, else the
+SFT model: what the pipeline's ``rl.keep_best`` hands on), the share of groups with reward variance,
+collapse statistics. Each finished run is kept (compressed) in ``--runs-dir`` and reused on a rerun with the
+same settings. Writes ``<out>.json``, ``.md`` and ``.png`` (valid NDCG@10 against RL steps).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from quality import paired_diff, summarize  # noqa: E402
+from quality_local import Data, command, load_run, machine, save_run, score_split, write_outputs  # noqa: E402
+
+from raygen.cli import setup_logging  # noqa: E402
+from raygen.configbase import from_dict  # noqa: E402
+from raygen.eval.metrics import collapse_stats  # noqa: E402
+from raygen.eval.rows import Catalog, split_rows  # noqa: E402
+from raygen.lm.vocab import pad_id_of  # noqa: E402
+from raygen.precision import resolve_bf16  # noqa: E402
+from raygen.rl.config import RlConfig  # noqa: E402
+from raygen.rl.rewards import registered_rewards  # noqa: E402
+from raygen.rl.stage import item_embeddings  # noqa: E402
+from raygen.tasks.config import TasksConfig  # noqa: E402
+
+METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+
+
+def parse_rewards(spec: str) -> dict[str, float]:
+    """``"rule=1,prefix=0.5"`` -> ``{"rule": 1.0, "prefix": 0.5}``; an unknown reward or a bad weight is an error
+    naming the spec."""
+    out = {}
+    for part in spec.split(","):
+        name, _, w = part.partition("=")
+        if name not in registered_rewards():
+            raise SystemExit(f"--rewards {spec!r}: unknown reward {name!r}; choose from {registered_rewards()}")
+        try:
+            out[name] = float(w)
+        except ValueError:
+            raise SystemExit(f"--rewards {spec!r}: weight of {name!r} is not a number: {w!r}") from None
+    return out
+
+
+def mix_name(rewards: dict[str, float]) -> str:
+    return "+".join(f"{k}{v:g}" for k, v in rewards.items())
+
+
+def rl_config(a, rewards: dict[str, float], seed: int) -> RlConfig:
+    return from_dict(RlConfig, {
+        "steps": a.steps, "rollout_batch": a.rollout_batch, "group_size": a.group, "lr": a.lr, "kl_beta": a.kl,
+        "rollout_mode": a.mode, "temperature": a.temperature, "rewards": rewards, "seed": seed,
+        "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "eval_beam": 10, "micro_batch": a.micro_batch,
+        "checkpoint_every": 0, "rollout_resources": {"count": 0}, "keep_best": True})
+
+
+def rows_key(row_ids: np.ndarray, targets: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(row_ids, np.int64).tobytes() + np.asarray(targets, np.int64).tobytes()).hexdigest()
+
+
+def sft_before(a, d: Data, tok, catalog, bf16: bool) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """The SFT model's test scoring: its quality_local run file (same rows, no rescoring) when there is one,
+    else scored here and kept in ``--runs-dir``: ``(per-row metrics, topk, row_ids, targets)``."""
+    kept = Path(a.sft_runs_dir) / f"{Path(a.sft).name}.npz" if a.sft_runs_dir else None
+    if kept is not None and kept.exists():
+        z = np.load(kept, allow_pickle=False)
+        r = {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("metric:")}
+        print(f"[rl] SFT test scoring from {kept} (ndcg@10 {r['ndcg@10'].mean():.4f})", flush=True)
+        return r, z["topk"], z["row_ids"], z["targets"]
+    path = Path(a.runs_dir) / "sft_test.npz"
+    got = load_run(path, str(Path(a.sft).resolve()))
+    if got is not None:
+        return got[1], got[2], got[3], got[4]
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(a.sft, dtype=torch.float32).eval()
+    r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
+    save_run(path, str(Path(a.sft).resolve()), {}, r, topk, rows.row_ids, rows.targets, [])
+    return r, topk, rows.row_ids, rows.targets
+
+
+def valid_ndcg(a, d: Data, lm, tok, catalog, bf16: bool) -> float:
+    r, _, _ = score_split(d, lm, tok, catalog, bf16, a, "valid", a.valid_rows)
+    return float(r["ndcg@10"].mean())
+
+
+def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool, valid_before: float) -> tuple:
+    """GRPO with one reward mix and seed, then valid and test scoring of the final policy:
+    ``(record, per-row test metrics, topk, rows)``."""
+    from transformers import AutoModelForCausalLM
+
+    from raygen.rl.loop import run_grpo
+
+    cfg = rl_config(a, rewards, seed)
+    work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}"
+    if work.exists():  # a run cut short: its folder is this script's own output
+        shutil.rmtree(work)
+    t0 = time.time()
+    summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"], cfg,
+                       str(work), pad_id=pad_id_of(tok), eval_prompts=task["valid_prompts"],
+                       eval_targets=task["valid_targets"], backend_kwargs={"bf16": "auto"})
+    rl_s = time.time() - t0
+    lm = AutoModelForCausalLM.from_pretrained(summary["model_dir"], dtype=torch.float32).eval()
+    v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
+    r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
+    del lm
+    if not a.keep_models:
+        shutil.rmtree(work / "model", ignore_errors=True)
+    hist = summary.get("history", [])
+    rec = {"seed": seed, "rewards": rewards, **{m: float(r[m].mean()) for m in METRICS},
+           "valid_ndcg@10_before": valid_before, "valid_ndcg@10_after": v_after,
+           "handed_on": "rl" if v_after >= valid_before else "sft",
+           "collapse": collapse_stats(topk, len(catalog.item_ids)),
+           "reward_mean_first": hist[0]["reward_mean"] if hist else None,
+           "reward_mean_last": hist[-1]["reward_mean"] if hist else None,
+           "groups_with_signal": float(np.mean([h["groups_with_signal"] for h in hist])) if hist else None,
+           "hit_rate_mean": float(np.mean([h["hit_rate"] for h in hist])) if hist else None,
+           "rl_seconds": round(rl_s, 1), "eval_seconds": round(time.time() - t0 - rl_s, 1)}
+    curve = [{"step": h["step"], "valid_ndcg@10": h["eval_ndcg@10"], "reward_mean": h["reward_mean"]}
+             for h in hist if "eval_ndcg@10" in h]
+    return rec, r, topk, rows, curve
+
+
+def markdown(res: dict) -> str:
+    st = res["settings"]
+    split = "full test split" if not st["test_rows"] else "test rows (a subset: --test-rows)"
+    lines = [f"# GRPO after SFT on `{st['run']}`: {split} ({st['test_rows_used']} rows)", "",
+             f"SFT model `{st['sft']}` (test NDCG@10 {res['sft']['ndcg@10']:.4f}, valid NDCG@10 on "
+             f"{st['valid_rows']} valid rows {res['sft']['valid_ndcg@10']:.4f}). GRPO {st['steps']} steps x "
+             f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts), lr {st['lr']}, KL "
+             f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds; [95 % bootstrap CI over rows].",
+             "", "| reward mix | NDCG@10 after RL | HR@10 after RL | vs SFT (paired NDCG@10) | keep-best vs SFT | "
+             "valid before -> after | groups with signal | distinct top-1 | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in res["mixes"].items():
+        s = m["summary"]
+        runs = m["runs"]
+        cells = [f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f} [{s[k]['ci95'][0]:.4f}, {s[k]['ci95'][1]:.4f}]"
+                 for k in ("ndcg@10", "hr@10")]
+        for key in ("vs_sft", "keep_best_vs_sft"):
+            d = m[key]
+            cells.append(f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
+        cells.append(", ".join(f"{x['valid_ndcg@10_before']:.4f} -> {x['valid_ndcg@10_after']:.4f}" for x in runs))
+        cells.append(", ".join(f"{x['groups_with_signal']:.2f}" for x in runs))
+        cells.append(", ".join(str(x["collapse"]["distinct_top1"]) for x in runs))
+        cells.append(",".join(str(x["seed"]) for x in runs))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"SFT model: distinct top-1 {res['sft']['collapse']['distinct_top1']}. Wall time "
+              f"{res['wall_min']} min on {res['machine']['cpus']} CPU cores. Command: `{res['command']}`", ""]
+    return "\n".join(lines)
+
+
+def plot(res: dict, stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (name, m), color in zip(res["mixes"].items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        for i, curve in enumerate(m["curves"]):
+            if curve:
+                ax.plot([0] + [c["step"] for c in curve], [res["sft"]["valid_ndcg@10"]] +
+                        [c["valid_ndcg@10"] for c in curve], color=color, alpha=0.8, label=name if i == 0 else None)
+    ax.axhline(res["sft"]["valid_ndcg@10"], color="gray", ls="--", label="SFT model")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("valid NDCG@10")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="the run folder the SFT model was trained on (data, sids, corpus)")
+    ap.add_argument("--sft", required=True, help="a quality_local.py --save-models folder (model + tokenizer)")
+    ap.add_argument("--sft-runs-dir", default="", help="quality_local.py's runs folder: the SFT model's kept "
+                    "test scoring <sft-runs-dir>/<sft folder name>.npz (else the SFT model is scored here)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs-dir", default="", help="kept RL runs (default: <out stem>_runs beside --out)")
+    ap.add_argument("--work-dir", default=str(ROOT / "runs/rl_local"), help="GRPO working folders (checkpoints)")
+    ap.add_argument("--rewards", nargs="+", default=["rule=1,ranking=0.5"], help="reward mixes, name=weight,...")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--rollout-batch", type=int, default=16)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--kl", type=float, default=0.04)
+    ap.add_argument("--mode", choices=["beam", "sample"], default="beam")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--max-train-rows", type=int, default=0)
+    ap.add_argument("--eval-every", type=int, default=25, help="valid NDCG@10 every N RL steps (0 = only at the end)")
+    ap.add_argument("--valid-rows", type=int, default=1000)
+    ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
+    ap.add_argument("--max-history", type=int, default=10)
+    ap.add_argument("--eval-batch", type=int, default=512)
+    ap.add_argument("--keep-models", action="store_true", help="keep each final RL policy in --work-dir")
+    a = ap.parse_args()
+    a.runs_dir = a.runs_dir or str(Path(a.out).with_suffix("")) + "_runs"
+    mixes = [parse_rewards(s) for s in a.rewards]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    setup_logging(False)
+    t0 = time.time()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = Data(Path(a.run))
+    tok = AutoTokenizer.from_pretrained(a.sft)
+    catalog = Catalog.from_codes(d.codes, tok)
+    index = catalog.index_of()
+    bf16, reason = resolve_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
+    tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history)
+    train = split_rows(d.samples, d.codes, tok, tasks, "train", a.max_train_rows, 0)
+    valid = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
+    emb = (item_embeddings(Path(a.run) / "corpus/embeddings.parquet", catalog.item_ids)
+           if any(m.get("semantic") for m in mixes) else None)
+    task = {"train_prompts": train.prompt_ids, "train_targets": [index[int(t)] for t in train.targets],
+            "valid_prompts": valid.prompt_ids, "valid_targets": [index[int(t)] for t in valid.targets], "emb": emb}
+
+    before, before_topk, row_ids, targets = sft_before(a, d, tok, catalog, bf16)
+    sft_lm = AutoModelForCausalLM.from_pretrained(a.sft, dtype=torch.float32).eval()
+    valid_before = valid_ndcg(a, d, sft_lm, tok, catalog, bf16)
+    del sft_lm
+    print(f"[rl] SFT valid ndcg@10 {valid_before:.4f} on {len(valid.targets)} rows; {len(train.targets)} train "
+          f"prompts", flush=True)
+    settings = {"run": a.run, "sft": a.sft, "steps": a.steps, "rollout_batch": a.rollout_batch, "group": a.group, "lr": a.lr,
+                "kl": a.kl, "mode": a.mode, "temperature": a.temperature, "micro_batch": a.micro_batch,
+                "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "valid_rows": a.valid_rows,
+                "test_rows": a.test_rows, "max_history": a.max_history, "rows": rows_key(row_ids, targets),
+                "sft_valid_ndcg@10": valid_before}
+    res = {"sft": {"ndcg@10": float(before["ndcg@10"].mean()), "hr@10": float(before["hr@10"].mean()),
+                   "valid_ndcg@10": valid_before, "collapse": collapse_stats(before_topk, len(catalog.item_ids))},
+           "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),
+                                     "precision": f"bf16={bf16} ({reason})", "train_prompts": len(train.targets)},
+           "command": command("benchmarks/rl_local.py"), "machine": machine()}
+    for rewards in mixes:
+        name, per_seed, runs, curves = mix_name(rewards), [], [], []
+        for seed in seeds:
+            path = Path(a.runs_dir) / f"{name}-s{seed}.npz"
+            key = json.dumps({**settings, "rewards": rewards, "seed": seed}, sort_keys=True)
+            got = load_run(path, key)
+            if got is None:
+                rec, r, topk, rows, curve = one_run(a, d, tok, catalog, task, rewards, seed, bf16, valid_before)
+                if not np.array_equal(rows.row_ids, row_ids):
+                    raise RuntimeError("the RL policy was scored on other test rows than the SFT model")
+                save_run(path, key, rec, r, topk, rows.row_ids, rows.targets, curve)
+            else:
+                rec, r, curve = got[0], got[1], got[5]
+                print(f"[rl] {name} seed {seed}: reused {path}", flush=True)
+            print(f"[rl] {name} seed {seed}: test ndcg@10 {rec['ndcg@10']:.4f} (SFT "
+                  f"{res['sft']['ndcg@10']:.4f}), valid {rec['valid_ndcg@10_before']:.4f} -> "
+                  f"{rec['valid_ndcg@10_after']:.4f}", flush=True)
+            per_seed.append(r)
+            runs.append(rec)
+            curves.append(curve)
+        kept = [r if x["handed_on"] == "rl" else before for r, x in zip(per_seed, runs)]
+        res["mixes"][name] = {"rewards": rewards, "runs": runs, "curves": curves,
+                              "summary": summarize(per_seed, METRICS),
+                              "vs_sft": paired_diff(per_seed, [before]),
+                              "keep_best_vs_sft": paired_diff(kept, [before])}
+        res["wall_min"] = round((time.time() - t0) / 60, 1)
+        write_outputs(Path(a.out), res, markdown(res))
+    plot(res, Path(a.out).with_suffix(""))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

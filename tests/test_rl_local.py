@@ -1,0 +1,62 @@
+"""benchmarks/rl_local.py: GRPO after a kept quality_local.py SFT model, scored on the same test rows as the
+SFT run (paired), runs kept and reused, reward mixes checked (no Ray, tiny model)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, args: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    if ok:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
+    sft_runs, models = tmp_path / "sft_runs", tmp_path / "models"
+    _run("quality_local.py", ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--runs-dir",
+                              str(sft_runs), "--variants", "mean", "--seeds", "0", "--epochs", "1", "--max-steps", "2",
+                              "--batch-size", "2", "--valid-every", "2", "--valid-rows", "8", "--patience", "1",
+                              "--eval-batch", "16", "--out", str(tmp_path / "q.json"), "--train-only",
+                              "--save-models", str(models)])
+    out, runs = tmp_path / "res" / "rl.json", tmp_path / "rl_runs"
+    common = ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--runs-dir", str(runs), "--work-dir",
+              str(tmp_path / "work"), "--seeds", "0,1", "--steps", "2", "--rollout-batch", "2", "--group", "2",
+              "--lr", "1e-3", "--eval-every", "1", "--valid-rows", "8", "--eval-batch", "16"]
+    first = _run("rl_local.py", [*common, "--sft-runs-dir", str(sft_runs), "--out", str(out),
+                                 "--rewards", "rule=1,ranking=0.5", "rule=1,prefix=1"])
+    assert "SFT test scoring from" in first.stdout
+    res = json.loads(out.read_text())
+    sft = np.load(sft_runs / "mean-s0.npz")
+    assert np.isclose(res["sft"]["ndcg@10"], sft["metric:ndcg@10"].mean())
+    assert set(res["mixes"]) == {"rule1+ranking0.5", "rule1+prefix1"}
+    for mix in res["mixes"].values():
+        assert [r["seed"] for r in mix["runs"]] == [0, 1] and len(mix["summary"]["ndcg@10"]["seeds"]) == 2
+        assert {"diff", "ci95"} <= set(mix["vs_sft"]) and {"diff", "ci95"} <= set(mix["keep_best_vs_sft"])
+        assert all(len(c) == 2 for c in mix["curves"])  # valid NDCG@10 after each of the 2 steps
+        for r in mix["runs"]:
+            assert r["handed_on"] == ("rl" if r["valid_ndcg@10_after"] >= r["valid_ndcg@10_before"] else "sft")
+            assert 0.0 <= r["groups_with_signal"] <= 1.0
+    assert sorted(p.name for p in runs.iterdir()) == ["rule1+prefix1-s0.npz", "rule1+prefix1-s1.npz",
+                                                      "rule1+ranking0.5-s0.npz", "rule1+ranking0.5-s1.npz"]
+    assert not (tmp_path / "work" / "rule1+prefix1-s0" / "model").exists()  # the policy is not kept by default
+    assert (out.parent / "rl.md").exists() and (out.parent / "rl.png").exists()
+
+    # a rerun reuses the kept runs; without the SFT run's file the SFT model is scored here, with the same result
+    second = _run("rl_local.py", [*common, "--out", str(tmp_path / "rl2.json"), "--rewards", "rule=1,ranking=0.5"])
+    assert second.stdout.count("reused") == 2 and "SFT test scoring from" not in second.stdout
+    again = json.loads((tmp_path / "rl2.json").read_text())
+    assert np.isclose(again["sft"]["ndcg@10"], res["sft"]["ndcg@10"])
+    assert again["mixes"]["rule1+ranking0.5"]["runs"] == res["mixes"]["rule1+ranking0.5"]["runs"]
+
+    bad = _run("rl_local.py", [*common, "--out", str(out), "--rewards", "rule=1,novelty=2"], ok=False)
+    assert bad.returncode != 0 and "unknown reward 'novelty'" in bad.stderr
