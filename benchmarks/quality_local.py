@@ -185,8 +185,8 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     if cached is not None:  # finished by an earlier invocation with the same settings
         print(f"[local] {name} seed {seed}: reused {saved}", flush=True)
         return cached, None
-    if getattr(a, "report_only", False) or getattr(a, "finished_only", False):
-        return None
+    if any(getattr(a, flag, False) for flag in ("report_only", "finished_only", "baselines_only")):
+        return None  # never trains
     ts0 = time.time()
     lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device, **(train_kw or {}))
     te = time.time()
@@ -448,7 +448,7 @@ def main() -> None:
             if a.deadline and time.time() - t0 > a.deadline:
                 break
             got = finished_run(a, name, seed, fingerprint, d, d, device)
-            if got is None:  # --report-only / --finished-only: not finished yet
+            if got is None:  # --report-only / --finished-only / --baselines-only: not finished yet
                 missing.append(f"{name} seed {seed}")
                 continue
             (rec, r, topk, row_ids, targets, curve), tok_run = got

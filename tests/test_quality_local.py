@@ -40,8 +40,10 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     assert lm.get_input_embeddings().weight.shape[0] >= len(tok)
     assert json.loads((tmp_path / "worker.json").read_text())["baselines"] == {}
 
-    second = _run([*common, "--out", str(out), "--baselines-only"])
-    assert "SASRec seed 0" in second.stdout
+    seeds = common.index("--seeds") + 1
+    second = _run([*common[:seeds], "0,1", *common[seeds + 1:], "--out", str(out), "--baselines-only"])
+    assert "SASRec seed 0" in second.stdout and "SASRec seed 1" in second.stdout
+    assert not (runs / "mean-s1.npz").exists()  # a missing run is not trained by --baselines-only
     kept = runs / "baseline_sasrec-s0.npz"
     stamp = kept.stat().st_mtime_ns
 
@@ -61,7 +63,6 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     assert "made with other settings" in fourth.stdout and kept.stat().st_mtime_ns != stamp
 
     # --finished-only: the full report on what is finished; the missing seed is listed, not trained
-    seeds = common.index("--seeds") + 1
     fifth = _run([*common[:seeds], "0,1", *common[seeds + 1:-1], "3", "--out", str(out), "--finished-only",
                   "--note", "seed 1 not run"])
     assert "mean seed 1: ndcg" not in fifth.stdout and not (runs / "mean-s1.npz").exists()
