@@ -10,7 +10,8 @@ from raygen.configbase import ConfigError, Resources, from_dict
 from raygen.train.collate import pad_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, worker_env
-from raygen.train.loop import LossModule, TorchEngine, export_model, linear_schedule, steps_per_epoch, train_steps
+from raygen.train.loop import (LossModule, TorchEngine, adamw, export_model, linear_schedule, steps_per_epoch,
+                               train_steps)
 from raygen.train.masks import prepare_trainable, trainable_state_dict
 
 V = 96
@@ -154,3 +155,25 @@ def test_export_model_loads_with_transformers(tmp_path, mode):
     with torch.no_grad():
         expect = (model.merge_and_unload() if mode == "lora" else model)(input_ids=batch()["input_ids"]).logits
         torch.testing.assert_close(loaded(input_ids=batch()["input_ids"]).logits, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_adamw_is_fused_on_cpu_and_updates_as_the_default_loop(tiny_llama):
+    """The fused AdamW raygen trains with makes the same updates as torch's default per-tensor loop
+    (decay and no-decay groups, with a masked row as STAR's gradient mask leaves it)."""
+    from raygen.train.masks import prepare_trainable
+
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model, groups = prepare_trainable(tiny_llama(vocab_size=64, seed=3), "full", [60, 61, 62], weight_decay=0.1)
+        opt = adamw(groups, 1e-2, 0.1) if fused else torch.optim.AdamW(groups, lr=1e-2, weight_decay=0.1)
+        assert bool(opt.defaults.get("fused")) is fused
+        for step in range(3):
+            ids = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(step))
+            model(input_ids=ids, labels=ids).loss.backward()
+            model.get_input_embeddings().weight.grad[5] = 0.0  # a row without gradient
+            opt.step()
+            opt.zero_grad()
+        results.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], atol=1e-6, rtol=1e-5)

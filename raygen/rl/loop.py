@@ -54,6 +54,7 @@ from raygen.rl.rewards import RewardContext, combine
 from raygen.generation.sync import is_peft_model, merged_state_dict, state_checksum
 from raygen.train import checkpoint as ckpt
 from raygen.train.checkpoint import save_model_atomic
+from raygen.train.loop import adamw
 from raygen.train.masks import load_trainable_state, prepare_trainable, trainable_state_dict
 
 log = logging.getLogger("raygen")
@@ -123,7 +124,7 @@ class GrpoLearner:
         # with LoRA the reference is the same model with its adapters (and SID-row deltas) disabled
         self.model = model.to(self.device).eval()  # eval: no dropout, so old/new log-probs agree exactly
         self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+        self.optimizer = adamw(groups, cfg.lr)
 
     # -- log-probs ---------------------------------------------------------------------------
     def _chunks(self, n: int) -> list[slice]:

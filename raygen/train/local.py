@@ -14,7 +14,8 @@ import torch
 from raygen.precision import resolve_bf16
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
-from raygen.train.loop import LossModule, StepResult, TorchEngine, linear_schedule, steps_per_epoch, train_steps
+from raygen.train.loop import (LossModule, StepResult, TorchEngine, adamw, linear_schedule, steps_per_epoch,
+                               train_steps)
 from raygen.train.masks import load_trainable_state, prepare_trainable, trainable_state_dict
 from raygen.train.validation import Progress, ValidSet, Validator
 
@@ -40,7 +41,7 @@ def fit_local(lm: torch.nn.Module, encoded: list[dict], sid_ids: Sequence[int], 
                                    lora_target_modules=cfg.lora_target_modules)
     module = LossModule(lm, logits="sid" if cfg.sid_only_head else "answer", sid_ids=sid_ids, bf16=use_bf16,
                         extra_ids=eos_ids).to(device)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(groups, cfg.lr, cfg.weight_decay)
     spe = steps_per_epoch(len(encoded), 1, cfg.batch_size, cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * spe
     engine = TorchEngine(module, optimizer, linear_schedule(optimizer, cfg.warmup_steps, total), cfg.grad_accum,

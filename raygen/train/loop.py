@@ -114,6 +114,18 @@ class LossModule(nn.Module):
         return {"loss": loss, "n_target": n}
 
 
+def adamw(groups: list[dict], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """torch's AdamW over ``groups``, fused (one vectorised pass per parameter group) where every parameter is
+    a floating tensor on the same CPU or CUDA device, else torch's default loop. Same update rule (a test
+    compares them). Why: on a CPU torch's default is a per-tensor loop, and py-spy put ~1/3 of a 4-layer
+    SmolLM2 SFT step (1 thread, 3 jobs sharing 2 cores) in it; whether fused is faster there is measured
+    by ``benchmarks/optimizer_step.py`` (not settled yet: runs on the shared, loaded cores disagreed)."""
+    params = [p for g in groups for p in g["params"]]
+    devices = {p.device.type for p in params}
+    fused = (len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params))
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the peak lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
     warmup, total = max(0, warmup_steps), max(1, total_steps)

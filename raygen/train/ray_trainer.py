@@ -43,7 +43,7 @@ from raygen.train.checkpoint import has_tokenizer
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
-from raygen.train.loop import (LossModule, StepResult, TorchEngine, export_model, linear_schedule,
+from raygen.train.loop import (LossModule, StepResult, TorchEngine, adamw, export_model, linear_schedule,
                                steps_per_epoch, train_steps)
 from raygen.precision import resolve_bf16
 from raygen.train.validation import Progress, ValidSet, Validator
@@ -202,7 +202,7 @@ def _worker_loop(config: dict) -> dict:
                                           lr_scheduler=lambda opt: linear_schedule(opt, cfg.warmup_steps, total))
     else:
         wrapped = ray.train.torch.prepare_model(module)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = adamw(groups, cfg.lr, cfg.weight_decay)
         engine = TorchEngine(wrapped, optimizer, linear_schedule(optimizer, cfg.warmup_steps, total),
                              cfg.grad_accum, cfg.grad_clip)
     gather = _gatherer(cfg, lm)
