@@ -422,12 +422,9 @@ def main() -> None:
     t0 = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d = Data(Path(a.run))
-    unknown = set(a.variants.split(",")) - set(VARIANTS)
-    if unknown:
-        ap.error(f"unknown variant(s) {sorted(unknown)}; choose from {list(VARIANTS)}")
+    variants, seeds = variants_and_seeds(ap, a)
     if a.depths:
         return depth_table(d, a, device, [int(x) for x in a.depths.split(",")])
-    variants, seeds = a.variants.split(","), [int(s) for s in a.seeds.split(",")]
     per_variant = {v: {"runs": []} for v in variants}
     rows: dict[str, list] = {v: [] for v in variants}
     curves: dict[str, list] = {v: [] for v in variants}
