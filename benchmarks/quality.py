@@ -264,7 +264,9 @@ def markdown(result: dict) -> str:
         lines += ["", "Not run (planned, missing from this table): " + ", ".join(result["missing_runs"]) + "."]
     if result.get("note") or st.get("note"):
         lines += ["", f"Note: {result.get('note') or st['note']}"]
-    lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}.",
+    unfilled = (f"; top-10 slots the constrained beam search left empty: {result['unfilled_total']}"
+                if "unfilled_total" in result else "")
+    lines += ["", f"Invalid generations (all variants, all seeds): {result['invalid_total']}{unfilled}.",
               f"Wall time: {result['wall_min']} min on {result['machine']['cpus']} CPU cores "
               f"({result['settings']['precision']}). Command: `{result['command']}`", ""]
     return "\n".join(lines)

@@ -38,7 +38,7 @@ from benchmarks.quality import (baseline_rows, baseline_summary, cold_rows, cold
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.generation.beam import constrained_beam_search  # noqa: E402
-from raygen.eval.metrics import collapse_stats  # noqa: E402
+from raygen.eval.metrics import collapse_stats, count_invalid, indices_to_item_ids  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402
 from raygen.lm.init import init_sid_rows  # noqa: E402
@@ -155,8 +155,17 @@ def score_split(d: Data, lm, tok, catalog, bf16: bool, a, split: str, max_rows: 
     idx, _ = constrained_beam_search(lm, rows.prompt_ids, catalog.sid_matrix, 10, tok.pad_token_id, a.eval_batch,
                                      autocast_dtype=torch.bfloat16 if bf16 else None,
                                      sid_only=True, eos_id=[tok.eos_token_id])
-    topk = catalog.item_ids[idx.numpy()]
+    # a slot the beam search could not fill (fewer complete catalog paths than 10) is -1: kept as PAD_ITEM
+    # (never a hit, counted by count_invalid in the report), not mapped onto the catalog's last item
+    topk = indices_to_item_ids(idx.numpy(), catalog.item_ids)
     return per_row(topk, rows.targets), topk, rows
+
+
+def generation_checks(topks: list[np.ndarray], d: Data) -> dict:
+    """``invalid_total`` (top-k entries outside the catalog) and ``unfilled_total`` (slots the constrained beam
+    search left empty) over every scored run, counted from the kept top-k lists."""
+    counts = [count_invalid(t, d.codes.column("item_id").to_numpy()) for t in topks]
+    return {"invalid_total": sum(c["invalid"] for c in counts), "unfilled_total": sum(c["unfilled"] for c in counts)}
 
 
 def run_record(seed: int, r: dict, topk: np.ndarray, n_items: int, ssum: dict, align_s: float, t_eval: float,
@@ -430,11 +439,12 @@ def main() -> None:
     curves: dict[str, list] = {v: [] for v in variants}
     scored = tok = None
     missing: list[str] = []
+    kept_topk: list[np.ndarray] = []
     settings = settings_of(a, seeds, device)  # the fingerprint of a saved run: same settings, same result
 
     def write(base=None, diffs=None):
         result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {},
-                  "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note, "invalid_total": 0, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
+                  "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note, **generation_checks(kept_topk, d), "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
                   "command": command(), "machine": machine()}
         write_json(a.out, result)
         return result
@@ -454,6 +464,7 @@ def main() -> None:
                 raise RuntimeError("variants were scored on different test rows")
             scored = (row_ids, targets)
             per_variant[name]["runs"].append(rec)
+            kept_topk.append(topk)
             rows[name].append(r)
             curves[name].append(curve)
             per_variant[name]["summary"] = summarize(rows[name])

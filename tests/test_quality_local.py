@@ -71,3 +71,33 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     assert len(res["variants"]["mean"]["runs"]) == 1 and set(res["baselines"]) == {"popularity", "sasrec"}
     md = (out.parent / "q.md").read_text()
     assert "Not run (planned, missing from this table): mean seed 1." in md and "Note: seed 1 not run" in md
+
+
+def test_unfilled_beam_slots_are_never_a_catalog_item_and_are_counted(tiny_model_dir, tiny_run_dir):
+    """A top-10 slot the constrained beam search cannot fill (a catalog of 4 items here) stays PAD_ITEM: it is
+    never the catalog's last item (a silent false hit before) and the report counts it."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.quality_local as ql
+    from raygen.eval.metrics import PAD_ITEM
+    from raygen.eval.rows import Catalog
+    from raygen.lm.vocab import add_sid_tokens
+
+    d = ql.Data(tiny_run_dir)
+    lm, tok = ql.load(str(tiny_model_dir), 1, torch.device("cpu"))
+    add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
+    few = d.codes.slice(0, 4)
+    r, topk, rows = ql.score_split(d, lm, tok, Catalog.from_codes(few, tok), False,
+                                   argparse.Namespace(max_history=20, eval_batch=8), "test", 0)
+    assert topk.shape == (len(rows.targets), 10)
+    assert set(topk[:, :4].ravel()) <= set(few.column("item_id").to_pylist())
+    assert (topk[:, 4:] == PAD_ITEM).all()
+    assert ql.generation_checks([topk], d) == {"invalid_total": 0, "unfilled_total": 6 * len(topk)}
+    outside = topk.copy()
+    outside[0, 0] = 10_000  # not a catalog item
+    assert ql.generation_checks([topk, outside], d) == {"invalid_total": 1, "unfilled_total": 12 * len(topk)}
+    in_top = [t in row[:4] for t, row in zip(rows.targets, topk)]
+    assert np.array_equal(r["hr@10"] > 0, in_top)
