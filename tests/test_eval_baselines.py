@@ -73,17 +73,39 @@ def test_sasrec_early_stopping_keeps_best_epoch(one_thread):
     rng = random.Random(2)  # valid targets are noise: the valid metric peaks early and then wanders
     v_hist = [[rng.randrange(n_items) for _ in range(3)] for _ in range(100)]
     v_tgt = [rng.randrange(n_items) for _ in range(100)]
-    cfg = SASRecConfig(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, dropout=0.1, lr=3e-3)
+    cfg = SASRecConfig(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, min_epochs=0, dropout=0.1,
+                       lr=3e-3)
     model = fit_sasrec(hist, tgt, n_items, cfg, valid_histories=v_hist, valid_targets=v_tgt)
     info = model.fit_info
     assert info["stopped_early"] and info["epochs_run"] < cfg.epochs
     assert info["epochs_run"] == info["best_epoch"] + cfg.patience
-    assert info["valid_rows"] == 100
+    assert info["valid_rows"] == 100 and len(info["valid_curve"]) == info["epochs_run"]
+    assert max(info["valid_curve"]) == pytest.approx(info["best_valid_ndcg@10"], abs=1e-6)
     # the returned weights are the best epoch's: same valid metric, same weights as training that long
     assert _valid_ndcg10(model, v_hist, v_tgt) == pytest.approx(info["best_valid_ndcg@10"], abs=1e-9)
     fixed = fit_sasrec(hist, tgt, n_items, SASRecConfig(**{**cfg.__dict__, "epochs": info["best_epoch"]}))
     for (k, a), b in zip(model.state_dict().items(), fixed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_sasrec_min_epochs_outlasts_an_early_plateau(one_thread):
+    """The same fit with min_epochs: no stop before it (the early best would have stopped it), and the weights
+    returned are still the best epoch's."""
+    n_items = 20
+    hist, tgt = _successor_data(n_items, 400, seed=0)
+    rng = random.Random(2)
+    v_hist = [[rng.randrange(n_items) for _ in range(3)] for _ in range(100)]
+    v_tgt = [rng.randrange(n_items) for _ in range(100)]
+    base = dict(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, dropout=0.1, lr=3e-3)
+    early = fit_sasrec(hist, tgt, n_items, SASRecConfig(**base, min_epochs=0), v_hist, v_tgt).fit_info
+    floor = early["epochs_run"] + 5
+    model = fit_sasrec(hist, tgt, n_items, SASRecConfig(**base, min_epochs=floor), v_hist, v_tgt)
+    info = model.fit_info
+    assert info["epochs_run"] >= floor and info["valid_curve"][:early["epochs_run"]] == early["valid_curve"]
+    assert info["best_epoch"] >= early["best_epoch"]
+    assert _valid_ndcg10(model, v_hist, v_tgt) == pytest.approx(info["best_valid_ndcg@10"], abs=1e-9)
+    capped = fit_sasrec(hist, tgt, n_items, SASRecConfig(**{**base, "epochs": 4}, min_epochs=100), v_hist, v_tgt)
+    assert capped.fit_info["epochs_run"] == 4  # never more than epochs
 
 
 def test_sasrec_without_valid_trains_fixed_epochs(one_thread):
@@ -106,6 +128,8 @@ def test_sasrec_config_validation():
         load_config(None, ["eval.sasrec.epochs=0"])
     with pytest.raises(ConfigError, match="eval.sasrec.hidden"):
         load_config(None, ["eval.sasrec.hidden=63"])
+    with pytest.raises(ConfigError, match="eval.sasrec.min_epochs"):
+        load_config(None, ["eval.sasrec.min_epochs=-1"])
     cfg = load_config(None, ["eval.sasrec.patience=4"])
     assert cfg.eval.sasrec.patience == 4 and cfg.eval.sasrec.epochs == 200
 

@@ -10,7 +10,8 @@ few dozen lines of torch and the recommender libraries that ship SASRec pull in 
 Given validation rows, training runs to convergence the way RecBole does it (CE loss, validation
 every epoch, ``stopping_step`` 10 of at most 300 epochs): full-catalog NDCG@10 on every validation
 row after each epoch, the best epoch's weights kept, stop after ``patience`` epochs without a
-better value. Without validation rows it trains exactly ``epochs`` passes.
+better value, but never before ``min_epochs`` (an early plateau is not convergence). Without
+validation rows it trains exactly ``epochs`` passes.
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def fit_sasrec(train_histories: Sequence[Sequence[int]], train_targets: Sequence
     With ``valid_histories``/``valid_targets`` (0-based indices too): early stopping on their
     NDCG@10 (see the module docstring); the returned model holds the best epoch's weights.
     ``model.fit_info`` records ``epochs_run``, ``best_epoch`` (1-based), ``best_valid_ndcg@10``,
-    ``stopped_early`` and ``valid_rows`` (the last three None/0 without validation rows).
+    ``stopped_early``, ``valid_rows`` and ``valid_curve`` (valid NDCG@10 after each epoch) (the last four
+    None/0/empty without validation rows).
     """
     cfg = cfg or SASRecConfig()
     if len(train_histories) != len(train_targets) or len(train_targets) == 0:
@@ -116,7 +118,7 @@ def fit_sasrec(train_histories: Sequence[Sequence[int]], train_targets: Sequence
         labels[:, -1] = full[:, -1] - 1
     model = SASRec(n_items, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_epoch, best_state, epoch = -1.0, 0, None, 0
+    best, best_epoch, best_state, epoch, curve = -1.0, 0, None, 0, []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         for idx in torch.randperm(len(inputs), generator=gen).split(cfg.batch_size):
@@ -130,10 +132,11 @@ def fit_sasrec(train_histories: Sequence[Sequence[int]], train_targets: Sequence
         if not use_valid:
             continue
         score = _valid_ndcg(model, valid_histories, valid_y)  # eval mode: uses no random numbers
+        curve.append(round(float(score), 6))
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
+        elif epoch - best_epoch >= cfg.patience and epoch >= cfg.min_epochs:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -141,7 +144,7 @@ def fit_sasrec(train_histories: Sequence[Sequence[int]], train_targets: Sequence
     model.fit_info = {"epochs_run": epoch, "best_epoch": best_epoch if use_valid else None,
                       "best_valid_ndcg@10": best if use_valid else None,
                       "stopped_early": bool(use_valid and epoch < cfg.epochs),
-                      "valid_rows": len(valid_targets) if use_valid else 0}
+                      "valid_rows": len(valid_targets) if use_valid else 0, "valid_curve": curve}
     return model
 
 
