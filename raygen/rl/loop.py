@@ -354,6 +354,7 @@ def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
     return {"step": step + 1, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             "hit_rate": float(hit.mean()), "groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
             "unique_items_per_group": float(np.mean([len(set(r.tolist())) for r in ro.items])),
+            "invalid_rollouts": int((ro.items < 0).sum()),  # not a catalog SID (or a slot left unfilled)
             **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": synced["sync_s"],
             "rollout_tokens_per_s": ro.items.numel() * n_tok / max(rollout_s, 1e-9),
             "rollouts_per_s": ro.items.numel() / max(rollout_s, 1e-9),
