@@ -8,7 +8,7 @@ and runs the real ``rl`` and ``eval`` stages there. "before" is the quality run'
 (same test rows, same beam search), "after" is the evaluation of the model the rl stage hands on.
 The rl stage's validation before/after (its keep-best check) is reported too: with
 ``rl.keep_best`` on (the default) a step that lowers validation NDCG@10 is not handed on.
-Writes benchmarks/results/rl_industrial.json.
+Writes benchmarks/results/rl_industrial_stages.json (the 2-epoch prompt-format run: rl_industrial_stages_2ep.json).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--variant", default="", help="default: best mean test NDCG@10 in --quality")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=str(ROOT / "runs/rl_industrial"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/rl_industrial.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/rl_industrial_stages.json"))
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rollout-batch", type=int, default=8)
     p.add_argument("--group", type=int, default=4)
