@@ -444,8 +444,9 @@ def main() -> None:
 
     def write(base=None, diffs=None):
         result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {},
-                  "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note, **generation_checks(kept_topk, d), "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
-                  "command": command(), "machine": machine()}
+                  "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note,
+                  **generation_checks(kept_topk, d), "settings": settings,
+                  "wall_min": round((time.time() - t0) / 60, 1), "command": command(), "machine": machine()}
         write_json(a.out, result)
         return result
 
