@@ -67,12 +67,18 @@ def _valid_ndcg10(model, hist, tgt) -> float:
     return ranking_metrics(sasrec_rank(model, hist, k=10), np.array(tgt), ks=(10,))["ndcg@10"]
 
 
-def test_sasrec_early_stopping_keeps_best_epoch(one_thread):
-    n_items = 20
+def _noisy_valid_setup(n_items: int = 20):
+    """Successor-pattern training data and 100 valid rows whose targets are noise, so the valid metric peaks
+    early and then wanders: ``(n_items, hist, tgt, v_hist, v_tgt)``."""
     hist, tgt = _successor_data(n_items, 400, seed=0)
-    rng = random.Random(2)  # valid targets are noise: the valid metric peaks early and then wanders
+    rng = random.Random(2)
     v_hist = [[rng.randrange(n_items) for _ in range(3)] for _ in range(100)]
     v_tgt = [rng.randrange(n_items) for _ in range(100)]
+    return n_items, hist, tgt, v_hist, v_tgt
+
+
+def test_sasrec_early_stopping_keeps_best_epoch(one_thread):
+    n_items, hist, tgt, v_hist, v_tgt = _noisy_valid_setup()
     cfg = SASRecConfig(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, min_epochs=0, dropout=0.1,
                        lr=3e-3)
     model = fit_sasrec(hist, tgt, n_items, cfg, valid_histories=v_hist, valid_targets=v_tgt)
@@ -91,11 +97,7 @@ def test_sasrec_early_stopping_keeps_best_epoch(one_thread):
 def test_sasrec_min_epochs_outlasts_an_early_plateau(one_thread):
     """The same fit with min_epochs: no stop before it (the early best would have stopped it), and the weights
     returned are still the best epoch's."""
-    n_items = 20
-    hist, tgt = _successor_data(n_items, 400, seed=0)
-    rng = random.Random(2)
-    v_hist = [[rng.randrange(n_items) for _ in range(3)] for _ in range(100)]
-    v_tgt = [rng.randrange(n_items) for _ in range(100)]
+    n_items, hist, tgt, v_hist, v_tgt = _noisy_valid_setup()
     base = dict(hidden=16, n_layers=1, max_len=6, epochs=60, patience=3, dropout=0.1, lr=3e-3)
     early = fit_sasrec(hist, tgt, n_items, SASRecConfig(**base, min_epochs=0), v_hist, v_tgt).fit_info
     floor = early["epochs_run"] + 5
