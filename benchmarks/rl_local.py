@@ -7,7 +7,8 @@ improve the recommender? One process, no Ray (the rollouts in-process, :func:`ra
 
 For each reward mix (``--rewards``: ``name=weight,...`` of :mod:`raygen.rl.rewards`, ``prefix`` being the
 token-level semantic reward) x RL seed: GRPO from ``--sft`` on the train split's prompts (sequence format, as
-the SFT model was trained; SID-only policy, ``rl.sid_only_head``), valid NDCG@10 on ``--valid-rows`` valid
+the SFT model was trained; SID-only policy, ``rl.sid_only_head``; with ``--rl-holdout-share`` on the positions
+an SFT model trained with the same option never saw: :mod:`raygen.rl.prompts`), valid NDCG@10 on ``--valid-rows`` valid
 rows every ``--eval-every`` steps (the learning curve), then the final policy scored on every test row with the
 same constrained beam search as quality_local.py. "before" is the SFT model's own kept test scoring (the
 ``--sft-runs-dir`` file of the same name: the same rows), so the paired differences are exact. Reported per
@@ -44,6 +45,7 @@ from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.lm.vocab import pad_id_of  # noqa: E402
 from raygen.precision import resolve_bf16  # noqa: E402
 from raygen.rl.config import RlConfig  # noqa: E402
+from raygen.rl.prompts import RL_SPLIT, hold_out_last_train  # noqa: E402
 from raygen.rl.rewards import registered_rewards  # noqa: E402
 from raygen.rl.stage import item_embeddings  # noqa: E402
 from raygen.tasks.config import TasksConfig  # noqa: E402
@@ -145,12 +147,21 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool
     return rec, r, topk, rows, curve
 
 
+def prompt_source(settings: dict) -> str:
+    share = settings.get("rl_holdout_share")
+    if not share:
+        return f"the train split's {settings['train_prompts']} positions (the SFT model's own training targets)"
+    return (f"{settings['train_prompts']} held-out positions (the last train target of {share:.0%} of the users, "
+            f"withheld from SFT: quality_local.py --rl-holdout-share {share:g})")
+
+
 def markdown(res: dict) -> str:
     st = res["settings"]
     split = "full test split" if not st["test_rows"] else "test rows (a subset: --test-rows)"
     lines = [f"# GRPO after SFT on `{st['run']}`: {split} ({st['test_rows_used']} rows)", "",
              f"SFT model `{st['sft']}` (test NDCG@10 {res['sft']['ndcg@10']:.4f}, valid NDCG@10 on "
-             f"{st['valid_rows']} valid rows {res['sft']['valid_ndcg@10']:.4f}). GRPO {st['steps']} steps x "
+             f"{st['valid_rows']} valid rows {res['sft']['valid_ndcg@10']:.4f}). Prompts: {prompt_source(st)}. "
+             f"GRPO {st['steps']} steps x "
              f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts), lr {st['lr']}, KL "
              f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds; [95 % bootstrap CI over rows].",
              "", "| reward mix | NDCG@10 after RL | HR@10 after RL | vs SFT (paired NDCG@10) | keep-best vs SFT | "
@@ -220,6 +231,9 @@ def main() -> None:
     ap.add_argument("--max-history", type=int, default=10)
     ap.add_argument("--eval-batch", type=int, default=512)
     ap.add_argument("--keep-models", action="store_true", help="keep each final RL policy in --work-dir")
+    ap.add_argument("--rl-holdout-share", type=float, default=0.0,
+                    help="prompts from the train targets an SFT model of quality_local.py --rl-holdout-share (the "
+                         "same share) never trained on (split 'rl') instead of the train split")
     a = ap.parse_args()
     a.runs_dir = a.runs_dir or str(Path(a.out).with_suffix("")) + "_runs"
     mixes = [parse_rewards(s) for s in a.rewards]
@@ -229,12 +243,16 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     d = Data(Path(a.run))
+    prompt_split = "train"
+    if a.rl_holdout_share:
+        d.samples, _ = hold_out_last_train(d.samples, a.rl_holdout_share)
+        prompt_split = RL_SPLIT
     tok = AutoTokenizer.from_pretrained(a.sft)
     catalog = Catalog.from_codes(d.codes, tok)
     index = catalog.index_of()
     bf16, reason = resolve_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
     tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history)
-    train = split_rows(d.samples, d.codes, tok, tasks, "train", a.max_train_rows, 0)
+    train = split_rows(d.samples, d.codes, tok, tasks, prompt_split, a.max_train_rows, 0)
     valid = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
     emb = (item_embeddings(Path(a.run) / "corpus/embeddings.parquet", catalog.item_ids)
            if any(m.get("semantic") for m in mixes) else None)
@@ -245,13 +263,14 @@ def main() -> None:
     sft_lm = AutoModelForCausalLM.from_pretrained(a.sft, dtype=torch.float32).eval()
     valid_before = valid_ndcg(a, d, sft_lm, tok, catalog, bf16)
     del sft_lm
-    print(f"[rl] SFT valid ndcg@10 {valid_before:.4f} on {len(valid.targets)} rows; {len(train.targets)} train "
-          f"prompts", flush=True)
+    print(f"[rl] SFT valid ndcg@10 {valid_before:.4f} on {len(valid.targets)} rows; {len(train.targets)} prompts "
+          f"(split {prompt_split!r})", flush=True)
     settings = {"run": a.run, "sft": a.sft, "steps": a.steps, "rollout_batch": a.rollout_batch, "group": a.group, "lr": a.lr,
                 "kl": a.kl, "mode": a.mode, "temperature": a.temperature, "micro_batch": a.micro_batch,
                 "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "valid_rows": a.valid_rows,
                 "test_rows": a.test_rows, "max_history": a.max_history, "rows": rows_key(row_ids, targets),
-                "sft_valid_ndcg@10": valid_before}
+                "sft_valid_ndcg@10": valid_before,
+                **({"rl_holdout_share": a.rl_holdout_share} if a.rl_holdout_share else {})}
     res = {"sft": {"ndcg@10": float(before["ndcg@10"].mean()), "hr@10": float(before["hr@10"].mean()),
                    "valid_ndcg@10": valid_before, "collapse": collapse_stats(before_topk, len(catalog.item_ids))},
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),

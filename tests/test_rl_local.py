@@ -60,3 +60,24 @@ def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
 
     bad = _run("rl_local.py", [*common, "--out", str(out), "--rewards", "rule=1,novelty=2"], ok=False)
     assert bad.returncode != 0 and "unknown reward 'novelty'" in bad.stderr
+
+
+def test_rl_on_positions_held_out_of_sft(tmp_path, tiny_model_dir, tiny_run_dir):
+    sft_runs, models = tmp_path / "sft_runs", tmp_path / "models"
+    sft = _run("quality_local.py", ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--runs-dir",
+                                    str(sft_runs), "--variants", "mean", "--seeds", "0", "--epochs", "1",
+                                    "--max-steps", "2", "--batch-size", "1", "--valid-every", "2", "--valid-rows", "8",
+                                    "--patience", "1", "--eval-batch", "16", "--out", str(tmp_path / "q.json"),
+                                    "--train-only", "--save-models", str(models), "--rl-holdout-share", "0.5"])
+    held = int(sft.stdout.split(" train targets held out of SFT")[0].rsplit(maxsplit=1)[-1])
+    assert held > 0
+    out = tmp_path / "rl.json"
+    rl = _run("rl_local.py", ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--sft-runs-dir",
+                              str(sft_runs), "--work-dir", str(tmp_path / "work"), "--seeds", "0", "--steps", "1",
+                              "--rollout-batch", "2", "--group", "2", "--eval-every", "0", "--valid-rows", "8",
+                              "--eval-batch", "16", "--out", str(out), "--rl-holdout-share", "0.5"])
+    assert "(split 'rl')" in rl.stdout
+    res = json.loads(out.read_text())
+    assert res["settings"]["rl_holdout_share"] == 0.5
+    assert res["settings"]["train_prompts"] == held  # every held-out position is a prompt (all have SIDs)
+    assert "held-out positions" in (tmp_path / "rl.md").read_text()
