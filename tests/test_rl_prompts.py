@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from raygen.data.schema import samples_table
-from raygen.rl.prompts import RL_SPLIT, hold_out_last_train
+from raygen.rl.prompts import RL_SPLIT, hold_out_last_train, rl_prompt_rows, sft_samples
 from raygen.tasks.sequence import user_sequences
 
 
@@ -55,3 +55,27 @@ def test_bad_share_or_split_name_is_refused():
     held, _ = hold_out_last_train(table, 0.5)
     with pytest.raises(ValueError, match="hold out once"):
         hold_out_last_train(held, 0.5)
+
+
+def test_sft_and_rl_stages_split_the_same_rows():
+    from raygen.tasks.config import TasksConfig
+
+    table = _rows()
+    off = TasksConfig()
+    assert sft_samples(table, off) == (table, 0) and rl_prompt_rows(table, off) == (table, "train")
+    on = TasksConfig(rl_holdout_share=0.3)
+    sft, held = sft_samples(table, on)
+    rl, split = rl_prompt_rows(table, on)
+    assert split == RL_SPLIT and held == 3 and sft.equals(rl)
+    rl_rows = [r for r in rl.to_pylist() if r["split"] == RL_SPLIT]
+    trained = {t for _, chain in user_sequences(sft, "train") for t in chain[1:]}
+    assert len(rl_rows) == 3 and all(r["target"] not in trained for r in rl_rows)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_config_refuses_a_share_outside_0_1(share):
+    from raygen.configbase import ConfigError
+    from raygen.tasks.config import TasksConfig
+
+    with pytest.raises(ConfigError, match="rl_holdout_share"):
+        TasksConfig(rl_holdout_share=share).validate()

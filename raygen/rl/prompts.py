@@ -43,3 +43,19 @@ def hold_out_last_train(samples: pa.Table, share: float, seed: int = 0, to: str 
     col = samples.schema.get_field_index("split")
     table = samples.set_column(col, samples.schema.field(col), pa.array(splits, samples.column("split").type))
     return table, n
+
+
+def sft_samples(samples: pa.Table, tasks_cfg) -> tuple[pa.Table, int]:
+    """The samples the SFT stage trains on, with ``tasks.rl_holdout_share`` of the users' last train rows moved
+    to split ``rl``: ``(table, rows held out)``."""
+    if not tasks_cfg.rl_holdout_share:
+        return samples, 0
+    return hold_out_last_train(samples, tasks_cfg.rl_holdout_share)
+
+
+def rl_prompt_rows(samples: pa.Table, tasks_cfg) -> tuple[pa.Table, str]:
+    """``(samples, split)`` whose rows are the rl stage's prompts: the held-out ``rl`` rows when
+    ``tasks.rl_holdout_share`` > 0 (the same choice :func:`sft_samples` made), else the train split."""
+    if not tasks_cfg.rl_holdout_share:
+        return samples, "train"
+    return hold_out_last_train(samples, tasks_cfg.rl_holdout_share)[0], RL_SPLIT

@@ -17,6 +17,7 @@ import numpy as np
 from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
+from raygen.rl.prompts import rl_prompt_rows
 from raygen.eval.stage import evaluate_split
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
@@ -60,7 +61,9 @@ def run_rl(ctx: StageContext) -> dict:
     catalog = Catalog.from_codes(codes, tok)
     index = catalog.index_of()
     skips = SkipLog()
-    train = split_rows(samples, codes, tok, ctx.cfg.tasks, "train", cfg.max_train_rows, cfg.seed, skips)
+    prompt_samples, prompt_split = rl_prompt_rows(samples, ctx.cfg.tasks)
+    train = split_rows(prompt_samples, codes, tok, ctx.cfg.tasks, prompt_split, cfg.max_train_rows, cfg.seed, skips)
+    log.info("rl: %d prompts from split %r", len(train.targets), prompt_split)
     emb = (item_embeddings(ctx.input("corpus") / "embeddings.parquet", catalog.item_ids)
            if cfg.rewards.get("semantic", 0) else None)
     pad = pad_id_of(tok)
@@ -90,4 +93,5 @@ def run_rl(ctx: StageContext) -> dict:
             "valid_metric_before": before[metric], "valid_metric_after": after[metric],
             "reward_mean_first": first.get("reward_mean"), "reward_mean_last": last.get("reward_mean"),
             "sync_s_mean": float(np.mean([h["sync_s"] for h in history])) if history else None,
-            "train_rows": len(train.targets), "skips": skips.to_dict(), "history": history}
+            "train_rows": len(train.targets), "prompt_split": prompt_split, "skips": skips.to_dict(),
+            "history": history}

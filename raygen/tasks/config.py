@@ -42,6 +42,11 @@ class TasksConfig:
     """Item titles/descriptions and token descriptions are cut to this many characters."""
     system_prompt: str = ""
     """System message put before every prompt ('' = none; a chat template may add its own default)."""
+    rl_holdout_share: float = 0.0
+    """RL prompts the SFT model never trained on: the last train target of this share of the users (a fixed
+    seeded choice) is withheld from SFT and the rl stage's prompts are exactly those positions
+    (raygen.rl.prompts). 0 = SFT on every train target and RL on the train split's positions, which the
+    SFT model has largely memorised. Evaluation and its baselines are unchanged (they see every train row)."""
     seed: int = 0
     """Seed of template choice, sampling and shuffling."""
 
@@ -55,6 +60,8 @@ class TasksConfig:
         for name in ("align_ratio", "token_ratio", "search_ratio"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"tasks.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.rl_holdout_share < 1.0:
+            raise ConfigError(f"tasks.rl_holdout_share: must be in [0, 1), got {self.rl_holdout_share}")
         for name in ("max_history", "max_text_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tasks.{name}: must be >= 1, got {getattr(self, name)}")

@@ -9,6 +9,7 @@ from raygen.data.schema import SkipLog
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir, pass_through
+from raygen.rl.prompts import sft_samples
 from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
                                    token_align_examples)
@@ -107,6 +108,10 @@ def run_sft(ctx: StageContext) -> dict:
             if not path.exists():
                 raise ValueError(f"tasks.search_ratio > 0 but {path} does not exist: set corpus.n_queries > 0")
             queries = read_parquet(path)
+        samples, held = sft_samples(samples, tasks)
+        if held:
+            log.info("sft: %d train targets held out for the rl stage's prompts (tasks.rl_holdout_share %g)",
+                     held, tasks.rl_holdout_share)
         return build_sft_examples(samples, items, codes, tokens, tasks, "train", skips, queries=queries)
 
     return _training_stage(ctx, ctx.cfg.sft, "align", build)

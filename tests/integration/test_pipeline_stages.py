@@ -151,3 +151,17 @@ def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch)
     sft_model = (run_dir / "sft" / "model").resolve()
     assert Path(read_json(run_dir / "eval" / "metrics.json")["model_dir"]).resolve() == sft_model
     assert Path(Recommender(run_dir).model_dir).resolve() == sft_model
+
+
+def test_rl_prompts_held_out_of_sft(tiny_run):
+    """tasks.rl_holdout_share: SFT and RL rerun; RL's prompts are exactly the withheld positions. (Last in this
+    module: it changes the run's sft and rl stages.)"""
+    from raygen.rl.prompts import hold_out_last_train
+
+    run_dir, _ = tiny_run
+    cfg = load_config(str(run_dir / "config.yaml"), ["tasks.rl_holdout_share=0.5"])
+    summary = run_pipeline(cfg, only=["sft", "rl"])
+    assert summary["sft"]["status"] == "ran" and summary["rl"]["status"] == "ran"
+    rl = read_json(run_dir / "rl" / "metrics.json")
+    _, held = hold_out_last_train(read_parquet(run_dir / "data" / "samples.parquet"), 0.5)
+    assert rl["prompt_split"] == "rl" and rl["train_rows"] == held > 0
