@@ -179,6 +179,8 @@ def markdown(res: dict) -> str:
         cells.append(", ".join(str(x["collapse"]["distinct_top1"]) for x in runs))
         cells.append(",".join(str(x["seed"]) for x in runs))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if res.get("missing_runs"):
+        lines += ["", "Not run yet (missing from the table): " + ", ".join(res["missing_runs"]) + "."]
     lines += ["", f"SFT model: distinct top-1 {res['sft']['collapse']['distinct_top1']}. Wall time "
               f"{res['wall_min']} min on {res['machine']['cpus']} CPU cores. Command: `{res['command']}`", ""]
     return "\n".join(lines)
@@ -231,6 +233,8 @@ def main() -> None:
     ap.add_argument("--max-history", type=int, default=10)
     ap.add_argument("--eval-batch", type=int, default=512)
     ap.add_argument("--keep-models", action="store_true", help="keep each final RL policy in --work-dir")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="report the kept runs with these settings only (no training); the others are listed as missing")
     ap.add_argument("--rl-holdout-share", type=float, default=0.0,
                     help="prompts from the train targets an SFT model of quality_local.py --rl-holdout-share (the "
                          "same share) never trained on (split 'rl') instead of the train split")
@@ -282,6 +286,9 @@ def main() -> None:
             path = Path(a.runs_dir) / f"{name}-s{seed}.npz"
             key = json.dumps({**settings, "rewards": rewards, "seed": seed}, sort_keys=True)
             got = load_run(path, key)
+            if got is None and a.finished_only:
+                res.setdefault("missing_runs", []).append(f"{name} seed {seed}")
+                continue
             if got is None:
                 rec, r, topk, rows, curve = one_run(a, d, tok, catalog, task, rewards, seed, bf16, valid_before)
                 if not np.array_equal(rows.row_ids, row_ids):
@@ -296,6 +303,8 @@ def main() -> None:
             per_seed.append(r)
             runs.append(rec)
             curves.append(curve)
+        if not runs:
+            continue
         kept = [r if x["handed_on"] == "rl" else before for r, x in zip(per_seed, runs)]
         res["mixes"][name] = {"rewards": rewards, "runs": runs, "curves": curves,
                               "summary": summarize(per_seed, METRICS),

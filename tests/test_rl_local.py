@@ -58,6 +58,16 @@ def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
     assert np.isclose(again["sft"]["ndcg@10"], res["sft"]["ndcg@10"])
     assert again["mixes"]["rule1+ranking0.5"]["runs"] == res["mixes"]["rule1+ranking0.5"]["runs"]
 
+    # --finished-only reports the kept runs and lists the others, training nothing
+    common3 = [("0,1,2" if x == "0,1" else x) for x in common]
+    third = _run("rl_local.py", [*common3, "--out", str(tmp_path / "rl3.json"), "--rewards", "rule=1,ranking=0.5",
+                                 "--finished-only"])
+    assert third.stdout.count("reused") == 2 and not (tmp_path / "work" / "rule1+ranking0.5-s2").exists()
+    partial = json.loads((tmp_path / "rl3.json").read_text())
+    assert partial["missing_runs"] == ["rule1+ranking0.5 seed 2"]
+    assert partial["mixes"]["rule1+ranking0.5"]["runs"] == res["mixes"]["rule1+ranking0.5"]["runs"]
+    assert "Not run yet" in (tmp_path / "rl3.md").read_text()
+
     bad = _run("rl_local.py", [*common, "--out", str(out), "--rewards", "rule=1,novelty=2"], ok=False)
     assert bad.returncode != 0 and "unknown reward 'novelty'" in bad.stderr
 
