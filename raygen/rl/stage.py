@@ -17,10 +17,10 @@ import numpy as np
 from raygen.data.schema import DataError, SkipLog
 
 from raygen.eval.rows import Catalog, split_rows
-from raygen.rl.prompts import rl_prompt_rows
 from raygen.eval.stage import evaluate_split
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
+from raygen.rl.prompts import rl_prompt_rows
 from raygen.modelref import model_dir, pass_through, write_ref
 from raygen.runner import StageContext
 
