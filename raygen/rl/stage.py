@@ -20,8 +20,8 @@ from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
-from raygen.rl.prompts import rl_prompt_rows
 from raygen.modelref import model_dir, pass_through, write_ref
+from raygen.rl.prompts import rl_prompt_rows
 from raygen.runner import StageContext
 
 log = logging.getLogger("raygen")
