@@ -45,7 +45,7 @@ from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.lm.vocab import pad_id_of  # noqa: E402
 from raygen.precision import resolve_bf16  # noqa: E402
 from raygen.rl.config import RlConfig  # noqa: E402
-from raygen.rl.prompts import RL_SPLIT, hold_out_last_train  # noqa: E402
+from raygen.rl.prompts import rl_prompt_rows  # noqa: E402
 from raygen.rl.rewards import registered_rewards  # noqa: E402
 from raygen.rl.stage import item_embeddings  # noqa: E402
 from raygen.tasks.config import TasksConfig  # noqa: E402
@@ -247,16 +247,13 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     d = Data(Path(a.run))
-    prompt_split = "train"
-    if a.rl_holdout_share:
-        d.samples, _ = hold_out_last_train(d.samples, a.rl_holdout_share)
-        prompt_split = RL_SPLIT
     tok = AutoTokenizer.from_pretrained(a.sft)
     catalog = Catalog.from_codes(d.codes, tok)
     index = catalog.index_of()
     bf16, reason = resolve_bf16("auto", "cuda" if torch.cuda.is_available() else "cpu")
-    tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history)
-    train = split_rows(d.samples, d.codes, tok, tasks, prompt_split, a.max_train_rows, 0)
+    tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history, rl_holdout_share=a.rl_holdout_share)
+    prompt_samples, prompt_split = rl_prompt_rows(d.samples, tasks)  # valid and test rows are the same either way
+    train = split_rows(prompt_samples, d.codes, tok, tasks, prompt_split, a.max_train_rows, 0)
     valid = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
     emb = (item_embeddings(Path(a.run) / "corpus/embeddings.parquet", catalog.item_ids)
            if any(m.get("semantic") for m in mixes) else None)
