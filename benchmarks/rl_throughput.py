@@ -77,13 +77,14 @@ def backend_kwargs(backend: str, vllm_dtype: str) -> dict:
     """The rollout backend's keyword arguments: a batch of 8 prompts; vLLM engines also get their dtype, a short
     context and eager mode (no graph capture: these prompts are short and the engines are started per pool)."""
     if backend == "vllm":
-        return {"batch_size": 8, "dtype": vllm_dtype, "max_model_len": 512, "enforce_eager": True}
+        return {"batch_size": 8, "dtype": None if vllm_dtype == "auto" else vllm_dtype, "max_model_len": 512,
+                "enforce_eager": True}
     return {"batch_size": 8}
 
 
 def rollout_rate(n_actors: int, model_dir: str, sid, pad_id: int, batch: list[list[int]], g: int, mode: str,
                  repeats: int, num_cpus: float = 1.0, num_gpus: float = 0.0, backend: str = "hf",
-                 vllm_dtype: str = "bfloat16") -> tuple[float, float, float]:
+                 vllm_dtype: str = "auto") -> tuple[float, float, float]:
     """Rollouts/s of a warm pool of ``n_actors`` (a small warm-up batch, a prompt or two per actor, first; the
     best of ``repeats``), the best batch's seconds and the seconds to start the pool (engines included)."""
     from raygen.generation.pool import RolloutPool
@@ -117,7 +118,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--steps", type=int, default=2, help="GRPO steps timed for step_s / sync_s")
     ap.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="the rollout actors' backend")
-    ap.add_argument("--vllm-dtype", default="bfloat16", help="dtype of the vLLM engines (--backend vllm)")
+    ap.add_argument("--vllm-dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                    help="dtype of the vLLM engines (--backend vllm); auto = bf16 only where the hardware does it "
+                         "natively (raygen.precision.engine_dtype)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rl_throughput.json"))
     args = ap.parse_args()
 

@@ -24,6 +24,13 @@ class ConfigError(ValueError):
 _CHECKS: dict[type, list[Callable[[Any, str], None]]] = {}
 
 
+def check_bf16(value: Any, key: str) -> None:
+    """ConfigError unless ``value`` is 'auto', True or False (the ``bf16`` settings; resolved by
+    ``raygen.precision``, which imports torch: this check does not)."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ConfigError(f"{key}: {value!r} is not one of 'auto', true, false")
+
+
 def register_check(cls: type, check: Callable[[Any, str], None]) -> None:
     """Run ``check(obj, dotted_prefix)`` on every ``cls`` that :func:`from_dict` builds, before the
     class's own ``validate()``: checks that cannot live in the class (its module belongs to a stage, or

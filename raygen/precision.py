@@ -76,11 +76,9 @@ def cpu_native_bf16() -> bool:
 
 def check_setting(value, key: str = "bf16") -> None:
     """ConfigError unless ``value`` is 'auto', True or False (for config ``validate`` methods)."""
-    if isinstance(value, bool) or (isinstance(value, str) and value == "auto"):
-        return
-    from raygen.configbase import ConfigError
+    from raygen.configbase import check_bf16
 
-    raise ConfigError(f"{key}: {value!r} is not one of 'auto', true, false")
+    check_bf16(value, key)
 
 
 def resolve_bf16(setting: Bf16Setting, device: str | torch.device) -> tuple[bool, str]:
@@ -108,3 +106,15 @@ def resolve_bf16(setting: Bf16Setting, device: str | torch.device) -> tuple[bool
         slow = "" if native or dev.type != "cpu" else " (emulated: slower than fp32)"
         return True, f"bf16: true -> bf16 on {where}{slow}"
     return native, f"auto: {where} -> {'bf16' if native else 'fp32'}"
+
+
+def engine_dtype(setting: Bf16Setting = "auto", device: str | torch.device | None = None) -> tuple[str, str]:
+    """``(dtype, reason)`` for the weights of an inference engine (vLLM, the HF keyword teacher):
+    'bfloat16' where :func:`resolve_bf16` picks bf16 on ``device`` (default: CUDA if torch sees it, else the
+    CPU), 'float32' elsewhere. vLLM's own ``dtype='auto'`` takes the checkpoint's dtype instead (bf16 for
+    SmolLM2), which on a CPU without native bf16 is several times slower than fp32
+    (``benchmarks/vllm_dtype.py``)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    use, reason = resolve_bf16(setting, device)
+    return ("bfloat16" if use else "float32"), reason

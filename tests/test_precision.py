@@ -141,3 +141,49 @@ def test_generation_backend_resolves_on_its_device(monkeypatch, tiny_llama, tmp_
     assert w.precision_info()["bf16"] is True and str(w.autocast_dtype) == "torch.bfloat16"
     ro = w.generate(rows.prompt_ids, 3, "beam")
     assert ro.items.shape == (2, 3)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_engine_dtype_follows_the_hardware(monkeypatch, native):
+    """Inference engines (vLLM, the HF teacher) get a weight dtype, not autocast: bf16 only where native."""
+    from raygen.precision import engine_dtype
+
+    monkeypatch.setenv("RAYGEN_CPU_BF16", "1" if native else "0")
+    dtype, why = engine_dtype("auto", "cpu")
+    assert dtype == ("bfloat16" if native else "float32") and why.startswith("auto: CPU")
+    assert engine_dtype(True, "cpu")[0] == "bfloat16" and engine_dtype(False, "cpu")[0] == "float32"
+    with pytest.raises(ConfigError):
+        engine_dtype("bf16", "cpu")
+
+
+@pytest.mark.parametrize("key,cls,field", [("corpus.teacher_bf16", "raygen.corpus.config:CorpusConfig", "teacher_bf16"),
+                                           ("rl.rollout_bf16", "raygen.rl.config:RlConfig", "rollout_bf16")])
+def test_engine_settings_validate_naming_the_key(key, cls, field):
+    import importlib
+
+    mod, name = cls.split(":")
+    klass = getattr(importlib.import_module(mod), name)
+    assert getattr(klass(), field) == "auto"
+    for ok in ("auto", True, False):
+        klass(**{field: ok}).validate()
+    with pytest.raises(ConfigError, match=rf"{key}: 'yes' is not one of"):
+        klass(**{field: "yes"}).validate()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_hf_teacher_weights_follow_the_hardware(monkeypatch, tiny_model_dir, native):
+    import torch
+
+    from raygen.corpus.config import CorpusConfig
+    from raygen.corpus.stage import teacher_precision
+    from raygen.corpus.teacher import HFBackend
+
+    monkeypatch.setenv("RAYGEN_CPU_BF16", "1" if native else "0")
+    t = HFBackend(str(tiny_model_dir))
+    assert t.model.dtype == (torch.bfloat16 if native else torch.float32)
+    assert t.precision["dtype"] == ("bfloat16" if native else "float32")
+    assert HFBackend(str(tiny_model_dir), dtype="float32").model.dtype == torch.float32  # explicit dtype wins
+    assert HFBackend(str(tiny_model_dir), bf16=False).model.dtype == torch.float32
+    recorded = teacher_precision(CorpusConfig(keyword_backend="hf"))
+    assert recorded["dtype"] == t.precision["dtype"] and recorded["setting"] == "auto"
+    assert teacher_precision(CorpusConfig(keyword_backend="fallback")) is None

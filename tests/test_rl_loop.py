@@ -93,7 +93,8 @@ def test_sid_only_policy_is_what_the_rollout_beam_scored(model_dir):
     assert (full._logprobs(*seqs, reference=False).sum(1).view(3, 4) < got - 1e-3).all()
 
 
-def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path):
+def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYGEN_CPU_BF16", "0")  # rl.rollout_bf16 'auto' resolves to fp32 on such a CPU
     out = tmp_path / "rl"
     res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(eval_every=2, eval_beam=5), str(out), pad_id=PAD,
                    verify_sync=True,
@@ -105,6 +106,8 @@ def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path):
                 "sync_s", "loss", "weights_version"):
         assert key in h and np.isfinite(h[key]), key
     assert h["weights_version"] == 2 and res["actor_versions"] == [2]
+    assert res["rollout_precision"] == {"bf16": False, "reason": "auto: CPU without AVX512-BF16/AMX -> fp32"}
+    assert json.loads((out / "rl_summary.json").read_text())["rollout_precision"]["bf16"] is False
     assert res["actor_checksums"] == [res["learner_checksum"]]
     assert h["kl"] > 0                      # the policy moved away from the reference after step 1
     assert "eval_hr@1" in res["eval"] and "eval_ndcg@5" in h and "eval_hr@10" not in h

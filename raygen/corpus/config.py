@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal
 
-from raygen.configbase import ConfigError, Resources
+from raygen.configbase import ConfigError, Resources, check_bf16
 
 
 @dataclass
@@ -27,6 +27,11 @@ class CorpusConfig:
     or 'fallback' to use only the deterministic extractor (no LLM)."""
     teacher_model: str = "smollm2"
     """Teacher LLM: 'smollm2' (packaged SmolLM2-135M-Instruct GGUF), an HF id, or a local folder."""
+    teacher_bf16: Literal["auto"] | bool = "auto"
+    """The teacher's weights in bf16: 'auto' (default) = on GPUs that support it and on CPUs with native
+    bf16 (AVX512-BF16/AMX), fp32 elsewhere, decided in each teacher actor; true / false force it. On a
+    CPU without native bf16, vLLM in bf16 extracted keywords several times slower than in fp32
+    (``benchmarks/vllm_dtype.py``)."""
     keyword_batch_size: int = 16
     """Items per teacher generate call."""
     keyword_resources: Resources = field(default_factory=lambda: Resources(count=1, cpus=0.0, gpus=0.0))
@@ -69,6 +74,7 @@ class CorpusConfig:
         for name in ("keyword_max_items", "keyword_min_keywords", "n_queries", "query_max_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"corpus.{name} must be >= 0, got {getattr(self, name)}")
+        check_bf16(self.teacher_bf16, "corpus.teacher_bf16")
         if self.query_max_new_tokens < 1:
             raise ConfigError(f"corpus.query_max_new_tokens must be >= 1, got {self.query_max_new_tokens}")
         if len(self.query_split) != 3 or any(r < 0 for r in self.query_split) or sum(self.query_split) <= 0:

@@ -101,7 +101,8 @@ class KeywordActor:
         self.cfg = cfg
         self.backend = make_teacher(cfg)
         self.batches = 0
-        log.info("KeywordActor loaded %s backend in %.1fs", cfg.keyword_backend, time.perf_counter() - t0)
+        log.info("KeywordActor loaded %s backend in %.1fs (%s)", cfg.keyword_backend, time.perf_counter() - t0,
+                 getattr(self.backend, "precision", {}).get("reason", "no LLM"))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.batches += 1

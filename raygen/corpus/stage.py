@@ -30,6 +30,19 @@ def teacher_asked(n: int, cfg: CorpusConfig, max_items: int) -> int:
     return 0 if cfg.keyword_backend == "fallback" else (min(n, max_items) if max_items else n)
 
 
+def teacher_precision(cfg: CorpusConfig) -> dict | None:
+    """The teacher's weight dtype as resolved on this (the driver's) machine: each teacher actor resolves
+    ``corpus.teacher_bf16`` on its own hardware and logs it; on one machine, or one kind, they agree."""
+    if cfg.keyword_backend == "fallback":
+        return None
+    from raygen.corpus.teacher import teacher_device
+    from raygen.precision import engine_dtype
+
+    device = teacher_device(cfg) if cfg.keyword_backend == "hf" else None
+    dtype, reason = engine_dtype(cfg.teacher_bf16, device)
+    return {"setting": cfg.teacher_bf16, "dtype": dtype, "reason": reason}
+
+
 def keyword_metrics(keywords: pa.Table, cfg: CorpusConfig) -> dict:
     """Teacher/fallback counts. Items the teacher was asked about are the first
     ``keyword_max_items`` by item_id (all when 0), none with the fallback backend."""
@@ -42,6 +55,7 @@ def keyword_metrics(keywords: pa.Table, cfg: CorpusConfig) -> dict:
     lengths = pc.list_value_length(keywords.column("keywords"))
     return {
         "keyword_backend": cfg.keyword_backend,
+        "teacher_precision": teacher_precision(cfg),
         "n_teacher_asked": asked,
         "n_teacher": n_teacher,
         "n_fallback": n - n_teacher,

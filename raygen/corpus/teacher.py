@@ -11,10 +11,13 @@ import os
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raygen.corpus.config import CorpusConfig
 from raygen.models import resolve_lm
+
+if TYPE_CHECKING:
+    from raygen.precision import Bf16Setting
 
 log = logging.getLogger("raygen")
 
@@ -55,18 +58,20 @@ class FallbackBackend(TeacherBackend):
 class HFBackend(TeacherBackend):
     """transformers ``AutoModelForCausalLM``: chat template, left padding, greedy batched generate."""
 
-    def __init__(self, spec: str, device: str = "cpu", dtype: str | None = None):
+    def __init__(self, spec: str, device: str = "cpu", dtype: str | None = None, bf16: Bf16Setting = "auto"):
+        """``dtype`` ('bfloat16', 'float32') fixes the weights' dtype; None (default) = from ``bf16`` on
+        ``device`` (:func:`raygen.precision.engine_dtype`: bf16 only where the hardware does it natively)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_lm(spec)
         kw: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+        self.precision = _precision(dtype, bf16, device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", **kw)
-            torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda")
-                                                                else torch.float32)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kw).to(device)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.precision["dtype"]),
+                                                              **kw).to(device)
         except OSError as e:
             where = "folder" if Path(path).exists() else "HF id (not in the local cache?)"
             raise FileNotFoundError(f"cannot load teacher LLM {spec!r} -> {path} ({where}): {e}") from e
@@ -105,7 +110,8 @@ class VLLMBackend(TeacherBackend):
     ``SamplingParams(temperature=0)`` (greedy)."""
 
     def __init__(self, spec: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                 dtype: str = "auto", seed: int = 0):
+                 dtype: str | None = None, seed: int = 0, bf16: Bf16Setting = "auto"):
+        """``dtype`` None (default) = from ``bf16`` on this process's device, as :class:`HFBackend`."""
         try:
             from vllm import LLM, SamplingParams
         except ImportError as e:
@@ -114,8 +120,9 @@ class VLLMBackend(TeacherBackend):
         from raygen.generation.vllm_backend import engine_memory_kwargs
 
         self._sampling_params = SamplingParams
+        self.precision = _precision(dtype, bf16, None)
         self.llm = LLM(model=resolve_lm(spec), trust_remote_code=False, tensor_parallel_size=tensor_parallel_size,
-                       dtype=dtype, seed=seed, **engine_memory_kwargs(gpu_memory_utilization))
+                       dtype=self.precision["dtype"], seed=seed, **engine_memory_kwargs(gpu_memory_utilization))
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
         if not conversations:
@@ -129,6 +136,16 @@ class VLLMBackend(TeacherBackend):
             answers.append("" if c is None else drop_unfinished(c.text) if c.finish_reason == "length"
                            else c.text.strip())
         return answers
+
+
+def _precision(dtype: str | None, bf16: Bf16Setting, device: str | None) -> dict:
+    """``{"dtype", "reason"}`` of a teacher's weights: ``dtype`` when given, else from ``bf16`` on ``device``."""
+    if dtype is not None:
+        return {"dtype": dtype, "reason": f"dtype={dtype!r} given"}
+    from raygen.precision import engine_dtype  # torch: imported by the backends only
+
+    chosen, reason = engine_dtype(bf16, device)
+    return {"dtype": chosen, "reason": reason}
 
 
 def teacher_device(cfg: CorpusConfig) -> str:
@@ -148,7 +165,8 @@ def make_teacher(cfg: CorpusConfig) -> TeacherBackend:
     if cfg.keyword_backend == "fallback":
         return FallbackBackend()
     if cfg.keyword_backend == "hf":
-        return HFBackend(cfg.teacher_model, device=teacher_device(cfg))
+        return HFBackend(cfg.teacher_model, device=teacher_device(cfg), bf16=cfg.teacher_bf16)
     if cfg.keyword_backend == "vllm":
-        return VLLMBackend(cfg.teacher_model, tensor_parallel_size=max(1, int(cfg.keyword_resources.gpus)))
+        return VLLMBackend(cfg.teacher_model, tensor_parallel_size=max(1, int(cfg.keyword_resources.gpus)),
+                           bf16=cfg.teacher_bf16)
     raise ValueError(f"corpus.keyword_backend={cfg.keyword_backend!r}: expected 'hf', 'vllm' or 'fallback'")

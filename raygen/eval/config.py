@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raygen.configbase import Resources
+from raygen.configbase import Resources, check_bf16
 
 
 @dataclass
@@ -86,8 +86,7 @@ class EvalConfig:
         bad = set(self.baselines) - {"popularity", "sasrec"}
         if bad:
             raise ConfigError(f"eval.baselines: unknown baseline(s) {sorted(bad)}")
-        if not (isinstance(self.bf16, bool) or self.bf16 == "auto"):
-            raise ConfigError(f"eval.bf16: {self.bf16!r} is not one of 'auto', true, false")
+        check_bf16(self.bf16, "eval.bf16")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width ({self.beam_width}) must be >= max(eval.ks) ({max(self.ks)})")
         sr = self.sasrec

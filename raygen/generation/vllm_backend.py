@@ -153,10 +153,20 @@ def _repack_kept_cpu_weights(model) -> int:
 class VLLMBackend(RolloutBackend):
     """vLLM engine in this process (one Ray rollout actor = one engine on its GPU share)."""
 
-    def __init__(self, model_dir: str, sid_matrix, pad_id: int, batch_size: int = 16, dtype: str = "bfloat16",
+    def __init__(self, model_dir: str, sid_matrix, pad_id: int, batch_size: int = 16, dtype: str | None = None,
                  gpu_memory_utilization: float = 0.4, max_model_len: int = 2048, enforce_eager: bool = False,
-                 max_logprobs: int = 64, **_unused):
+                 max_logprobs: int = 64, bf16: bool | str = "auto", **_unused):
+        """``dtype`` ('bfloat16', 'float32') fixes the engine's dtype; None (default) = from ``bf16`` ('auto':
+        bf16 on GPUs that support it and on CPUs with native bf16, fp32 elsewhere: :func:`raygen.precision.
+        engine_dtype`)."""
         vllm = _require_vllm()
+        from raygen.precision import engine_dtype
+
+        if dtype is None:
+            dtype, reason = engine_dtype(bf16)
+        else:
+            reason = f"dtype={dtype!r} given"
+        self.precision = {"bf16": dtype == "bfloat16", "reason": f"vLLM {dtype}: {reason}"}
         self.sid = np.ascontiguousarray(torch.as_tensor(sid_matrix).cpu().numpy().astype(np.int64))
         self.n_levels = self.sid.shape[1]
         self.item_of = {tuple(r): i for i, r in enumerate(self.sid.tolist())}
@@ -175,6 +185,10 @@ class VLLMBackend(RolloutBackend):
         self.max_logprobs = max_logprobs
         self.weights_version = 0
         self._checksum = ""
+
+    def precision_info(self) -> dict:
+        """``{"bf16": bool, "reason": str}``: the engine's dtype and why."""
+        return dict(self.precision)
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, prompt_ids, group_size, mode="beam", temperature=1.0, seed=None) -> Rollouts:

