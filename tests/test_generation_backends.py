@@ -1,6 +1,8 @@
 """HF rollout backend (constrained sampling / beam), weight loading, LoRA-merged sync weights."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -169,3 +171,20 @@ def test_vllm_backend_pure_parts_without_vllm():
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(ImportError, match="raygen\\[vllm\\]"):
             vb.VLLMBackend("/nonexistent", sid, 0)
+
+
+def test_cpu_engine_defaults_bound_memory_and_leave_threads_unpinned(monkeypatch):
+    """On a CPU, vLLM engines get a small KV cache and unpinned threads unless the user set the variables."""
+    import torch
+
+    from raygen.generation.vllm_backend import CPU_KV_CACHE_GB, engine_memory_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert engine_memory_kwargs(0.9) == {"gpu_memory_utilization": 0.2}
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == CPU_KV_CACHE_GB
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")   # the user's own binding wins
+    engine_memory_kwargs(0.9)
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
