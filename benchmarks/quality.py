@@ -179,13 +179,19 @@ def baseline_rows(samples, catalog, eval_cfg, seeds: list[int], targets: np.ndar
     return out
 
 
+BUILT_ON = {"sa_init+ts_align": "sa_init", "sa_init_norm": "sa_init", "star_sa": "sa_init"}
+"""Variants that add one thing to another variant: their paired difference to it isolates that thing."""
+
+
 def differences(rows: dict[str, list], base_rows: dict[str, dict]) -> dict:
-    """Paired NDCG@10 differences of every variant to each baseline and to ``mean``."""
+    """Paired NDCG@10 differences of every variant to each baseline, to ``mean`` and to the variant it is
+    built on (:data:`BUILT_ON`)."""
     diffs = {}
     for name, r in rows.items():
         diffs[name] = {b: paired_diff(r, base_rows[b]["rows"]) for b in base_rows}
-        if "mean" in rows and name != "mean":
-            diffs[name]["mean"] = paired_diff(r, rows["mean"])
+        for other in dict.fromkeys(["mean", BUILT_ON.get(name)]):
+            if other in rows and other != name:
+                diffs[name][other] = paired_diff(r, rows[other])
     return diffs
 
 

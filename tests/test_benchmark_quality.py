@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from benchmarks.quality import cold_rows, cold_warm, per_row
 
@@ -31,3 +32,20 @@ def test_cold_warm_slice_without_rows_has_only_its_count():
     targets = np.array([1, 2])
     out = cold_warm({"m": [per_row(np.array([[1], [2]]), targets)]}, np.array([False, False]))
     assert out["m"]["cold"] == {"n": 0} and out["m"]["warm"]["hr@1"]["mean"] == 1.0
+
+
+def test_differences_pair_each_variant_with_mean_and_what_it_is_built_on():
+    from benchmarks.quality import differences
+
+    n = 50
+    rows = {name: [{"ndcg@10": np.full(n, v)}] for name, v in
+            (("mean", 0.10), ("sa_init", 0.08), ("sa_init+ts_align", 0.09), ("random", 0.05))}
+    base = {"popularity": {"rows": [{"ndcg@10": np.full(n, 0.04)}]}}
+    d = differences(rows, base)
+    assert set(d["mean"]) == {"popularity"}
+    assert set(d["random"]) == {"popularity", "mean"}
+    assert set(d["sa_init+ts_align"]) == {"popularity", "mean", "sa_init"}
+    assert d["sa_init+ts_align"]["sa_init"]["diff"] == pytest.approx(0.01)
+    assert d["sa_init+ts_align"]["mean"]["diff"] == pytest.approx(-0.01)
+    del rows["sa_init"]   # the variant it is built on did not run: no such pair
+    assert set(differences(rows, base)["sa_init+ts_align"]) == {"popularity", "mean"}
