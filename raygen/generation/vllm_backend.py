@@ -63,9 +63,10 @@ start-up; GPU defaults (0.4-0.9) fail on a busy 24 GiB machine."""
 CPU_THREADS_BIND = "nobind"
 """``VLLM_CPU_OMP_THREADS_BIND`` of a CPU engine unless set: vLLM's 'auto' pins every engine's threads to the
 same core (core 0 here, one core kept for "other processes"), whatever CPUs its Ray actor was given, so two
-engines on a node, or an engine beside a training job, share one core: with another engine busy there, a
-SmolLM2 engine took 182 s to start pinned vs 92 s unpinned. Unpinned, the engine's threads follow the
-process's ``OMP_NUM_THREADS`` (Ray sets it to the actor's CPUs) and the OS spreads them."""
+engines on a node, or an engine beside a training job, share one core (on the 2-core dev box, with another
+engine busy on core 0, a pinned SmolLM2 engine started about twice as slowly as an unpinned one). Unpinned, the
+engine's threads follow the process's ``OMP_NUM_THREADS`` (Ray sets it to the actor's CPUs) and the OS
+spreads them."""
 
 
 def engine_memory_kwargs(gpu_memory_utilization: float) -> dict:
