@@ -42,7 +42,8 @@ def keyword_rates(items: list[dict], n_keywords: int, max_new_tokens: int, batch
             results += extract_keywords(teacher, items[i:i + batch], n_keywords, max_new_tokens=max_new_tokens)
         sec = time.perf_counter() - t0
         out[name] = {"start_s": round(start, 1), "seconds": round(sec, 2), "items_per_s": round(len(items) / sec, 2),
-                     "parsed": sum(src == SOURCE_TEACHER for _, src in results), "items": len(items)}
+                     "parsed": sum(src == SOURCE_TEACHER for _, src in results), "items": len(items),
+                     "dtype": teacher.precision["dtype"]}
         del teacher
         print(name, out[name], flush=True)
     return out
@@ -123,6 +124,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--keywords-only", action="store_true",
+                    help="only the keyword teacher comparison (--run then needs only a data stage)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     import torch
@@ -133,7 +136,8 @@ def main() -> None:
     run = Path(a.run)
     items = read_parquet(run / "data" / "items.parquet").slice(0, a.items).to_pylist()
     t0 = time.time()
-    result = {"keywords": keyword_rates(items, 5, 24, a.batch), "rollouts": rollout_rates(run, a.prompts, a.group),
+    result = {"keywords": keyword_rates(items, 5, 24, a.batch),
+              "rollouts": None if a.keywords_only else rollout_rates(run, a.prompts, a.group),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                           "vllm": vllm.__version__, "cuda": torch.cuda.is_available()},
               "load_avg": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
