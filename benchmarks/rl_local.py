@@ -124,7 +124,7 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool
     t0 = time.time()
     summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"], cfg,
                        str(work), pad_id=pad_id_of(tok), eval_prompts=task["valid_prompts"],
-                       eval_targets=task["valid_targets"], backend_kwargs={"bf16": "auto"})
+                       eval_targets=task["valid_targets"])  # rollouts: rl.rollout_bf16 'auto', as the stage
     rl_s = time.time() - t0
     lm = AutoModelForCausalLM.from_pretrained(summary["model_dir"], dtype=torch.float32).eval()
     v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)

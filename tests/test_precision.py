@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from raygen.configbase import ConfigError, Resources, apply_overrides, from_dict
+from raygen.corpus.config import CorpusConfig
 from raygen.eval.config import EvalConfig
 from raygen.precision import cpu_native_bf16, resolve_bf16
+from raygen.rl.config import RlConfig
 from raygen.train.config import TrainConfig
 
 
@@ -156,13 +158,9 @@ def test_engine_dtype_follows_the_hardware(monkeypatch, native):
         engine_dtype("bf16", "cpu")
 
 
-@pytest.mark.parametrize("key,cls,field", [("corpus.teacher_bf16", "raygen.corpus.config:CorpusConfig", "teacher_bf16"),
-                                           ("rl.rollout_bf16", "raygen.rl.config:RlConfig", "rollout_bf16")])
-def test_engine_settings_validate_naming_the_key(key, cls, field):
-    import importlib
-
-    mod, name = cls.split(":")
-    klass = getattr(importlib.import_module(mod), name)
+@pytest.mark.parametrize("key,klass,field", [("corpus.teacher_bf16", CorpusConfig, "teacher_bf16"),
+                                             ("rl.rollout_bf16", RlConfig, "rollout_bf16")])
+def test_engine_settings_validate_naming_the_key(key, klass, field):
     assert getattr(klass(), field) == "auto"
     for ok in ("auto", True, False):
         klass(**{field: ok}).validate()
@@ -174,7 +172,6 @@ def test_engine_settings_validate_naming_the_key(key, cls, field):
 def test_hf_teacher_weights_follow_the_hardware(monkeypatch, tiny_model_dir, native):
     import torch
 
-    from raygen.corpus.config import CorpusConfig
     from raygen.corpus.stage import teacher_precision
     from raygen.corpus.teacher import HFBackend
 

@@ -140,11 +140,9 @@ class VLLMBackend(TeacherBackend):
 
 def _precision(dtype: str | None, bf16: Bf16Setting, device: str | None) -> dict:
     """``{"dtype", "reason"}`` of a teacher's weights: ``dtype`` when given, else from ``bf16`` on ``device``."""
-    if dtype is not None:
-        return {"dtype": dtype, "reason": f"dtype={dtype!r} given"}
     from raygen.precision import engine_dtype  # torch: imported by the backends only
 
-    chosen, reason = engine_dtype(bf16, device)
+    chosen, reason = engine_dtype(bf16, device, dtype)
     return {"dtype": chosen, "reason": reason}
 
 

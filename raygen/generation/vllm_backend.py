@@ -172,10 +172,7 @@ class VLLMBackend(RolloutBackend):
         vllm = _require_vllm()
         from raygen.precision import engine_dtype
 
-        if dtype is None:
-            dtype, reason = engine_dtype(bf16)
-        else:
-            reason = f"dtype={dtype!r} given"
+        dtype, reason = engine_dtype(bf16, dtype=dtype)
         self.precision = {"bf16": dtype == "bfloat16", "reason": f"vLLM {dtype}: {reason}"}
         self.sid = np.ascontiguousarray(torch.as_tensor(sid_matrix).cpu().numpy().astype(np.int64))
         self.n_levels = self.sid.shape[1]
