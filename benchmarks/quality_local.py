@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,10 +111,12 @@ def sft_examples(d: Data, tasks: TasksConfig, queries=None) -> list[dict]:
 
 
 def train_variant(d: Data, name: str, seed: int, layers: int, a, device, search_ratio: float = 0.0,
-                  queries=None) -> tuple:
+                  queries=None, checkpoint_dir: Path | None = None) -> tuple:
     """Init, (STAR alignment,) sequence-format SFT with validation: (model, tokenizer, catalog, summary,
     STAR alignment seconds). ``search_ratio`` > 0 mixes STAR's search task (query -> SID, ``queries``' train
-    split) into SFT (benchmarks/search_quality.py); validation stays next-item only."""
+    split) into SFT (benchmarks/search_quality.py); validation stays next-item only. ``checkpoint_dir``: the
+    SFT stage checkpoints there after every validation and resumes from it (``fit_local``); the few STAR
+    alignment steps before it are simply redone (deterministic; SFT's resumed state replaces their result)."""
     init, rescale, star, ts = VARIANTS[name]
     lm, tok = load(a.model_dir, layers, device)
     sid_ids = add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows]).tolist()
@@ -139,7 +142,8 @@ def train_variant(d: Data, name: str, seed: int, layers: int, a, device, search_
                        warmup_steps=a.warmup, pad_to="packing", max_len=512, sid_only_head=ts == 0,
                        valid_every=a.valid_every, valid_rows=a.valid_rows, patience=a.patience,
                        valid_batch_size=a.eval_batch, time_budget_s=a.time_budget, seed=seed, bf16="auto")
-    lm, ssum = fit_local(lm, enc, sid_ids, scfg, tok.pad_token_id, eos, valid=valid, device=device)
+    lm, ssum = fit_local(lm, enc, sid_ids, scfg, tok.pad_token_id, eos, valid=valid, device=device,
+                         checkpoint_dir=checkpoint_dir)
     return lm, tok, catalog, ssum, align_s
 
 
@@ -198,7 +202,9 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     if any(getattr(a, flag, False) for flag in ("report_only", "finished_only", "baselines_only")):
         return None  # never trains
     ts0 = time.time()
-    lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device, **(train_kw or {}))
+    ck = checkpoint_folder(a, saved, fingerprint)
+    lm, tok, catalog, ssum, align_s = train_variant(train_d, name, seed, a.layers, a, device, checkpoint_dir=ck,
+                                                    **(train_kw or {}))
     te = time.time()
     if score_d is not train_d:
         catalog = Catalog.from_codes(score_d.codes, tok)
@@ -206,12 +212,24 @@ def finished_run(a, name: str, seed: int, fingerprint: str, train_d: Data, score
     out = (run_record(seed, r, topk, len(catalog.item_ids), ssum, align_s, te, ts0), r, topk, test.row_ids,
            test.targets, ssum.get("learning_curve") or [])
     save_run(saved, fingerprint, *out, extra=after(lm, tok, catalog, ssum) if after else None)
+    if ck is not None and ck.exists():
+        shutil.rmtree(ck)  # the run is kept: its SFT checkpoints (written by this script) are spent
     if getattr(a, "save_models", ""):
         save_model(Path(a.save_models) / saved.stem, lm, tok)
     del lm
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out, tok
+
+
+def checkpoint_folder(a, saved: Path, fingerprint: str) -> Path | None:
+    """Where the SFT stage of the run kept in ``saved`` checkpoints (``--checkpoint-dir``; None: off): one
+    folder per runs folder, run and settings, so a rerun with the same settings resumes a run cut short."""
+    root = getattr(a, "checkpoint_dir", "")
+    if not root:
+        return None
+    digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:12]
+    return Path(root) / saved.parent.name / f"{saved.stem}-{digest}"
 
 
 def save_model(out: Path, lm, tok) -> None:
@@ -404,6 +422,9 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--eval-batch", type=int, default=512)
     ap.add_argument("--max-steps", type=int, default=0, help="cap SFT steps (smoke tests only)")
     ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
+    ap.add_argument("--checkpoint-dir", default="runs/checkpoints/bench",
+                    help="SFT checkpoints after every validation, so a run cut short resumes where it stopped "
+                         "when started again with the same settings ('' = none; removed once the run is kept)")
 
 
 def main() -> None:

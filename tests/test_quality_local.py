@@ -25,13 +25,16 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     run = tiny_run_dir
     runs, out = tmp_path / "kept", tmp_path / "res" / "q.json"
     common = ["--model-dir", str(tiny_model_dir), "--run", str(run), "--runs-dir", str(runs), "--variants", "mean",
-              "--seeds", "0", "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--valid-every", "2",
-              "--valid-rows", "8", "--patience", "1", "--eval-batch", "16", "--sasrec-max-epochs", "2"]
+              "--seeds", "0", "--epochs", "1", "--max-steps", "4", "--batch-size", "2", "--valid-every", "2",
+              "--valid-rows", "8", "--patience", "2", "--eval-batch", "16", "--checkpoint-dir", str(tmp_path / "ck"),
+              "--sasrec-max-epochs", "2"]
 
     first = _run([*common, "--out", str(tmp_path / "worker.json"), "--train-only", "--save-models",
                   str(tmp_path / "models")])
     assert "mean seed 0: ndcg@10" in first.stdout and "SASRec" not in first.stdout
     assert sorted(p.name for p in runs.iterdir()) == ["mean-s0.npz"]
+    # SFT checkpointed at step 2 (resumable) into a folder of its own, removed once the run was kept
+    assert (tmp_path / "ck" / "kept").is_dir() and not any((tmp_path / "ck" / "kept").iterdir())
     kept_model = tmp_path / "models" / "mean-s0"  # the scored model, loadable with its SID tokens
     tok = AutoTokenizer.from_pretrained(kept_model)
     sid_tokens = set(tiny_catalog["tokens"].column("token").to_pylist())

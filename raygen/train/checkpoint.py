@@ -59,15 +59,19 @@ def restore_optimizer(folder: Path, optimizer, scheduler=None, device: torch.dev
         scheduler.load_state_dict(saved["scheduler"])
 
 
-def save_step(root: Path, step: int, state: dict[str, torch.Tensor], optimizer, meta: dict, keep: int) -> Path:
+def save_step(root: Path, step: int, state: dict[str, torch.Tensor], optimizer, meta: dict, keep: int,
+              scheduler=None, extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write ``<root>/step_NNNNNNN`` atomically (a temporary folder renamed into place), then delete all
-    but the newest ``keep`` step folders of ``root`` (only folders named like this function names them)."""
+    but the newest ``keep`` step folders of ``root`` (only folders named like this function names them).
+    ``extra``: more safetensors files of the folder, ``{file name: tensors}`` (e.g. the best state)."""
     root = Path(root)
     final, tmp = root / step_name(step), root / f".{step_name(step)}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp, state, optimizer, meta={"step": step, **meta})
+    write(tmp, state, optimizer, scheduler, meta={"step": step, **meta})
+    for name, tensors in (extra or {}).items():
+        save_tensors(tmp / name, tensors)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
