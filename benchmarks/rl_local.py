@@ -76,6 +76,7 @@ def rl_config(a, rewards: dict[str, float], seed: int) -> RlConfig:
     return from_dict(RlConfig, {
         "steps": a.steps, "rollout_batch": a.rollout_batch, "group_size": a.group, "lr": a.lr, "kl_beta": a.kl,
         "rollout_mode": a.mode, "temperature": a.temperature, "rewards": rewards, "seed": seed,
+        "signal_rounds": a.signal_rounds,
         "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "eval_beam": 10, "micro_batch": a.micro_batch,
         "checkpoint_every": 0, "rollout_resources": {"count": 0}, "keep_best": True})
 
@@ -147,6 +148,13 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool
     return rec, r, topk, rows, curve
 
 
+def signal_note(settings: dict) -> str:
+    rounds = settings.get("signal_rounds", 1)
+    if rounds <= 1:
+        return ""
+    return f"; dynamic sampling: groups with reward variance only, up to {rounds} rounds of prompts"
+
+
 def prompt_source(settings: dict) -> str:
     share = settings.get("rl_holdout_share")
     if not share:
@@ -162,7 +170,7 @@ def markdown(res: dict) -> str:
              f"SFT model `{st['sft']}` (test NDCG@10 {res['sft']['ndcg@10']:.4f}, valid NDCG@10 on "
              f"{st['valid_rows']} valid rows {res['sft']['valid_ndcg@10']:.4f}). Prompts: {prompt_source(st)}. "
              f"GRPO {st['steps']} steps x "
-             f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts), lr {st['lr']}, KL "
+             f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts{signal_note(st)}), lr {st['lr']}, KL "
              f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds; [95 % bootstrap CI over rows].",
              "", "| reward mix | NDCG@10 after RL | HR@10 after RL | vs SFT (paired NDCG@10) | keep-best vs SFT | "
              "valid before -> after | groups with signal | distinct top-1 | seeds |", "|---|---|---|---|---|---|---|---|---|"]
@@ -226,6 +234,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=["beam", "sample"], default="beam")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--signal-rounds", type=int, default=1,
+                    help="rl.signal_rounds: > 1 trains only on groups with reward variance, drawing up to this many "
+                         "rounds of prompts per step (DAPO's dynamic sampling); 1 = plain GRPO")
     ap.add_argument("--max-train-rows", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=25, help="valid NDCG@10 every N RL steps (0 = only at the end)")
     ap.add_argument("--valid-rows", type=int, default=1000)
@@ -271,7 +282,8 @@ def main() -> None:
                 "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "valid_rows": a.valid_rows,
                 "test_rows": a.test_rows, "max_history": a.max_history, "rows": rows_key(row_ids, targets),
                 "sft_valid_ndcg@10": valid_before,
-                **({"rl_holdout_share": a.rl_holdout_share} if a.rl_holdout_share else {})}
+                **({"rl_holdout_share": a.rl_holdout_share} if a.rl_holdout_share else {}),
+                **({"signal_rounds": a.signal_rounds} if a.signal_rounds != 1 else {})}
     res = {"sft": {"ndcg@10": float(before["ndcg@10"].mean()), "hr@10": float(before["hr@10"].mean()),
                    "valid_ndcg@10": valid_before, "collapse": collapse_stats(before_topk, len(catalog.item_ids))},
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),

@@ -172,3 +172,73 @@ def test_bad_inputs_are_clear(model_dir, tmp_path):
         run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(rewards={"semantic": 1.0}), str(tmp_path), pad_id=PAD)
     with pytest.raises(ValueError, match="group_size"):
         run_grpo(model_dir, PROMPTS, [0] * 8, SID[:3], None, cfg(), str(tmp_path), pad_id=PAD)
+
+
+class _ScriptedPool:
+    """Rollouts without a model: prompt ``[i]`` gets its target among its candidates when ``i`` is even (a
+    group with reward variance under the rule reward), never when odd (no signal)."""
+
+    def __init__(self, targets, n_items=18):
+        self.targets, self.n_items, self.calls = targets, n_items, []
+
+    def generate(self, prompts, g, mode, temperature, seed=0):
+        from raygen.generation.backends import Rollouts
+
+        self.calls.append([p[0] for p in prompts])
+        items = []
+        for (i,) in prompts:
+            t = self.targets[i]
+            others = [(t + 1 + k) % self.n_items for k in range(g)]
+            items.append([t, *others[:g - 1]] if i % 2 == 0 else others)
+        items = torch.tensor(items)
+        return Rollouts(items, SID[items], torch.zeros(items.shape))
+
+
+def test_dynamic_sampling_trains_only_groups_with_signal():
+    """rl.signal_rounds > 1 (DAPO's dynamic sampling): groups without reward variance are dropped and more
+    prompts drawn (the next virtual steps of batch_indices) until rollout_batch groups with signal are kept;
+    with 1 round every drawn group is trained on, exactly plain GRPO's prompts."""
+    from raygen.rl.loop import _draw_groups, _Task
+    from raygen.rl.rewards import combine
+
+    n = 40
+    prompts, targets = [[i] for i in range(n)], [(5 * i) % 18 for i in range(n)]
+
+    def draw(rounds, step=3, prompts=prompts):
+        c = cfg(rollout_batch=6, group_size=4, signal_rounds=rounds, rewards={"rule": 1.0}, seed=7)
+        task = _Task(prompts, torch.tensor([targets[i] for (i,) in prompts]), SID, None, combine(c.rewards), PAD, c)
+        pool = _ScriptedPool(targets)
+        return _draw_groups(step, task, pool), pool
+
+    plain, pool = draw(1)
+    assert pool.calls == [batch_indices(n, 6, 3, 7).tolist()] and [p[0] for p in plain["prompts"]] == pool.calls[0]
+    assert plain["advantages"].shape == (6, 4) and plain["n_prompts"] == 6
+    even = sum(i % 2 == 0 for i in pool.calls[0])
+    assert plain["signal"] == pytest.approx(even / 6) and plain["hit_rate"] == pytest.approx(even / 6)
+
+    dyn, pool = draw(4)
+    assert pool.calls == [batch_indices(n, 6, 3 * 4 + r, 7).tolist() for r in range(len(pool.calls))]
+    drawn = [i for call in pool.calls for i in call]
+    kept = [p[0] for p in dyn["prompts"]]
+    assert kept == [i for i in drawn if i % 2 == 0][:6] and len(kept) == 6  # signal only, in draw order
+    assert (dyn["advantages"] != 0).any(dim=1).all() and dyn["rollouts"].items.shape == (6, 4)
+    assert sum(i % 2 == 0 for i in drawn[:-6]) < 6 <= sum(i % 2 == 0 for i in drawn)  # stopped when enough
+    assert dyn["n_prompts"] == len(drawn) and dyn["signal"] == pytest.approx(np.mean([i % 2 == 0 for i in drawn]))
+    for k, (i,) in enumerate(dyn["prompts"]):  # each kept group's rollouts are its own prompt's
+        assert dyn["rollouts"].items[k, 0] == targets[i]
+
+    odd = [[i] for i in range(1, n, 2)]  # no group ever has signal: the last round's groups, as drawn
+    none, pool = draw(3, prompts=odd)
+    assert len(pool.calls) == 3 and [p[0] for p in none["prompts"]] == [odd[j][0] for j in
+                                                                        batch_indices(len(odd), 6, 3 * 3 + 2, 7)]
+    assert none["signal"] == 0.0 and not none["advantages"].any()
+    with pytest.raises(ConfigError, match="signal_rounds"):
+        cfg(signal_rounds=0)
+
+
+def test_run_grpo_with_dynamic_sampling(model_dir, tmp_path):
+    res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2, signal_rounds=3), str(tmp_path / "rl"),
+                   pad_id=PAD)
+    for h in res["history"]:
+        assert 4 <= h["prompts_drawn"] <= 12 and 0 <= h["trained_groups_with_signal"] <= 1
+        assert h["trained_groups_with_signal"] >= h["groups_with_signal"]  # never less signal than drawn

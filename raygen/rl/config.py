@@ -41,6 +41,13 @@ class RlConfig:
     steps (seeded sample; 0 = all). Keep it large: on Industrial GRPO moved test NDCG@10 by 0.001-0.003 while
     1,000 valid rows could not tell such a change from noise, so a small sample makes keep-best a coin toss
     (benchmarks/results/rl_industrial_holdout.md)."""
+    signal_rounds: int = 1
+    """Rollout rounds per step for DAPO-style dynamic sampling: a group whose rewards are all equal has zero
+    advantage (no policy-gradient signal, only KL), so with > 1 such groups are dropped and more prompts are
+    drawn, up to this many rounds of ``rollout_batch`` prompts, until ``rollout_batch`` groups with signal are
+    found (the update then trains on those only; on none, on the last round's groups). 1 = plain GRPO: every
+    drawn group is trained on. Rollouts are cheap next to the update on a CPU (Industrial: ~1 s vs ~17 s a
+    step), and on unseen prompts only ~30 % of beam groups have signal."""
     inner_epochs: int = 1
     """Optimizer steps on each rollout batch (GRPO's mu). With 1 the policy is updated once, exactly on-policy."""
     micro_batch: int = 32
@@ -105,7 +112,8 @@ class RlConfig:
     def validate(self) -> None:
         if self.group_size < 2:
             raise ConfigError(f"rl.group_size: GRPO needs at least 2 candidates per prompt, got {self.group_size}")
-        for name in ("steps", "rollout_batch", "inner_epochs", "micro_batch", "rollout_batch_size", "eval_beam"):
+        for name in ("steps", "rollout_batch", "signal_rounds", "inner_epochs", "micro_batch", "rollout_batch_size",
+                     "eval_beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl.{name}: must be >= 1, got {getattr(self, name)}")
         check_bf16(self.rollout_bf16, "rl.rollout_bf16")

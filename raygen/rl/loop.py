@@ -51,6 +51,7 @@ from raygen.lm.vocab import config_pad_id, eos_ids
 from raygen.rl.config import RlConfig
 from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
 from raygen.rl.rewards import RewardContext, combine
+from raygen.generation.backends import Rollouts
 from raygen.generation.sync import is_peft_model, merged_state_dict, state_checksum
 from raygen.train import checkpoint as ckpt
 from raygen.train.checkpoint import save_model_atomic
@@ -334,31 +335,73 @@ def _resume(learner, ckpt_root: Path) -> tuple[int, list, bool]:
 
 
 def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
-    """One RL step: rollout -> reward -> advantages -> update -> sync; returns its metrics."""
-    cfg, g, n_tok = task.cfg, task.cfg.group_size, task.sid.shape[1]
-    idx = batch_indices(len(task.prompts), min(cfg.rollout_batch, len(task.prompts)), step, cfg.seed)
-    batch = [task.prompts[i] for i in idx]
+    """One RL step: rollout -> reward -> advantages -> update -> sync; returns its metrics. With
+    ``signal_rounds`` > 1 (dynamic sampling) the rollout/reward/advantage part repeats on fresh prompts until
+    ``rollout_batch`` groups with reward variance are found (:func:`_draw_groups`)."""
+    g, n_tok = task.cfg.group_size, task.sid.shape[1]
     t0 = time.perf_counter()
-    ro = pool.generate(batch, g, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + step)       # rollout
+    drawn = _draw_groups(step, task, pool)                                             # rollout + reward
     rollout_s = time.perf_counter() - t0
-    tgt = task.targets[torch.as_tensor(idx)]
-    rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,   # reward
-                                                          prompt_index=torch.as_tensor(idx), sid_matrix=task.sid))
-    adv = group_advantages(rewards)
+    batch, ro, adv = drawn["prompts"], drawn["rollouts"], drawn["advantages"]
     t1 = time.perf_counter()
     stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),      # update
                                adv.reshape(-1))
     train_s = time.perf_counter() - t1
     synced = sync(step + 1)                                                                            # sync
-    hit = (ro.items == tgt[:, None]).any(dim=1).float()
-    return {"step": step + 1, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-            "hit_rate": float(hit.mean()), "groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
-            "unique_items_per_group": float(np.mean([len(set(r.tolist())) for r in ro.items])),
-            "invalid_rollouts": int((ro.items < 0).sum()),  # not a catalog SID (or a slot left unfilled)
+    n_items = drawn["n_rollouts"]
+    return {"step": step + 1, "reward_mean": drawn["reward_mean"], "reward_std": drawn["reward_std"],
+            "hit_rate": drawn["hit_rate"], "groups_with_signal": drawn["signal"],
+            "unique_items_per_group": drawn["unique"], "invalid_rollouts": drawn["invalid"],
+            "prompts_drawn": drawn["n_prompts"],
+            "trained_groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
             **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": synced["sync_s"],
-            "rollout_tokens_per_s": ro.items.numel() * n_tok / max(rollout_s, 1e-9),
-            "rollouts_per_s": ro.items.numel() / max(rollout_s, 1e-9),
+            "rollout_tokens_per_s": n_items * n_tok / max(rollout_s, 1e-9),
+            "rollouts_per_s": n_items / max(rollout_s, 1e-9),
             "weights_version": min(synced["versions"])}
+
+
+def _draw_groups(step: int, task: _Task, pool) -> dict:
+    """The groups RL step ``step`` trains on, and statistics over every group drawn for it.
+
+    Round ``r`` of step ``s`` takes the prompts of virtual step ``s * signal_rounds + r`` of
+    :func:`batch_indices` (a pure function: a resumed run draws the same prompts; with one round it is exactly
+    plain GRPO's order). Rounds stop once ``rollout_batch`` groups with signal are found; those are kept (the
+    first ``rollout_batch``), or the last round's groups when no round had any. The hit rate, rewards and
+    share of groups with signal describe every drawn group (the rollout policy), not only the kept ones.
+    """
+    cfg, g = task.cfg, task.cfg.group_size
+    n = min(cfg.rollout_batch, len(task.prompts))
+    rounds = []  # (prompts, rollouts, targets, rewards, advantages, has signal)
+    for r in range(cfg.signal_rounds):
+        virtual = step * cfg.signal_rounds + r
+        idx = batch_indices(len(task.prompts), n, virtual, cfg.seed)
+        prompts = [task.prompts[i] for i in idx]
+        ro = pool.generate(prompts, g, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + virtual)
+        tgt = task.targets[torch.as_tensor(idx)]
+        rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,
+                                                              prompt_index=torch.as_tensor(idx), sid_matrix=task.sid))
+        adv = group_advantages(rewards)
+        rounds.append((prompts, ro, tgt, rewards, adv, (adv != 0).any(dim=1)))
+        if sum(int(x[5].sum()) for x in rounds) >= n:
+            break
+    if cfg.signal_rounds == 1 or not any(bool(x[5].any()) for x in rounds):
+        keep = [torch.zeros(len(x[0]), dtype=torch.bool) for x in rounds]
+        keep[-1][:] = True  # plain GRPO (or no signal anywhere): the last round's groups, as drawn
+    else:
+        keep = [x[5] for x in rounds]
+    prompts = [p for x, k in zip(rounds, keep) for p, kk in zip(x[0], k.tolist()) if kk][:n]
+    ro = Rollouts.cat([Rollouts(x[1].items[k], x[1].tokens[k], x[1].scores[k]) for x, k in zip(rounds, keep)])
+    adv = torch.cat([x[4][k] for x, k in zip(rounds, keep)])[:n]
+    items = torch.cat([x[1].items for x in rounds])
+    rewards = torch.cat([x[3] for x in rounds])
+    hit = (items == torch.cat([x[2] for x in rounds])[:, None]).any(dim=1)
+    return {"prompts": prompts, "rollouts": Rollouts(ro.items[:n], ro.tokens[:n], ro.scores[:n]), "advantages": adv,
+            "n_prompts": len(items), "n_rollouts": items.numel(),
+            "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+            "hit_rate": float(hit.float().mean()),
+            "signal": float(torch.cat([x[5] for x in rounds]).float().mean()),
+            "unique": float(np.mean([len(set(row.tolist())) for row in items])),
+            "invalid": int((items < 0).sum())}  # not a catalog SID (or a slot left unfilled)
 
 
 def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: list, resumed_from, verify_sync: bool,
