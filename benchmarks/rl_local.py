@@ -76,7 +76,7 @@ def rl_config(a, rewards: dict[str, float], seed: int) -> RlConfig:
     return from_dict(RlConfig, {
         "steps": a.steps, "rollout_batch": a.rollout_batch, "group_size": a.group, "lr": a.lr, "kl_beta": a.kl,
         "rollout_mode": a.mode, "temperature": a.temperature, "rewards": rewards, "seed": seed,
-        "signal_rounds": a.signal_rounds,
+        "signal_rounds": a.signal_rounds, "target_in_group": a.target_in_group,
         "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "eval_beam": 10, "micro_batch": a.micro_batch,
         "checkpoint_every": 0, "rollout_resources": {"count": 0}, "keep_best": True})
 
@@ -150,9 +150,10 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool
 
 def signal_note(settings: dict) -> str:
     rounds = settings.get("signal_rounds", 1)
-    if rounds <= 1:
-        return ""
-    return f"; dynamic sampling: groups with reward variance only, up to {rounds} rounds of prompts"
+    note = f"; dynamic sampling: groups with reward variance only, up to {rounds} rounds of prompts" if rounds > 1 else ""
+    if settings.get("target_in_group"):
+        note += "; the target put in place of the last candidate of a group that missed it"
+    return note
 
 
 def prompt_source(settings: dict) -> str:
@@ -237,6 +238,9 @@ def main() -> None:
     ap.add_argument("--signal-rounds", type=int, default=1,
                     help="rl.signal_rounds: > 1 trains only on groups with reward variance, drawing up to this many "
                          "rounds of prompts per step (DAPO's dynamic sampling); 1 = plain GRPO")
+    ap.add_argument("--target-in-group", action="store_true",
+                    help="rl.target_in_group: a group that misses its target gets it in place of its last candidate "
+                         "(off-policy guidance)")
     ap.add_argument("--max-train-rows", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=25, help="valid NDCG@10 every N RL steps (0 = only at the end)")
     ap.add_argument("--valid-rows", type=int, default=1000)
@@ -283,7 +287,8 @@ def main() -> None:
                 "test_rows": a.test_rows, "max_history": a.max_history, "rows": rows_key(row_ids, targets),
                 "sft_valid_ndcg@10": valid_before,
                 **({"rl_holdout_share": a.rl_holdout_share} if a.rl_holdout_share else {}),
-                **({"signal_rounds": a.signal_rounds} if a.signal_rounds != 1 else {})}
+                **({"signal_rounds": a.signal_rounds} if a.signal_rounds != 1 else {}),
+                **({"target_in_group": True} if a.target_in_group else {})}
     res = {"sft": {"ndcg@10": float(before["ndcg@10"].mean()), "hr@10": float(before["hr@10"].mean()),
                    "valid_ndcg@10": valid_before, "collapse": collapse_stats(before_topk, len(catalog.item_ids))},
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),

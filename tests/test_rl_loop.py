@@ -236,6 +236,29 @@ def test_dynamic_sampling_trains_only_groups_with_signal():
         cfg(signal_rounds=0)
 
 
+def test_target_in_group_puts_the_missed_target_last():
+    """rl.target_in_group: a group without its target gets it as its last candidate (tokens = its SID, score
+    below every generated one); a group that hit it is untouched; hit_rate stays the rollout policy's."""
+    from raygen.generation.backends import Rollouts
+    from raygen.rl.loop import _draw_groups, _Task, inject_targets
+    from raygen.rl.rewards import combine
+
+    items = torch.tensor([[4, 5, 6], [7, 2, 9]])
+    ro = Rollouts(items, SID[items], torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -4.0, float("-inf")]]))
+    got = inject_targets(ro, torch.tensor([11, 2]), SID)
+    assert got.items.tolist() == [[4, 5, 11], [7, 2, 9]] and torch.equal(got.tokens[0, 2], SID[11])
+    assert torch.equal(got.tokens[1], ro.tokens[1]) and got.scores[0, 2] == -5.0 and got.scores[0, 0] == -1.0
+
+    n = 20
+    prompts, targets = [[i] for i in range(1, 2 * n, 2)], [(5 * i) % 18 for i in range(2 * n)]  # never hit
+    c = cfg(rollout_batch=4, group_size=4, target_in_group=True, rewards={"rule": 1.0, "ranking": 0.5})
+    task = _Task(prompts, torch.tensor([targets[i] for (i,) in prompts]), SID, None, combine(c.rewards), PAD, c)
+    d = _draw_groups(0, task, _ScriptedPool(targets))
+    assert d["hit_rate"] == 0.0 and d["injected_targets"] == 1.0 and d["signal"] == 1.0
+    assert [int(d["rollouts"].items[k, -1]) for k in range(4)] == [targets[i] for (i,) in d["prompts"]]
+    assert (d["advantages"][:, -1] > 0).all() and (d["advantages"][:, :-1] < 0).all()  # the target is the best
+
+
 def test_run_grpo_with_dynamic_sampling(model_dir, tmp_path):
     res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2, signal_rounds=3), str(tmp_path / "rl"),
                    pad_id=PAD)

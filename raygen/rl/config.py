@@ -48,6 +48,12 @@ class RlConfig:
     found (the update then trains on those only; on none, on the last round's groups). 1 = plain GRPO: every
     drawn group is trained on. Rollouts are cheap next to the update on a CPU (Industrial: ~1 s vs ~17 s a
     step), and on unseen prompts only ~30 % of beam groups have signal."""
+    target_in_group: bool = False
+    """Off-policy guidance (as LUFFY mixes demonstrations into GRPO groups): a group whose candidates miss the
+    prompt's target gets the target in place of its last candidate (beam: the lowest-ranked; its rollout score
+    is taken as the lowest, so the ranking reward ranks it last), so every group has a hit to learn from, the
+    log-probs being the learner's own. On unseen prompts beam-8 hits only ~30 % of targets: plain GRPO learns
+    nothing from the other 70 %. Logged as ``injected_targets`` (share of drawn groups)."""
     inner_epochs: int = 1
     """Optimizer steps on each rollout batch (GRPO's mu). With 1 the policy is updated once, exactly on-policy."""
     micro_batch: int = 32

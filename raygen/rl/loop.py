@@ -352,7 +352,7 @@ def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
     return {"step": step + 1, "reward_mean": drawn["reward_mean"], "reward_std": drawn["reward_std"],
             "hit_rate": drawn["hit_rate"], "groups_with_signal": drawn["signal"],
             "unique_items_per_group": drawn["unique"], "invalid_rollouts": drawn["invalid"],
-            "prompts_drawn": drawn["n_prompts"],
+            "prompts_drawn": drawn["n_prompts"], "injected_targets": drawn["injected_targets"],
             "trained_groups_with_signal": float((adv != 0).any(dim=1).float().mean()),
             **stats, "rollout_s": rollout_s, "train_s": train_s, "sync_s": synced["sync_s"],
             "rollout_tokens_per_s": n_items * n_tok / max(rollout_s, 1e-9),
@@ -378,10 +378,13 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
         prompts = [task.prompts[i] for i in idx]
         ro = pool.generate(prompts, g, cfg.rollout_mode, cfg.temperature, seed=cfg.seed + virtual)
         tgt = task.targets[torch.as_tensor(idx)]
+        hit = (ro.items == tgt[:, None]).any(dim=1)  # the rollout policy's own hits, before any injection
+        if cfg.target_in_group:
+            ro = inject_targets(ro, tgt, task.sid)
         rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,
                                                               prompt_index=torch.as_tensor(idx), sid_matrix=task.sid))
         adv = group_advantages(rewards)
-        rounds.append((prompts, ro, tgt, rewards, adv, (adv != 0).any(dim=1)))
+        rounds.append((prompts, ro, hit, rewards, adv, (adv != 0).any(dim=1)))
         if sum(int(x[5].sum()) for x in rounds) >= n:
             break
     if cfg.signal_rounds == 1 or not any(bool(x[5].any()) for x in rounds):
@@ -394,14 +397,27 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
     adv = torch.cat([x[4][k] for x, k in zip(rounds, keep)])[:n]
     items = torch.cat([x[1].items for x in rounds])
     rewards = torch.cat([x[3] for x in rounds])
-    hit = (items == torch.cat([x[2] for x in rounds])[:, None]).any(dim=1)
+    hit = torch.cat([x[2] for x in rounds])
     return {"prompts": prompts, "rollouts": Rollouts(ro.items[:n], ro.tokens[:n], ro.scores[:n]), "advantages": adv,
             "n_prompts": len(items), "n_rollouts": items.numel(),
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             "hit_rate": float(hit.float().mean()),
+            "injected_targets": float((~hit).float().mean()) if task.cfg.target_in_group else 0.0,
             "signal": float(torch.cat([x[5] for x in rounds]).float().mean()),
             "unique": float(np.mean([len(set(row.tolist())) for row in items])),
             "invalid": int((items < 0).sum())}  # not a catalog SID (or a slot left unfilled)
+
+
+def inject_targets(ro: Rollouts, targets: torch.Tensor, sid: torch.Tensor) -> Rollouts:
+    """``rl.target_in_group``: each group (row) without its target gets it in place of its last candidate,
+    with the target's SID tokens and a score below every candidate's (never above a generated one)."""
+    miss = ~(ro.items == targets[:, None]).any(dim=1)
+    items, tokens, scores = ro.items.clone(), ro.tokens.clone(), ro.scores.clone().float()
+    items[miss, -1] = targets[miss]
+    tokens[miss, -1] = sid[targets[miss]].to(tokens.dtype)
+    finite = scores[torch.isfinite(scores)]
+    scores[miss, -1] = (float(finite.min()) if finite.numel() else 0.0) - 1.0
+    return Rollouts(items, tokens, scores.to(ro.scores.dtype), ro.seconds)
 
 
 def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: list, resumed_from, verify_sync: bool,
