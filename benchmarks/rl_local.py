@@ -51,6 +51,7 @@ from raygen.rl.stage import item_embeddings  # noqa: E402
 from raygen.tasks.config import TasksConfig  # noqa: E402
 
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+CONTROL = "sft-control"  # the --sft-control row's name
 
 
 def parse_rewards(spec: str) -> dict[str, float]:
@@ -111,13 +112,60 @@ def valid_ndcg(a, d: Data, lm, tok, catalog, bf16: bool) -> float:
     return float(r["ndcg@10"].mean())
 
 
-def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool, valid_before: float) -> tuple:
-    """GRPO with one reward mix and seed, then valid and test scoring of the final policy:
-    ``(record, per-row test metrics, topk, rows)``."""
+def control_model(a, tok, catalog, task, seed: int):
+    """``--sft-control``: the RL rows' control, supervised instead of reinforced. From the same SFT model, on
+    the same prompts in the same order (:func:`raygen.rl.loop.batch_indices` with the RL seed), the same
+    number of steps and prompts per step, the same trainable weights, optimizer (AdamW, constant lr
+    ``--lr``, no weight decay) and gradient clip as GRPO's learner: cross-entropy on the sequence
+    ``prompt + the target's SID tokens`` (what GRPO trains on when it rewards the target; SID-only head).
+    Whatever GRPO gains over this comes from its objective, not from the prompts' targets."""
+    from transformers import AutoModelForCausalLM
+
+    from raygen.rl.loop import batch_indices
+    from raygen.train.collate import pad_collate
+    from raygen.train.loop import LossModule, adamw
+    from raygen.train.masks import prepare_trainable
+
+    sid = np.asarray(catalog.sid_matrix)
+    sid_ids = sorted({int(t) for t in sid.reshape(-1)})
+    examples = [{"input_ids": list(p) + sid[t].tolist(), "labels": [-100] * len(p) + sid[t].tolist()}
+                for p, t in zip(task["train_prompts"], task["train_targets"])]
+    lm = AutoModelForCausalLM.from_pretrained(a.sft, dtype=torch.float32)
+    lm, groups = prepare_trainable(lm, "full", sid_ids, weight_decay=0.0)
+    lm.eval()  # as GRPO's learner: no dropout
+    module = LossModule(lm, logits="sid", sid_ids=sid_ids, extra_ids=[tok.eos_token_id])
+    optimizer = adamw(groups, a.lr)
+    params = [p for g in groups for p in g["params"]]
+    for step in range(a.steps):
+        idx = batch_indices(len(examples), min(a.rollout_batch, len(examples)), step, seed)
+        batch = pad_collate([examples[i] for i in idx], pad_id_of(tok), 4096)
+        optimizer.zero_grad(set_to_none=True)
+        module(batch["input_ids"], batch["labels"])["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+    return lm.eval()
+
+
+def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf16: bool,
+            valid_before: float) -> tuple:
+    """GRPO with one reward mix and seed (``rewards`` None: the supervised control, :func:`control_model`),
+    then valid and test scoring of the final policy: ``(record, per-row test metrics, topk, rows)``."""
     from transformers import AutoModelForCausalLM
 
     from raygen.rl.loop import run_grpo
 
+    if rewards is None:
+        t0 = time.time()
+        lm = control_model(a, tok, catalog, task, seed)
+        train_s = time.time() - t0
+        v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
+        r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
+        rec = {"seed": seed, "rewards": None, **{m: float(r[m].mean()) for m in METRICS},
+               "valid_ndcg@10_before": valid_before, "valid_ndcg@10_after": v_after,
+               "handed_on": "rl" if v_after >= valid_before else "sft",
+               "collapse": collapse_stats(topk, len(catalog.item_ids)), "groups_with_signal": None,
+               "rl_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0 - train_s, 1)}
+        return rec, r, topk, rows, []
     cfg = rl_config(a, rewards, seed)
     work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}"
     if work.exists():  # a run cut short: its folder is this script's own output
@@ -150,7 +198,9 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict, seed: int, bf16: bool
 
 def signal_note(settings: dict) -> str:
     rounds = settings.get("signal_rounds", 1)
-    note = f"; dynamic sampling: groups with reward variance only, up to {rounds} rounds of prompts" if rounds > 1 else ""
+    note = ""
+    if rounds > 1:
+        note = f"; dynamic sampling: groups with reward variance only, up to {rounds} rounds of prompts"
     if settings.get("target_in_group"):
         note += "; the target put in place of the last candidate of a group that missed it"
     return note
@@ -184,7 +234,8 @@ def markdown(res: dict) -> str:
             d = m[key]
             cells.append(f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")
         cells.append(", ".join(f"{x['valid_ndcg@10_before']:.4f} -> {x['valid_ndcg@10_after']:.4f}" for x in runs))
-        cells.append(", ".join(f"{x['groups_with_signal']:.2f}" for x in runs))
+        cells.append(", ".join("-" if x["groups_with_signal"] is None else f"{x['groups_with_signal']:.2f}"
+                               for x in runs))
         cells.append(", ".join(str(x["collapse"]["distinct_top1"]) for x in runs))
         cells.append(",".join(str(x["seed"]) for x in runs))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -241,6 +292,9 @@ def main() -> None:
     ap.add_argument("--target-in-group", action="store_true",
                     help="rl.target_in_group: a group that misses its target gets it in place of its last candidate "
                          "(off-policy guidance)")
+    ap.add_argument("--sft-control", action="store_true",
+                    help=f"add the row {CONTROL!r}: the same steps, prompts, optimizer and lr with plain SFT on the "
+                         "prompts' targets instead of GRPO (what RL must beat to show its objective helps)")
     ap.add_argument("--max-train-rows", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=25, help="valid NDCG@10 every N RL steps (0 = only at the end)")
     ap.add_argument("--valid-rows", type=int, default=1000)
@@ -294,8 +348,9 @@ def main() -> None:
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),
                                      "precision": f"bf16={bf16} ({reason})", "train_prompts": len(train.targets)},
            "command": command("benchmarks/rl_local.py"), "machine": machine()}
-    for rewards in mixes:
-        name, per_seed, runs, curves = mix_name(rewards), [], [], []
+    arms = [(mix_name(r), r) for r in mixes] + ([(CONTROL, None)] if a.sft_control else [])
+    for name, rewards in arms:
+        per_seed, runs, curves = [], [], []
         for seed in seeds:
             path = Path(a.runs_dir) / f"{name}-s{seed}.npz"
             key = json.dumps({**settings, "rewards": rewards, "seed": seed}, sort_keys=True)

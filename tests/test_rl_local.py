@@ -91,3 +91,58 @@ def test_rl_on_positions_held_out_of_sft(tmp_path, tiny_model_dir, tiny_run_dir)
     assert res["settings"]["rl_holdout_share"] == 0.5
     assert res["settings"]["train_prompts"] == held  # every held-out position is a prompt (all have SIDs)
     assert "held-out positions" in (tmp_path / "rl.md").read_text()
+    # the RL options reach the config and the report; the supervised control is a row of its own
+    out2 = tmp_path / "rl_opts.json"
+    _run("rl_local.py", ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--sft-runs-dir",
+                         str(sft_runs), "--work-dir", str(tmp_path / "work2"), "--seeds", "0", "--steps", "2",
+                         "--rollout-batch", "2", "--group", "2", "--eval-every", "0", "--valid-rows", "8",
+                         "--eval-batch", "16", "--out", str(out2), "--rl-holdout-share", "0.5", "--target-in-group",
+                         "--signal-rounds", "2", "--sft-control"])
+    res2 = json.loads(out2.read_text())
+    assert res2["settings"]["target_in_group"] is True and res2["settings"]["signal_rounds"] == 2
+    assert set(res2["mixes"]) == {"rule1+ranking0.5", "sft-control"}
+    control = res2["mixes"]["sft-control"]["runs"][0]
+    assert control["rewards"] is None and control["groups_with_signal"] is None and 0 <= control["ndcg@10"] <= 1
+    md = (tmp_path / "rl_opts.md").read_text()
+    assert "dynamic sampling" in md and "the target put in place" in md and "| sft-control |" in md
+
+
+def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tmp_path):
+    """The control trains on prompt + target SID with GRPO's optimizer settings: the targets' loss falls."""
+    import types
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rl_local import control_model
+
+    from raygen.lm.vocab import add_sid_tokens
+    from raygen.train.loop import LossModule
+    from raygen.eval.rows import Catalog
+    from benchmarks.quality_local import Data
+
+    d = Data(tiny_run_dir)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    add_sid_tokens(lm, tok, [r["token"] for r in d.token_rows])
+    lm.save_pretrained(tmp_path / "sft")
+    tok.save_pretrained(tmp_path / "sft")
+    catalog = Catalog.from_codes(d.codes, tok)
+    sid = np.asarray(catalog.sid_matrix)
+    prompts = [[5, 6, 7 + i] for i in range(4)]
+    task = {"train_prompts": prompts, "train_targets": [0, 1, 2, 3]}
+
+    def loss(model):
+        ids = torch.tensor([p + sid[t].tolist() for p, t in zip(prompts, task["train_targets"])])
+        labels = ids.clone()
+        labels[:, :3] = -100
+        sid_ids = sorted({int(x) for x in sid.reshape(-1)})
+        module = LossModule(model, logits="sid", sid_ids=sid_ids, extra_ids=[tok.eos_token_id])
+        with torch.no_grad():
+            return float(module(ids, labels)["loss"])
+
+    a = types.SimpleNamespace(sft=str(tmp_path / "sft"), steps=6, rollout_batch=4, lr=1e-2)
+    before = loss(AutoModelForCausalLM.from_pretrained(tmp_path / "sft"))
+    after = loss(control_model(a, tok, catalog, task, seed=0))
+    assert after < before - 0.1
