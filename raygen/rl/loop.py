@@ -371,7 +371,7 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
     """
     cfg, g = task.cfg, task.cfg.group_size
     n = min(cfg.rollout_batch, len(task.prompts))
-    rounds = []  # (prompts, rollouts, targets, rewards, advantages, has signal)
+    rounds = []  # (prompts, rollouts, the rollouts hit the target, rewards, advantages, has signal)
     for r in range(cfg.signal_rounds):
         virtual = step * cfg.signal_rounds + r
         idx = batch_indices(len(task.prompts), n, virtual, cfg.seed)
