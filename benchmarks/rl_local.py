@@ -79,7 +79,8 @@ def rl_config(a, rewards: dict[str, float], seed: int) -> RlConfig:
         "rollout_mode": a.mode, "temperature": a.temperature, "rewards": rewards, "seed": seed,
         "signal_rounds": a.signal_rounds, "target_in_group": a.target_in_group,
         "max_train_rows": a.max_train_rows, "eval_every": a.eval_every, "eval_beam": 10, "micro_batch": a.micro_batch,
-        "checkpoint_every": 0, "rollout_resources": {"count": 0}, "keep_best": True})
+        "checkpoint_every": a.checkpoint_every, "keep_checkpoints": 1, "rollout_resources": {"count": 0},
+        "keep_best": True})
 
 
 def rows_key(row_ids: np.ndarray, targets: np.ndarray) -> str:
@@ -147,7 +148,7 @@ def control_model(a, tok, catalog, task, seed: int):
 
 
 def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf16: bool,
-            valid_before: float) -> tuple:
+            valid_before: float, key: str = "") -> tuple:
     """GRPO with one reward mix and seed (``rewards`` None: the supervised control, :func:`control_model`),
     then valid and test scoring of the final policy: ``(record, per-row test metrics, topk, rows)``."""
     from transformers import AutoModelForCausalLM
@@ -167,9 +168,9 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf1
                "rl_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0 - train_s, 1)}
         return rec, r, topk, rows, []
     cfg = rl_config(a, rewards, seed)
-    work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}"
-    if work.exists():  # a run cut short: its folder is this script's own output
-        shutil.rmtree(work)
+    # one folder per run and settings: GRPO checkpoints there every --checkpoint-every steps, and a run cut
+    # short (a session's end) resumes from its newest checkpoint when the same command runs again
+    work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     t0 = time.time()
     summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"], cfg,
                        str(work), pad_id=pad_id_of(tok), eval_prompts=task["valid_prompts"],
@@ -179,6 +180,7 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf1
     v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
     r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
     del lm
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # spent: the run is about to be kept
     if not a.keep_models:
         shutil.rmtree(work / "model", ignore_errors=True)
     hist = summary.get("history", [])
@@ -190,7 +192,8 @@ def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf1
            "reward_mean_last": hist[-1]["reward_mean"] if hist else None,
            "groups_with_signal": float(np.mean([h["groups_with_signal"] for h in hist])) if hist else None,
            "hit_rate_mean": float(np.mean([h["hit_rate"] for h in hist])) if hist else None,
-           "rl_seconds": round(rl_s, 1), "eval_seconds": round(time.time() - t0 - rl_s, 1)}
+           "rl_seconds": round(rl_s, 1), "eval_seconds": round(time.time() - t0 - rl_s, 1),
+           "resumed_from_step": summary.get("resumed_from")}
     curve = [{"step": h["step"], "valid_ndcg@10": h["eval_ndcg@10"], "reward_mean": h["reward_mean"]}
              for h in hist if "eval_ndcg@10" in h]
     return rec, r, topk, rows, curve
@@ -301,6 +304,9 @@ def main() -> None:
     ap.add_argument("--test-rows", type=int, default=0, help="0 = the full test split (smoke tests only: fewer)")
     ap.add_argument("--max-history", type=int, default=10)
     ap.add_argument("--eval-batch", type=int, default=512)
+    ap.add_argument("--checkpoint-every", type=int, default=25,
+                    help="GRPO checkpoints every N steps in --work-dir (removed once the run is kept); the same "
+                         "command resumes a run cut short from its newest one (0 = none)")
     ap.add_argument("--keep-models", action="store_true", help="keep each final RL policy in --work-dir")
     ap.add_argument("--finished-only", action="store_true",
                     help="report the kept runs with these settings only (no training); the others are listed as missing")
@@ -359,7 +365,8 @@ def main() -> None:
                 res.setdefault("missing_runs", []).append(f"{name} seed {seed}")
                 continue
             if got is None:
-                rec, r, topk, rows, curve = one_run(a, d, tok, catalog, task, rewards, seed, bf16, valid_before)
+                rec, r, topk, rows, curve = one_run(a, d, tok, catalog, task, rewards, seed, bf16, valid_before,
+                                                    key)
                 if not np.array_equal(rows.row_ids, row_ids):
                     raise RuntimeError("the RL policy was scored on other test rows than the SFT model")
                 save_run(path, key, rec, r, topk, rows.row_ids, rows.targets, curve)

@@ -48,7 +48,10 @@ def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
             assert 0.0 <= r["groups_with_signal"] <= 1.0
     assert sorted(p.name for p in runs.iterdir()) == ["rule1+prefix1-s0.npz", "rule1+prefix1-s1.npz",
                                                       "rule1+ranking0.5-s0.npz", "rule1+ranking0.5-s1.npz"]
-    assert not (tmp_path / "work" / "rule1+prefix1-s0" / "model").exists()  # the policy is not kept by default
+    work = sorted(p.name for p in (tmp_path / "work").iterdir())  # one folder per run and settings
+    assert len(work) == 4 and all(n.startswith(("rule1+prefix1-s", "rule1+ranking0.5-s")) for n in work)
+    for w in (tmp_path / "work").iterdir():  # the policy is not kept by default; the spent checkpoints are gone
+        assert not (w / "model").exists() and not (w / "checkpoints").exists()
     assert (out.parent / "rl.md").exists() and (out.parent / "rl.png").exists()
 
     # a rerun reuses the kept runs; without the SFT run's file the SFT model is scored here, with the same result
@@ -62,7 +65,7 @@ def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
     common3 = [("0,1,2" if x == "0,1" else x) for x in common]
     third = _run("rl_local.py", [*common3, "--out", str(tmp_path / "rl3.json"), "--rewards", "rule=1,ranking=0.5",
                                  "--finished-only"])
-    assert third.stdout.count("reused") == 2 and not (tmp_path / "work" / "rule1+ranking0.5-s2").exists()
+    assert third.stdout.count("reused") == 2 and not list((tmp_path / "work").glob("rule1+ranking0.5-s2-*"))
     partial = json.loads((tmp_path / "rl3.json").read_text())
     assert partial["missing_runs"] == ["rule1+ranking0.5 seed 2"]
     assert partial["mixes"]["rule1+ranking0.5"]["runs"] == res["mixes"]["rule1+ranking0.5"]["runs"]
@@ -146,3 +149,35 @@ def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tm
     before = loss(AutoModelForCausalLM.from_pretrained(tmp_path / "sft"))
     after = loss(control_model(a, tok, catalog, task, seed=0))
     assert after < before - 0.1
+
+
+def test_a_run_cut_short_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, tiny_run_dir):
+    """Killed after its first GRPO checkpoint, the same command resumes the run there (not from step 0)."""
+    import time
+
+    sft_runs, models = tmp_path / "sft_runs", tmp_path / "models"
+    _run("quality_local.py", ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--runs-dir",
+                              str(sft_runs), "--variants", "mean", "--seeds", "0", "--epochs", "1", "--max-steps", "2",
+                              "--batch-size", "2", "--valid-every", "2", "--valid-rows", "8", "--patience", "1",
+                              "--eval-batch", "16", "--out", str(tmp_path / "q.json"), "--train-only",
+                              "--save-models", str(models)])
+    args = ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--sft-runs-dir", str(sft_runs),
+            "--work-dir", str(tmp_path / "work"), "--seeds", "0", "--steps", "30", "--rollout-batch", "2",
+            "--group", "2", "--eval-every", "0", "--valid-rows", "8", "--eval-batch", "16", "--checkpoint-every", "3",
+            "--out", str(tmp_path / "rl.json")]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "rl_local.py"), *args]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not list((tmp_path / "work").glob("*/checkpoints/step_*/state.json")):
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / "rl.json").exists()
+    done = _run("rl_local.py", args)
+    rec = json.loads((tmp_path / "rl.json").read_text())["mixes"]["rule1+ranking0.5"]["runs"][0]
+    assert rec["resumed_from_step"] is not None and 3 <= rec["resumed_from_step"] < 30, done.stdout[-2000:]
+    assert not list((tmp_path / "work").glob("*/checkpoints"))
