@@ -21,13 +21,19 @@ def _run(script: str, args: list[str], ok: bool = True) -> subprocess.CompletedP
     return out
 
 
-def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
+def _sft_model(tmp_path: Path, model_dir, run_dir) -> tuple[Path, Path]:
+    """A kept quality_local.py SFT run (2 steps): (its runs folder, its models folder)."""
     sft_runs, models = tmp_path / "sft_runs", tmp_path / "models"
-    _run("quality_local.py", ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--runs-dir",
+    _run("quality_local.py", ["--model-dir", str(model_dir), "--run", str(run_dir), "--runs-dir",
                               str(sft_runs), "--variants", "mean", "--seeds", "0", "--epochs", "1", "--max-steps", "2",
                               "--batch-size", "2", "--valid-every", "2", "--valid-rows", "8", "--patience", "1",
                               "--eval-batch", "16", "--out", str(tmp_path / "q.json"), "--train-only",
                               "--save-models", str(models)])
+    return sft_runs, models
+
+
+def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
+    sft_runs, models = _sft_model(tmp_path, tiny_model_dir, tiny_run_dir)
     out, runs = tmp_path / "res" / "rl.json", tmp_path / "rl_runs"
     common = ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--runs-dir", str(runs), "--work-dir",
               str(tmp_path / "work"), "--seeds", "0,1", "--steps", "2", "--rollout-batch", "2", "--group", "2",
@@ -155,12 +161,7 @@ def test_a_run_cut_short_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, t
     """Killed after its first GRPO checkpoint, the same command resumes the run there (not from step 0)."""
     import time
 
-    sft_runs, models = tmp_path / "sft_runs", tmp_path / "models"
-    _run("quality_local.py", ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--runs-dir",
-                              str(sft_runs), "--variants", "mean", "--seeds", "0", "--epochs", "1", "--max-steps", "2",
-                              "--batch-size", "2", "--valid-every", "2", "--valid-rows", "8", "--patience", "1",
-                              "--eval-batch", "16", "--out", str(tmp_path / "q.json"), "--train-only",
-                              "--save-models", str(models)])
+    sft_runs, models = _sft_model(tmp_path, tiny_model_dir, tiny_run_dir)
     args = ["--run", str(tiny_run_dir), "--sft", str(models / "mean-s0"), "--sft-runs-dir", str(sft_runs),
             "--work-dir", str(tmp_path / "work"), "--seeds", "0", "--steps", "30", "--rollout-batch", "2",
             "--group", "2", "--eval-every", "0", "--valid-rows", "8", "--eval-batch", "16", "--checkpoint-every", "3",
