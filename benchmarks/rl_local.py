@@ -147,55 +147,53 @@ def control_model(a, tok, catalog, task, seed: int):
     return lm.eval()
 
 
-def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf16: bool,
-            valid_before: float, key: str = "") -> tuple:
-    """GRPO with one reward mix and seed (``rewards`` None: the supervised control, :func:`control_model`),
-    then valid and test scoring of the final policy: ``(record, per-row test metrics, topk, rows)``."""
+def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str) -> tuple:
+    """GRPO with one reward mix and seed: ``(final policy, record fields, valid curve, work folder)``."""
     from transformers import AutoModelForCausalLM
 
     from raygen.rl.loop import run_grpo
 
-    if rewards is None:
-        t0 = time.time()
-        lm = control_model(a, tok, catalog, task, seed)
-        train_s = time.time() - t0
-        v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
-        r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
-        rec = {"seed": seed, "rewards": None, **{m: float(r[m].mean()) for m in METRICS},
-               "valid_ndcg@10_before": valid_before, "valid_ndcg@10_after": v_after,
-               "handed_on": "rl" if v_after >= valid_before else "sft",
-               "collapse": collapse_stats(topk, len(catalog.item_ids)), "groups_with_signal": None,
-               "rl_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0 - train_s, 1)}
-        return rec, r, topk, rows, []
-    cfg = rl_config(a, rewards, seed)
     # one folder per run and settings: GRPO checkpoints there every --checkpoint-every steps, and a run cut
     # short (a session's end) resumes from its newest checkpoint when the same command runs again
     work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-    t0 = time.time()
-    summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"], cfg,
-                       str(work), pad_id=pad_id_of(tok), eval_prompts=task["valid_prompts"],
+    summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"],
+                       rl_config(a, rewards, seed), str(work), pad_id=pad_id_of(tok),
+                       eval_prompts=task["valid_prompts"],
                        eval_targets=task["valid_targets"])  # rollouts: rl.rollout_bf16 'auto', as the stage
-    rl_s = time.time() - t0
     lm = AutoModelForCausalLM.from_pretrained(summary["model_dir"], dtype=torch.float32).eval()
+    hist = summary.get("history", [])
+    fields = {"reward_mean_first": hist[0]["reward_mean"] if hist else None,
+              "reward_mean_last": hist[-1]["reward_mean"] if hist else None,
+              "groups_with_signal": float(np.mean([h["groups_with_signal"] for h in hist])) if hist else None,
+              "hit_rate_mean": float(np.mean([h["hit_rate"] for h in hist])) if hist else None,
+              "resumed_from_step": summary.get("resumed_from")}
+    curve = [{"step": h["step"], "valid_ndcg@10": h["eval_ndcg@10"], "reward_mean": h["reward_mean"]}
+             for h in hist if "eval_ndcg@10" in h]
+    return lm, fields, curve, work
+
+
+def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf16: bool,
+            valid_before: float, key: str = "") -> tuple:
+    """GRPO with one reward mix and seed (``rewards`` None: the supervised control, :func:`control_model`),
+    then valid and test scoring of the final policy: ``(record, per-row test metrics, topk, rows, curve)``."""
+    t0 = time.time()
+    if rewards is None:
+        lm, fields, curve, work = control_model(a, tok, catalog, task, seed), {"groups_with_signal": None}, [], None
+    else:
+        lm, fields, curve, work = grpo_model(a, tok, catalog, task, rewards, seed, key)
+    train_s = time.time() - t0
     v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
     r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
     del lm
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # spent: the run is about to be kept
-    if not a.keep_models:
-        shutil.rmtree(work / "model", ignore_errors=True)
-    hist = summary.get("history", [])
+    if work is not None:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # spent: the run is about to be kept
+        if not a.keep_models:
+            shutil.rmtree(work / "model", ignore_errors=True)
     rec = {"seed": seed, "rewards": rewards, **{m: float(r[m].mean()) for m in METRICS},
            "valid_ndcg@10_before": valid_before, "valid_ndcg@10_after": v_after,
            "handed_on": "rl" if v_after >= valid_before else "sft",
-           "collapse": collapse_stats(topk, len(catalog.item_ids)),
-           "reward_mean_first": hist[0]["reward_mean"] if hist else None,
-           "reward_mean_last": hist[-1]["reward_mean"] if hist else None,
-           "groups_with_signal": float(np.mean([h["groups_with_signal"] for h in hist])) if hist else None,
-           "hit_rate_mean": float(np.mean([h["hit_rate"] for h in hist])) if hist else None,
-           "rl_seconds": round(rl_s, 1), "eval_seconds": round(time.time() - t0 - rl_s, 1),
-           "resumed_from_step": summary.get("resumed_from")}
-    curve = [{"step": h["step"], "valid_ndcg@10": h["eval_ndcg@10"], "reward_mean": h["reward_mean"]}
-             for h in hist if "eval_ndcg@10" in h]
+           "collapse": collapse_stats(topk, len(catalog.item_ids)), **fields,
+           "rl_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0 - train_s, 1)}
     return rec, r, topk, rows, curve
 
 
@@ -224,7 +222,8 @@ def markdown(res: dict) -> str:
              f"SFT model `{st['sft']}` (test NDCG@10 {res['sft']['ndcg@10']:.4f}, valid NDCG@10 on "
              f"{st['valid_rows']} valid rows {res['sft']['valid_ndcg@10']:.4f}). Prompts: {prompt_source(st)}. "
              f"GRPO {st['steps']} steps x "
-             f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts{signal_note(st)}), lr {st['lr']}, KL "
+             f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts{signal_note(st)}), "
+             f"lr {st['lr']}, KL "
              f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds; [95 % bootstrap CI over rows].",
              "", "| reward mix | NDCG@10 after RL | HR@10 after RL | vs SFT (paired NDCG@10) | keep-best vs SFT | "
              "valid before -> after | groups with signal | distinct top-1 | seeds |", "|---|---|---|---|---|---|---|---|---|"]

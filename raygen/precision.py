@@ -112,9 +112,9 @@ def engine_dtype(setting: Bf16Setting = "auto", device: str | torch.device | Non
                  dtype: str | None = None) -> tuple[str, str]:
     """``(dtype, reason)`` for the weights of an inference engine (vLLM, the HF keyword teacher): ``dtype``
     when the caller fixed one, else 'bfloat16' where :func:`resolve_bf16` picks bf16 on ``device`` (default:
-    CUDA if torch sees it, else the CPU), 'float32' elsewhere. vLLM's own ``dtype='auto'`` takes the checkpoint's dtype instead (bf16 for
-    SmolLM2), which on a CPU without native bf16 is several times slower than fp32
-    (``benchmarks/vllm_dtype.py``)."""
+    CUDA if torch sees it, else the CPU), 'float32' elsewhere. vLLM's own ``dtype='auto'`` takes the
+    checkpoint's dtype instead (bf16 for SmolLM2), which on a CPU without native bf16 is several times slower
+    than fp32 (``benchmarks/vllm_dtype.py``)."""
     if dtype is not None:
         return dtype, f"dtype={dtype!r} given"
     if device is None:
