@@ -43,6 +43,8 @@ from raygen.eval.metrics import collapse_stats, count_invalid, indices_to_item_i
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.rl.prompts import hold_out_last_train  # noqa: E402
 from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402
+from raygen.lm.backbone import load_backbone  # noqa: E402
+from raygen.lm.config import LmConfig  # noqa: E402
 from raygen.lm.init import init_sid_rows  # noqa: E402
 from raygen.lm.stage import read_sid_tokens  # noqa: E402
 from raygen.lm.vocab import add_sid_tokens  # noqa: E402
@@ -67,15 +69,9 @@ VARIANTS = {
 
 
 def load(model_dir: str, layers: int, device):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    conf = AutoConfig.from_pretrained(model_dir)
-    if layers:
-        conf.num_hidden_layers = layers
-    lm = AutoModelForCausalLM.from_pretrained(model_dir, config=conf, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    """The backbone with its first ``layers`` decoder layers (0 = all) and its tokenizer (pad = EOS), the
+    stage's own loader (offline, quiet about the deeper layers it skips)."""
+    lm, tok = load_backbone(LmConfig(model=model_dir, num_layers=layers))
     return lm.to(device), tok
 
 
