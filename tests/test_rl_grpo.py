@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raygen.generation.beam import left_pad
-from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
+from raygen.rl.grpo import build_sequences, completion_logprobs, group_advantages, grpo_loss, sequence_logprobs
 
 
 def test_advantages_hand_computed():
@@ -127,3 +127,37 @@ def test_sequence_logprobs_over_a_restricted_head(tiny_llama):
     with pytest.raises(ValueError, match=r"\[50\] are not in head_ids"):
         sequence_logprobs(model, *build_sequences(prompts, torch.tensor([[40, 50, 2], [43, 44, 45]]), 3),
                           head_ids=head)
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_shared_prompt_logprobs_equal_the_full_sequences_and_their_gradients(tiny_llama, restricted):
+    """completion_logprobs encodes each distinct prompt once (groups of G completions share it): values
+    and parameter gradients equal the plain prompt+completion pass, whatever the prompts' lengths/order."""
+    model = tiny_llama(vocab_size=100, initializer_range=0.2)
+    head = torch.tensor([2, 40, 41, 42, 43, 44, 45, 60]) if restricted else None
+    a, b, c = [5, 6, 7, 8, 9], [10, 11], [12, 13, 14]
+    prompts = [a, a, a, b, b, c, a]  # groups, plus a repeat of a out of order
+    comp = torch.tensor([[40, 41, 2], [43, 44, 45], [60, 41, 42], [40, 40, 2], [45, 44, 43], [42, 60, 2],
+                         [41, 42, 43]])
+    weights = torch.linspace(-1.0, 2.0, comp.numel()).view(comp.shape)  # any loss touching every token
+
+    def grads(logp):
+        model.zero_grad(set_to_none=True)
+        (logp * weights).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ids, att, cm = build_sequences(prompts, comp, pad_id=3)
+    want = sequence_logprobs(model, ids, att, cm, head_ids=head)[:, -3:]
+    want_grads = grads(want)
+    got = completion_logprobs(model, prompts, comp, pad_id=3, head_ids=head)
+    got_grads = grads(got)
+    assert got.shape == comp.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    assert want_grads.keys() == got_grads.keys() and len(got_grads) > 0
+    for n in want_grads:
+        assert torch.allclose(got_grads[n], want_grads[n], rtol=1e-4, atol=1e-5 * float(want_grads[n].abs().max())), n
+    with pytest.raises(ValueError, match="2 prompts but 7 completions"):
+        completion_logprobs(model, prompts[:2], comp, pad_id=3)
+    if restricted:
+        with pytest.raises(ValueError, match=r"\[50\] are not in head_ids"):
+            completion_logprobs(model, prompts, comp.masked_fill(comp == 41, 50), pad_id=3, head_ids=head)

@@ -12,7 +12,6 @@ from raygen.rl.config import RlConfig
 from raygen.rl.loop import GrpoLearner, batch_indices, latest_checkpoint, run_grpo
 from raygen.generation.backends import HFBackend
 from raygen.generation.sync import state_checksum
-from raygen.rl.grpo import build_sequences
 
 VOCAB, PAD = 100, 3
 SID = (torch.tensor([[a, b, c] for a in range(3) for b in range(3) for c in range(2)]) +
@@ -86,7 +85,7 @@ def test_sid_only_policy_is_what_the_rollout_beam_scored(model_dir):
     learner = GrpoLearner(model_dir, cfg(kl_beta=0.0), PAD, "/tmp/unused", SID_IDS)
     backend = HFBackend(model_dir, SID, PAD, sid_only=True, eos_id=learner.eos_token_ids())
     ro = backend.generate(PROMPTS[:3], 4, "beam")
-    seqs = build_sequences([p for p in PROMPTS[:3] for _ in range(4)], ro.tokens.reshape(-1, 3), PAD)
+    seqs = ([p for p in PROMPTS[:3] for _ in range(4)], ro.tokens.reshape(-1, 3))
     got = learner._logprobs(*seqs, reference=False).sum(1).view(3, 4)
     torch.testing.assert_close(got, ro.scores, atol=1e-4, rtol=1e-4)
     full = GrpoLearner(model_dir, cfg(kl_beta=0.0, sid_only_head=False), PAD, "/tmp/unused", SID_IDS)

@@ -16,7 +16,7 @@ import torch
 
 from raygen.generation.beam import left_pad
 
-__all__ = ["group_advantages", "grpo_loss", "sequence_logprobs", "build_sequences"]
+__all__ = ["group_advantages", "grpo_loss", "completion_logprobs", "sequence_logprobs", "build_sequences"]
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -139,3 +139,62 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     full = torch.zeros(input_ids.shape, dtype=logp.dtype, device=logp.device)
     full[:, first:] = logp
     return full * completion_mask.to(full.dtype)
+
+
+def completion_logprobs(model, prompts: list[list[int]], completions: torch.Tensor, pad_id: int,
+                        head_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token log-probabilities [N, L] of ``completions[i]`` after ``prompts[i]`` under ``model``.
+
+    The same quantity as :func:`sequence_logprobs` over :func:`build_sequences` (restricted to the
+    completion columns), computed with each distinct prompt encoded once: a GRPO group is one prompt
+    with G completions of a few SID tokens, so encoding the prompt G times (what a plain
+    ``model(prompt + completion)`` batch does, and TRL's GRPO trainer) spends most of the update's
+    compute on identical work. The prompts' KV cache is indexed out to the N rows (differentiable,
+    so gradients reach the prompt positions as before), and the completions run on top of it.
+
+    ``head_ids``: softmax over those token ids only (see :func:`sequence_logprobs`).
+    """
+    from transformers import DynamicCache
+
+    n, length = completions.shape
+    if len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts but {n} completions")
+    device = completions.device
+    distinct: dict[tuple, int] = {}
+    row_of = torch.as_tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
+    if any(len(p) == 0 for p in distinct):
+        raise ValueError("an empty prompt leaves the first completion token without context")
+    ids, att = left_pad([list(p) for p in distinct], pad_id, device)
+    pos = (att.cumsum(-1) - 1).clamp_(min=0)
+    targets = completions.long()
+    weight = None
+    if head_ids is not None:
+        from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
+
+        head_ids = head_ids.to(device)
+        lut = torch.full((int(max(int(head_ids.max()), int(targets.max()))) + 1,), -1, dtype=torch.long,
+                         device=device)
+        lut[head_ids] = torch.arange(len(head_ids), device=device)
+        targets = lut[targets]
+        if bool((targets < 0).any()):
+            raise ValueError(f"sid-only log-probs: completion token ids {completions[targets < 0].unique()[:10].tolist()}"
+                             " are not in head_ids (the SID tokens + EOS)")
+        weight = sid_head_weight(model, head_ids)
+
+    def logits(input_ids, mask, position_ids, cache, keep: int) -> torch.Tensor:
+        if weight is None:
+            out = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+                        use_cache=True, logits_to_keep=keep)
+            return out.logits[:, -keep:].float()
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                     past_key_values=cache, use_cache=True)[0][:, -keep:]
+        return (hidden @ weight.T.to(hidden.dtype)).float()
+
+    cache = DynamicCache(config=model.config)
+    parts = [logits(ids, att, pos, cache, 1)[row_of]]            # predicts completion token 0
+    if length > 1:
+        cache.reorder_cache(row_of)                                 # [n_distinct, ...] -> [N, ...]
+        mask = torch.cat([att[row_of], att.new_ones((n, length - 1))], dim=1)
+        step = pos[row_of, -1:] + 1 + torch.arange(length - 1, device=device)
+        parts.append(logits(completions[:, :-1].long(), mask, step, cache, length - 1))
+    return torch.log_softmax(torch.cat(parts, dim=1), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)

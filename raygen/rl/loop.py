@@ -49,7 +49,7 @@ import torch
 from raygen.io import atomic_path, write_json
 from raygen.lm.vocab import config_pad_id, eos_ids
 from raygen.rl.config import RlConfig
-from raygen.rl.grpo import build_sequences, group_advantages, grpo_loss, sequence_logprobs
+from raygen.rl.grpo import completion_logprobs, group_advantages, grpo_loss
 from raygen.rl.rewards import RewardContext, combine
 from raygen.generation.backends import Rollouts
 from raygen.generation.sync import is_peft_model, merged_state_dict, state_checksum
@@ -133,32 +133,35 @@ class GrpoLearner:
         return [slice(s, min(s + mb, n)) for s in range(0, n, mb)]
 
     @torch.no_grad()
-    def _logprobs(self, ids, att, cmask, reference: bool) -> torch.Tensor:
+    def _logprobs(self, prompts, tokens, reference: bool) -> torch.Tensor:
         if reference and self.reference is None and not is_peft_model(self.model):
             raise RuntimeError("no reference model (kl_beta = 0)")
         model = self.reference if (reference and self.reference is not None) else self.model
         ctx = self.model.disable_adapter() if (reference and self.reference is None) else nullcontext()
         with ctx:
-            return torch.cat([sequence_logprobs(model, ids[c], att[c], cmask[c], self.head_ids)
-                              for c in self._chunks(len(ids))])
+            return torch.cat([completion_logprobs(model, prompts[c], tokens[c], self.pad_id, self.head_ids)
+                              for c in self._chunks(len(prompts))])
 
     # -- update ------------------------------------------------------------------------------
     def train_step(self, prompts: list[list[int]], tokens: torch.Tensor, advantages: torch.Tensor) -> dict:
         """One GRPO update on N = len(prompts) sequences ``prompt + tokens[i]`` with ``advantages[i]``."""
         cfg = self.cfg
-        ids, att, cmask = (t.to(self.device) for t in build_sequences(prompts, tokens, self.pad_id))
+        # [N, L] log-probs of the completion tokens only; each distinct prompt in a micro-batch is
+        # encoded once (a group's G sequences share it; see completion_logprobs)
+        tokens = tokens.long().to(self.device)
+        cmask = torch.ones(tokens.shape, dtype=torch.long, device=self.device)
         adv = advantages.to(self.device, torch.float32)
         # With one optimizer step per batch the rollout policy IS the current policy, so old_logp is
         # the update pass's own log-probs, detached (ratio == 1): saves a full forward pass.
-        old = None if cfg.inner_epochs == 1 else self._logprobs(ids, att, cmask, reference=False)
-        ref = self._logprobs(ids, att, cmask, reference=True) if cfg.kl_beta > 0 else None
+        old = None if cfg.inner_epochs == 1 else self._logprobs(prompts, tokens, reference=False)
+        ref = self._logprobs(prompts, tokens, reference=True) if cfg.kl_beta > 0 else None
         total_tok = float(cmask.sum())
         stats: dict[str, float] = {}
         for _ in range(cfg.inner_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             acc = {"loss": 0.0}
-            for c in self._chunks(len(ids)):
-                logp = sequence_logprobs(self.model, ids[c], att[c], cmask[c], self.head_ids)
+            for c in self._chunks(len(prompts)):
+                logp = completion_logprobs(self.model, prompts[c], tokens[c], self.pad_id, self.head_ids)
                 loss, st = grpo_loss(logp, logp.detach() if old is None else old[c],
                                      None if ref is None else ref[c], adv[c], cmask[c], cfg.clip_eps, cfg.kl_beta)
                 w = float(cmask[c].sum()) / total_tok
