@@ -40,7 +40,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():  # mkstemp makes it owner-only (0600); give it the mode a plain open() would have
-            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                os.chmod(tmp, 0o666 & ~_umask())
+            except OSError:  # a mount that refuses chmod: the write itself still counts
+                pass
         os.replace(tmp, path)
     finally:
         if tmp.exists():
