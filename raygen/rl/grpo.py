@@ -92,6 +92,19 @@ def build_sequences(prompts: list[list[int]], completions: torch.Tensor, pad_id:
     return ids, att, cmask
 
 
+def head_positions(head_ids: torch.Tensor, tokens: torch.Tensor, checked: torch.Tensor) -> torch.Tensor:
+    """Index of each token id in ``head_ids`` (-1 where absent); ValueError if a ``checked`` token is absent."""
+    lut = torch.full((int(max(int(head_ids.max()), int(tokens.max()))) + 1,), -1, dtype=torch.long,
+                     device=tokens.device)
+    lut[head_ids] = torch.arange(len(head_ids), device=tokens.device)
+    local = lut[tokens]
+    bad = (local < 0) & checked
+    if bool(bad.any()):
+        raise ValueError(f"sid-only log-probs: completion token ids {tokens[bad].unique()[:10].tolist()} are "
+                         "not in head_ids (the SID tokens + EOS)")
+    return local
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       completion_mask: torch.Tensor, head_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token log-probabilities [N, T] of ``input_ids`` under ``model``, zero outside ``completion_mask``.
@@ -123,14 +136,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
 
         head_ids = head_ids.to(input_ids.device)
-        lut = torch.full((int(max(int(head_ids.max()), int(input_ids.max()))) + 1,), -1, dtype=torch.long,
-                         device=input_ids.device)
-        lut[head_ids] = torch.arange(len(head_ids), device=input_ids.device)
-        local = lut[targets]
-        bad = (local < 0) & completion_mask[:, first:].bool()
-        if bool(bad.any()):
-            raise ValueError(f"sid-only log-probs: completion token ids {targets[bad].unique()[:10].tolist()} are "
-                             "not in head_ids (the SID tokens + EOS)")
+        local = head_positions(head_ids, targets, completion_mask[:, first:].bool())
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                      use_cache=False)[0][:, first - 1:-1]
         logits = (hidden @ sid_head_weight(model, head_ids).T.to(hidden.dtype)).float()
@@ -172,13 +178,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: torch.Tens
         from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
 
         head_ids = head_ids.to(device)
-        lut = torch.full((int(max(int(head_ids.max()), int(targets.max()))) + 1,), -1, dtype=torch.long,
-                         device=device)
-        lut[head_ids] = torch.arange(len(head_ids), device=device)
-        targets = lut[targets]
-        if bool((targets < 0).any()):
-            raise ValueError(f"sid-only log-probs: completion token ids {completions[targets < 0].unique()[:10].tolist()}"
-                             " are not in head_ids (the SID tokens + EOS)")
+        targets = head_positions(head_ids, targets, torch.ones_like(targets, dtype=torch.bool))
         weight = sid_head_weight(model, head_ids)
 
     def logits(input_ids, mask, position_ids, cache, keep: int) -> torch.Tensor:
