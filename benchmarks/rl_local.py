@@ -69,12 +69,13 @@ def parse_rewards(spec: str) -> dict[str, float]:
     return out
 
 
-def mix_name(rewards: dict[str, float]) -> str:
-    return "+".join(f"{k}{v:g}" for k, v in rewards.items())
+def mix_name(rewards: dict[str, float], sft_coef: float = 0.0) -> str:
+    """A GRPO arm's row name: its rewards, plus ``+sft<coef>`` when the loss has rl.sft_coef's supervised term."""
+    return "+".join(f"{k}{v:g}" for k, v in rewards.items()) + (f"+sft{sft_coef:g}" if sft_coef else "")
 
 
-def rl_config(a, rewards: dict[str, float], seed: int) -> RlConfig:
-    return from_dict(RlConfig, {
+def rl_config(a, rewards: dict[str, float], seed: int, sft_coef: float = 0.0) -> RlConfig:
+    return from_dict(RlConfig, {"sft_coef": sft_coef,
         "steps": a.steps, "rollout_batch": a.rollout_batch, "group_size": a.group, "lr": a.lr, "kl_beta": a.kl,
         "rollout_mode": a.mode, "temperature": a.temperature, "rewards": rewards, "seed": seed,
         "signal_rounds": a.signal_rounds, "target_in_group": a.target_in_group,
@@ -147,7 +148,7 @@ def control_model(a, tok, catalog, task, seed: int):
     return lm.eval()
 
 
-def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str) -> tuple:
+def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str, sft_coef: float = 0.0) -> tuple:
     """GRPO with one reward mix and seed: ``(final policy, record fields, valid curve, work folder)``."""
     from transformers import AutoModelForCausalLM
 
@@ -155,9 +156,9 @@ def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str) -> tup
 
     # one folder per run and settings: GRPO checkpoints there every --checkpoint-every steps, and a run cut
     # short (a session's end) resumes from its newest checkpoint when the same command runs again
-    work = Path(a.work_dir) / f"{mix_name(rewards)}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    work = Path(a.work_dir) / f"{mix_name(rewards, sft_coef)}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
     summary = run_grpo(a.sft, task["train_prompts"], task["train_targets"], catalog.sid_matrix, task["emb"],
-                       rl_config(a, rewards, seed), str(work), pad_id=pad_id_of(tok),
+                       rl_config(a, rewards, seed, sft_coef), str(work), pad_id=pad_id_of(tok),
                        eval_prompts=task["valid_prompts"],
                        eval_targets=task["valid_targets"])  # rollouts: rl.rollout_bf16 'auto', as the stage
     lm = AutoModelForCausalLM.from_pretrained(summary["model_dir"], dtype=torch.float32).eval()
@@ -166,6 +167,8 @@ def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str) -> tup
               "reward_mean_last": hist[-1]["reward_mean"] if hist else None,
               "groups_with_signal": float(np.mean([h["groups_with_signal"] for h in hist])) if hist else None,
               "hit_rate_mean": float(np.mean([h["hit_rate"] for h in hist])) if hist else None,
+              **({"sft_nll_first": hist[0]["sft_nll"], "sft_nll_last": hist[-1]["sft_nll"]}
+                 if hist and "sft_nll" in hist[0] else {}),
               "resumed_from_step": summary.get("resumed_from")}
     curve = [{"step": h["step"], "valid_ndcg@10": h["eval_ndcg@10"], "reward_mean": h["reward_mean"]}
              for h in hist if "eval_ndcg@10" in h]
@@ -173,14 +176,14 @@ def grpo_model(a, tok, catalog, task, rewards: dict, seed: int, key: str) -> tup
 
 
 def one_run(a, d: Data, tok, catalog, task, rewards: dict | None, seed: int, bf16: bool,
-            valid_before: float, key: str = "") -> tuple:
+            valid_before: float, key: str = "", sft_coef: float = 0.0) -> tuple:
     """GRPO with one reward mix and seed (``rewards`` None: the supervised control, :func:`control_model`),
     then valid and test scoring of the final policy: ``(record, per-row test metrics, topk, rows, curve)``."""
     t0 = time.time()
     if rewards is None:
         lm, fields, curve, work = control_model(a, tok, catalog, task, seed), {"groups_with_signal": None}, [], None
     else:
-        lm, fields, curve, work = grpo_model(a, tok, catalog, task, rewards, seed, key)
+        lm, fields, curve, work = grpo_model(a, tok, catalog, task, rewards, seed, key, sft_coef)
     train_s = time.time() - t0
     v_after = valid_ndcg(a, d, lm, tok, catalog, bf16)
     r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
@@ -241,6 +244,11 @@ def markdown(res: dict) -> str:
         cells.append(", ".join(str(x["collapse"]["distinct_top1"]) for x in runs))
         cells.append(",".join(str(x["seed"]) for x in runs))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    coefs = sorted({m["sft_coef"] for m in res["mixes"].values() if m.get("sft_coef")})
+    if coefs:
+        lines += ["", "Rows named `+sft<c>`: GRPO with rl.sft_coef = c, i.e. c x the token-mean cross-entropy of each "
+                  "drawn prompt's target SID added to the GRPO loss (PPO-ptx; the supervised control's loss on the "
+                  "same prompts, next to the rewards)."]
     if res.get("missing_runs"):
         lines += ["", "Not run yet (missing from the table): " + ", ".join(res["missing_runs"]) + "."]
     lines += ["", f"SFT model: distinct top-1 {res['sft']['collapse']['distinct_top1']}. Wall time "
@@ -297,6 +305,9 @@ def main() -> None:
     ap.add_argument("--sft-control", action="store_true",
                     help=f"add the row {CONTROL!r}: the same steps, prompts, optimizer and lr with plain SFT on the "
                          "prompts' targets instead of GRPO (what RL must beat to show its objective helps)")
+    ap.add_argument("--sft-coefs", type=float, nargs="+", default=[0.0],
+                    help="rl.sft_coef of the GRPO rows: each reward mix runs once per value (0 = plain GRPO; > 0 adds "
+                         "that weight x the targets' cross-entropy to the GRPO loss, rows named '<mix>+sft<coef>')")
     ap.add_argument("--max-train-rows", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=25, help="valid NDCG@10 every N RL steps (0 = only at the end)")
     ap.add_argument("--valid-rows", type=int, default=1000)
@@ -353,19 +364,21 @@ def main() -> None:
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),
                                      "precision": f"bf16={bf16} ({reason})", "train_prompts": len(train.targets)},
            "command": command("benchmarks/rl_local.py"), "machine": machine()}
-    arms = [(mix_name(r), r) for r in mixes] + ([(CONTROL, None)] if a.sft_control else [])
-    for name, rewards in arms:
+    arms = ([(mix_name(r, c), r, c) for r in mixes for c in a.sft_coefs] +
+            ([(CONTROL, None, 0.0)] if a.sft_control else []))
+    for name, rewards, coef in arms:
         per_seed, runs, curves = [], [], []
         for seed in seeds:
             path = Path(a.runs_dir) / f"{name}-s{seed}.npz"
-            key = json.dumps({**settings, "rewards": rewards, "seed": seed}, sort_keys=True)
+            key = json.dumps({**settings, "rewards": rewards, "seed": seed, **({"sft_coef": coef} if coef else {})},
+                             sort_keys=True)
             got = load_run(path, key)
             if got is None and a.finished_only:
                 res.setdefault("missing_runs", []).append(f"{name} seed {seed}")
                 continue
             if got is None:
                 rec, r, topk, rows, curve = one_run(a, d, tok, catalog, task, rewards, seed, bf16, valid_before,
-                                                    key)
+                                                    key, coef)
                 if not np.array_equal(rows.row_ids, row_ids):
                     raise RuntimeError("the RL policy was scored on other test rows than the SFT model")
                 save_run(path, key, rec, r, topk, rows.row_ids, rows.targets, curve)
@@ -381,7 +394,7 @@ def main() -> None:
         if not runs:
             continue
         kept = [r if x["handed_on"] == "rl" else before for r, x in zip(per_seed, runs)]
-        res["mixes"][name] = {"rewards": rewards, "runs": runs, "curves": curves,
+        res["mixes"][name] = {"rewards": rewards, **({"sft_coef": coef} if coef else {}), "runs": runs, "curves": curves,
                               "summary": summarize(per_seed, METRICS),
                               "vs_sft": paired_diff(per_seed, [before]),
                               "keep_best_vs_sft": paired_diff(kept, [before])}

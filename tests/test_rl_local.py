@@ -106,14 +106,19 @@ def test_rl_on_positions_held_out_of_sft(tmp_path, tiny_model_dir, tiny_run_dir)
                          str(sft_runs), "--work-dir", str(tmp_path / "work2"), "--seeds", "0", "--steps", "2",
                          "--rollout-batch", "2", "--group", "2", "--eval-every", "0", "--valid-rows", "8",
                          "--eval-batch", "16", "--out", str(out2), "--rl-holdout-share", "0.5", "--target-in-group",
-                         "--signal-rounds", "2", "--sft-control"])
+                         "--signal-rounds", "2", "--sft-control", "--sft-coefs", "0", "0.5"])
     res2 = json.loads(out2.read_text())
     assert res2["settings"]["target_in_group"] is True and res2["settings"]["signal_rounds"] == 2
-    assert set(res2["mixes"]) == {"rule1+ranking0.5", "sft-control"}
+    assert set(res2["mixes"]) == {"rule1+ranking0.5", "rule1+ranking0.5+sft0.5", "sft-control"}
+    ptx = res2["mixes"]["rule1+ranking0.5+sft0.5"]
+    assert ptx["sft_coef"] == 0.5 and ptx["runs"][0]["sft_nll_first"] > 0  # the supervised term ran
+    assert "sft_coef" not in res2["mixes"]["rule1+ranking0.5"] and "sft_nll_first" not in res2["mixes"][
+        "rule1+ranking0.5"]["runs"][0]
     control = res2["mixes"]["sft-control"]["runs"][0]
     assert control["rewards"] is None and control["groups_with_signal"] is None and 0 <= control["ndcg@10"] <= 1
     md = (tmp_path / "rl_opts.md").read_text()
     assert "dynamic sampling" in md and "the target put in place" in md and "| sft-control |" in md
+    assert "rl.sft_coef = c" in md
 
 
 def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tmp_path):

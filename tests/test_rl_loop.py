@@ -47,6 +47,8 @@ def test_config_validation():
         from_dict(RlConfig, {"rollout_backend": "vllm", "rollout_resources": {"count": 0, "gpus": 1}})
     with pytest.raises(ConfigError, match="rollout_mode"):
         from_dict(RlConfig, {"rollout_mode": "greedy"})
+    with pytest.raises(ConfigError, match="rl.sft_coef"):
+        from_dict(RlConfig, {"sft_coef": -0.5})
 
 
 def test_batch_indices_cover_each_prompt_once_per_epoch():
@@ -76,6 +78,43 @@ def test_train_step_moves_probability_toward_positive_advantage(model_dir):
     multi = GrpoLearner(model_dir, cfg(lr=5e-2, kl_beta=0.0, inner_epochs=3, clip_eps=0.05), PAD, "/tmp/unused", SID_IDS)
     stats = multi.train_step([prompt, prompt], torch.stack([good, bad]), torch.tensor([1.0, -1.0]))
     assert stats["ratio_mean"] != pytest.approx(1.0) and stats["clip_frac"] > 0
+
+
+def test_sft_term_adds_the_target_cross_entropy_gradient(model_dir):
+    """rl.sft_coef (PPO-ptx): the update's gradient is GRPO's plus sft_coef x the gradient of the targets'
+    token-mean cross-entropy under the SID-only policy, whatever the micro-batches (a target row shares its
+    prompt's chunk or not); sft_nll is that cross-entropy."""
+    from raygen.rl.grpo import completion_logprobs
+
+    prompts = PROMPTS[:3]
+    groups = [p for p in prompts for _ in range(4)]
+    tokens = SID[torch.tensor([[1, 5, 9, 13], [0, 2, 4, 6], [3, 7, 11, 17]])].reshape(-1, 3)
+    adv = torch.tensor([1.0, -0.5, 0.2, -0.7, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0, 0.5, -0.5])
+    sft_tokens = SID[torch.tensor([TARGETS[i] for i in range(3)])]
+
+    def grads(coef, micro_batch, sft=True):
+        learner = GrpoLearner(model_dir, cfg(kl_beta=0.05, grad_clip=0, sft_coef=coef, micro_batch=micro_batch),
+                              PAD, "/tmp/unused", SID_IDS)
+        extra = {"sft_prompts": prompts, "sft_tokens": sft_tokens} if sft else {}
+        stats = learner.train_step(groups, tokens, adv, **extra)
+        return {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.grad is not None}, stats, learner
+
+    plain, plain_stats, _ = grads(0.0, 32)
+    ignored, _, _ = grads(0.0, 5)  # coef 0: the targets are not trained on even when given
+    for n in plain:
+        torch.testing.assert_close(ignored[n], plain[n], atol=1e-6, rtol=1e-4)
+    learner = GrpoLearner(model_dir, cfg(kl_beta=0.0, grad_clip=0), PAD, "/tmp/unused", SID_IDS)
+    nll_t = -completion_logprobs(learner.model, prompts, sft_tokens, PAD, learner.head_ids).mean()
+    nll_t.backward()
+    nll = nll_t.item()
+    ce = {n: p.grad.clone() for n, p in learner.model.named_parameters() if p.grad is not None}
+    for mb in (32, 5):  # one micro-batch; and chunks that split a group from its target row
+        both, stats, _ = grads(2.0, mb)
+        assert stats["sft_nll"] == pytest.approx(nll, rel=1e-4)
+        assert stats["loss"] == pytest.approx(plain_stats["loss"] + 2.0 * nll, rel=1e-4, abs=1e-6)
+        assert stats["kl"] == pytest.approx(plain_stats["kl"], abs=1e-6)
+        for n in plain:
+            torch.testing.assert_close(both[n], plain[n] + 2.0 * ce[n], atol=1e-5, rtol=1e-3)
 
 
 def test_sid_only_policy_is_what_the_rollout_beam_scored(model_dir):
@@ -225,6 +264,7 @@ def test_dynamic_sampling_trains_only_groups_with_signal():
     assert dyn["n_prompts"] == len(drawn) and dyn["signal"] == pytest.approx(np.mean([i % 2 == 0 for i in drawn]))
     for k, (i,) in enumerate(dyn["prompts"]):  # each kept group's rollouts are its own prompt's
         assert dyn["rollouts"].items[k, 0] == targets[i]
+    assert dyn["targets"].tolist() == [targets[i] for i in kept]  # rl.sft_coef's targets: the kept prompts'
 
     odd = [[i] for i in range(1, n, 2)]  # no group ever has signal: the last round's groups, as drawn
     none, pool = draw(3, prompts=odd)
@@ -259,8 +299,9 @@ def test_target_in_group_puts_the_missed_target_last():
 
 
 def test_run_grpo_with_dynamic_sampling(model_dir, tmp_path):
-    res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2, signal_rounds=3), str(tmp_path / "rl"),
-                   pad_id=PAD)
+    res = run_grpo(model_dir, PROMPTS, TARGETS, SID, None, cfg(steps=2, signal_rounds=3, sft_coef=0.5),
+                   str(tmp_path / "rl"), pad_id=PAD)
     for h in res["history"]:
+        assert h["sft_nll"] > 0  # rl.sft_coef: the kept prompts' targets are trained on too
         assert 4 <= h["prompts_drawn"] <= 12 and 0 <= h["trained_groups_with_signal"] <= 1
         assert h["trained_groups_with_signal"] >= h["groups_with_signal"]  # never less signal than drawn

@@ -54,6 +54,12 @@ class RlConfig:
     is taken as the lowest, so the ranking reward ranks it last), so every group has a hit to learn from, the
     log-probs being the learner's own. On unseen prompts beam-8 hits only ~30 % of targets: plain GRPO learns
     nothing from the other 70 %. Logged as ``injected_targets`` (share of drawn groups)."""
+    sft_coef: float = 0.0
+    """Weight of a supervised term added to the GRPO loss (InstructGPT's PPO-ptx): the token-mean cross-entropy
+    of each drawn prompt's target SID under the policy (the head ``sid_only_head`` chooses). 0 = plain GRPO.
+    On Industrial one more low-lr supervised pass over the train prompts raised test NDCG@10 where GRPO's
+    objective alone lowered it (benchmarks/results/rl_industrial_epoch.md); this keeps that pull while
+    the rewards rank the beam. Logged as ``sft_nll``."""
     inner_epochs: int = 1
     """Optimizer steps on each rollout batch (GRPO's mu). With 1 the policy is updated once, exactly on-policy."""
     micro_batch: int = 32
@@ -136,6 +142,8 @@ class RlConfig:
             raise ConfigError(f"rl.clip_eps: must be in [0, 1), got {self.clip_eps}")
         if self.kl_beta < 0:
             raise ConfigError(f"rl.kl_beta: must be >= 0, got {self.kl_beta}")
+        if self.sft_coef < 0:
+            raise ConfigError(f"rl.sft_coef: must be >= 0, got {self.sft_coef}")
         if self.temperature <= 0:
             raise ConfigError(f"rl.temperature: must be > 0, got {self.temperature}")
         if self.lr <= 0:

@@ -14,7 +14,7 @@ One step::
     rewards [B, G] = combine(cfg.rewards)(items, targets, ctx)
     advantages     = group_advantages(rewards)
     learner.train_step: ref (and, if inner_epochs > 1, old) log-probs without grad, then
-                        inner_epochs x (micro-batched grpo_loss, AdamW step)
+                        inner_epochs x (micro-batched grpo_loss [+ sft_coef x target NLL], AdamW step)
     pool.broadcast_weights(merged policy weights, version = step)         # one ray.put
 
 Rollouts come from exactly the weights of the previous update (the sync is synchronous), so with
@@ -143,32 +143,57 @@ class GrpoLearner:
                               for c in self._chunks(len(prompts))])
 
     # -- update ------------------------------------------------------------------------------
-    def train_step(self, prompts: list[list[int]], tokens: torch.Tensor, advantages: torch.Tensor) -> dict:
-        """One GRPO update on N = len(prompts) sequences ``prompt + tokens[i]`` with ``advantages[i]``."""
+    def train_step(self, prompts: list[list[int]], tokens: torch.Tensor, advantages: torch.Tensor,
+                   sft_prompts: list[list[int]] | None = None, sft_tokens: torch.Tensor | None = None) -> dict:
+        """One GRPO update on N = len(prompts) sequences ``prompt + tokens[i]`` with ``advantages[i]``.
+
+        With ``rl.sft_coef`` > 0 and ``sft_prompts``/``sft_tokens`` (each drawn prompt once, with its target's
+        SID tokens) the loss adds ``sft_coef`` x the token-mean cross-entropy of those targets (PPO-ptx)."""
         cfg = self.cfg
         # [N, L] log-probs of the completion tokens only; each distinct prompt in a micro-batch is
         # encoded once (a group's G sequences share it; see completion_logprobs)
         tokens = tokens.long().to(self.device)
         cmask = torch.ones(tokens.shape, dtype=torch.long, device=self.device)
         adv = advantages.to(self.device, torch.float32)
+        n = len(prompts)
+        use_sft = cfg.sft_coef > 0 and sft_prompts is not None and sft_tokens is not None and len(sft_prompts) > 0
+        rows_p, rows_t = list(prompts), tokens
+        if use_sft:  # the targets ride along: a prompt's target row sits next to its group, so shares its encoding
+            rows_p, rows_t = rows_p + list(sft_prompts), torch.cat([tokens, sft_tokens.long().to(self.device)])
+        first: dict[tuple, int] = {}
+        order = torch.as_tensor(sorted(range(len(rows_p)), key=lambda i: (first.setdefault(tuple(rows_p[i]), i), i)),
+                                dtype=torch.long)
         # With one optimizer step per batch the rollout policy IS the current policy, so old_logp is
         # the update pass's own log-probs, detached (ratio == 1): saves a full forward pass.
         old = None if cfg.inner_epochs == 1 else self._logprobs(prompts, tokens, reference=False)
         ref = self._logprobs(prompts, tokens, reference=True) if cfg.kl_beta > 0 else None
         total_tok = float(cmask.sum())
+        sft_tok = float(rows_t[n:].numel())
         stats: dict[str, float] = {}
         for _ in range(cfg.inner_epochs):
             self.optimizer.zero_grad(set_to_none=True)
             acc = {"loss": 0.0}
-            for c in self._chunks(len(prompts)):
-                logp = completion_logprobs(self.model, prompts[c], tokens[c], self.pad_id, self.head_ids)
-                loss, st = grpo_loss(logp, logp.detach() if old is None else old[c],
-                                     None if ref is None else ref[c], adv[c], cmask[c], cfg.clip_eps, cfg.kl_beta)
-                w = float(cmask[c].sum()) / total_tok
-                (loss * w).backward()
-                acc["loss"] += float(loss.detach()) * w
-                for k, v in st.items():
-                    acc[k] = acc.get(k, 0.0) + v * w
+            for c in self._chunks(len(rows_p)):
+                idx = order[c]
+                logp = completion_logprobs(self.model, [rows_p[i] for i in idx.tolist()], rows_t[idx], self.pad_id,
+                                           self.head_ids)
+                is_g = idx < n
+                loss = logp.new_zeros(())
+                if bool(is_g.any()):
+                    gi, lg = idx[is_g], logp[is_g]
+                    part, st = grpo_loss(lg, lg.detach() if old is None else old[gi], None if ref is None else ref[gi],
+                                         adv[gi], cmask[gi], cfg.clip_eps, cfg.kl_beta)
+                    w = float(cmask[gi].sum()) / total_tok
+                    loss = loss + part * w
+                    acc["loss"] += float(part.detach()) * w
+                    for k, v in st.items():
+                        acc[k] = acc.get(k, 0.0) + v * w
+                if not bool(is_g.all()):
+                    nll = -logp[~is_g].sum() / sft_tok
+                    loss = loss + cfg.sft_coef * nll
+                    acc["sft_nll"] = acc.get("sft_nll", 0.0) + float(nll.detach())
+                    acc["loss"] += cfg.sft_coef * float(nll.detach())
+                loss.backward()
             if cfg.grad_clip > 0:
                 acc["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip))
             self.optimizer.step()
@@ -347,8 +372,9 @@ def grpo_step(step: int, task: _Task, pool, learner, sync) -> dict:
     rollout_s = time.perf_counter() - t0
     batch, ro, adv = drawn["prompts"], drawn["rollouts"], drawn["advantages"]
     t1 = time.perf_counter()
+    sft = {"sft_prompts": batch, "sft_tokens": task.sid[drawn["targets"]]} if task.cfg.sft_coef > 0 else {}
     stats = learner.train_step([p for p in batch for _ in range(g)], ro.tokens.reshape(-1, n_tok),      # update
-                               adv.reshape(-1))
+                               adv.reshape(-1), **sft)
     train_s = time.perf_counter() - t1
     synced = sync(step + 1)                                                                            # sync
     n_items = drawn["n_rollouts"]
@@ -374,7 +400,7 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
     """
     cfg, g = task.cfg, task.cfg.group_size
     n = min(cfg.rollout_batch, len(task.prompts))
-    rounds = []  # (prompts, rollouts, the rollouts hit the target, rewards, advantages, has signal)
+    rounds = []  # (prompts, rollouts, the rollouts hit the target, rewards, advantages, has signal, targets)
     for r in range(cfg.signal_rounds):
         virtual = step * cfg.signal_rounds + r
         idx = batch_indices(len(task.prompts), n, virtual, cfg.seed)
@@ -387,7 +413,7 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
         rewards = task.reward_fn(ro.items, tgt, RewardContext(scores=ro.scores, item_embeddings=task.emb,
                                                               prompt_index=torch.as_tensor(idx), sid_matrix=task.sid))
         adv = group_advantages(rewards)
-        rounds.append((prompts, ro, hit, rewards, adv, (adv != 0).any(dim=1)))
+        rounds.append((prompts, ro, hit, rewards, adv, (adv != 0).any(dim=1), tgt))
         if sum(int(x[5].sum()) for x in rounds) >= n:
             break
     if cfg.signal_rounds == 1 or not any(bool(x[5].any()) for x in rounds):
@@ -398,10 +424,12 @@ def _draw_groups(step: int, task: _Task, pool) -> dict:
     prompts = [p for x, k in zip(rounds, keep) for p, kk in zip(x[0], k.tolist()) if kk][:n]
     ro = Rollouts.cat([Rollouts(x[1].items[k], x[1].tokens[k], x[1].scores[k]) for x, k in zip(rounds, keep)])
     adv = torch.cat([x[4][k] for x, k in zip(rounds, keep)])[:n]
+    targets = torch.cat([x[6][k] for x, k in zip(rounds, keep)])[:n]
     items = torch.cat([x[1].items for x in rounds])
     rewards = torch.cat([x[3] for x in rounds])
     hit = torch.cat([x[2] for x in rounds])
     return {"prompts": prompts, "rollouts": Rollouts(ro.items[:n], ro.tokens[:n], ro.scores[:n]), "advantages": adv,
+            "targets": targets,
             "n_prompts": len(items), "n_rollouts": items.numel(),
             "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             "hit_rate": float(hit.float().mean()),
