@@ -14,6 +14,11 @@ for lane in "$@"; do
 done
 mkdir -p runs/lanes
 CODE="$PWD/runs/lanes/code-$(git rev-parse --short HEAD)"
+# Snapshots no running lane uses (no process has it as $CODE) are spent: remove them (each is a checkout).
+for old in runs/lanes/code-*; do
+  [ -d "$old" ] && [ "$PWD/$old" != "$CODE" ] || continue
+  grep -qsz "^CODE=$PWD/$old\$" /proc/[0-9]*/environ || git worktree remove --force "$old" > /dev/null 2>&1
+done
 [ -d "$CODE" ] || git worktree add --detach "$CODE" HEAD > /dev/null 2>&1
 export CODE
 for lane in "$@"; do
