@@ -244,6 +244,12 @@ def markdown(res: dict) -> str:
         cells.append(", ".join(str(x["collapse"]["distinct_top1"]) for x in runs))
         cells.append(",".join(str(x["seed"]) for x in runs))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    paired = [(n, m["vs_control"]) for n, m in res["mixes"].items() if "vs_control" in m]
+    if paired:
+        lines += ["", f"Against the supervised control ({CONTROL}), paired on the same test rows and the seeds both have "
+                  "(what the GRPO objective adds to a supervised pass): " + "; ".join(
+                      f"{n} {d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] (seeds "
+                      f"{','.join(map(str, d['seeds']))})" for n, d in paired) + "."]
     coefs = sorted({m["sft_coef"] for m in res["mixes"].values() if m.get("sft_coef")})
     if coefs:
         lines += ["", "Rows named `+sft<c>`: GRPO with rl.sft_coef = c, i.e. c x the token-mean cross-entropy of each "
@@ -366,6 +372,7 @@ def main() -> None:
            "command": command("benchmarks/rl_local.py"), "machine": machine()}
     arms = ([(mix_name(r, c), r, c) for r in mixes for c in a.sft_coefs] +
             ([(CONTROL, None, 0.0)] if a.sft_control else []))
+    by_seed: dict[str, dict[int, dict]] = {}  # arm -> seed -> per-row test metrics (for the pairing with the control)
     for name, rewards, coef in arms:
         per_seed, runs, curves = [], [], []
         for seed in seeds:
@@ -389,6 +396,7 @@ def main() -> None:
                   f"{res['sft']['ndcg@10']:.4f}), valid {rec['valid_ndcg@10_before']:.4f} -> "
                   f"{rec['valid_ndcg@10_after']:.4f}", flush=True)
             per_seed.append(r)
+            by_seed.setdefault(name, {})[seed] = r
             runs.append(rec)
             curves.append(curve)
         if not runs:
@@ -399,6 +407,13 @@ def main() -> None:
                               "vs_sft": paired_diff(per_seed, [before]),
                               "keep_best_vs_sft": paired_diff(kept, [before])}
         res["wall_min"] = round((time.time() - t0) / 60, 1)
+        write_outputs(Path(a.out), res, markdown(res))
+    if CONTROL in by_seed:  # each GRPO row against the supervised control, paired on rows and on the seeds both have
+        for name, runs_of in by_seed.items():
+            both = sorted(set(runs_of) & set(by_seed[CONTROL]))
+            if name != CONTROL and both:
+                res["mixes"][name]["vs_control"] = {**paired_diff([runs_of[s] for s in both],
+                                                                  [by_seed[CONTROL][s] for s in both]), "seeds": both}
         write_outputs(Path(a.out), res, markdown(res))
     plot(res, Path(a.out).with_suffix(""))
     print(markdown(res))

@@ -118,7 +118,13 @@ def test_rl_on_positions_held_out_of_sft(tmp_path, tiny_model_dir, tiny_run_dir)
     assert control["rewards"] is None and control["groups_with_signal"] is None and 0 <= control["ndcg@10"] <= 1
     md = (tmp_path / "rl_opts.md").read_text()
     assert "dynamic sampling" in md and "the target put in place" in md and "| sft-control |" in md
-    assert "rl.sft_coef = c" in md
+    assert "rl.sft_coef = c" in md and "Against the supervised control" in md
+    for name in ("rule1+ranking0.5", "rule1+ranking0.5+sft0.5"):  # each GRPO row paired with the control
+        vs = res2["mixes"][name]["vs_control"]
+        diff = np.mean(np.array(res2["mixes"][name]["summary"]["ndcg@10"]["seeds"]) -
+                       np.array(res2["mixes"]["sft-control"]["summary"]["ndcg@10"]["seeds"]))
+        assert vs["seeds"] == [0] and np.isclose(vs["diff"], diff) and vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
+    assert "vs_control" not in res2["mixes"]["sft-control"]
 
 
 def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tmp_path):
