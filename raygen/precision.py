@@ -98,6 +98,8 @@ def resolve_bf16(setting: Bf16Setting, device: str | torch.device) -> tuple[bool
     elif dev.type == "cpu":
         native = cpu_native_bf16()
         where = "CPU with native bf16" if native else "CPU without AVX512-BF16/AMX"
+        if _env_override() is not None:  # the record must say the CPU was not probed
+            where = f"CPU treated as {'having' if native else 'lacking'} native bf16 ({ENV_CPU_BF16}={os.environ[ENV_CPU_BF16]})"
     else:  # mps, xpu, ...: bf16 is only used when asked for
         native, where = False, f"{dev.type} device (bf16 not auto-selected)"
     if setting is False:

@@ -33,7 +33,8 @@ def test_resolve_on_cpu(monkeypatch, native):
     monkeypatch.setenv("RAYGEN_CPU_BF16", "1" if native else "0")
     use, why = resolve_bf16("auto", "cpu")
     assert use is native and why.startswith("auto:")
-    assert ("-> bf16" if native else "AVX512-BF16/AMX -> fp32") in why
+    assert ("-> bf16" if native else "-> fp32") in why
+    assert f"RAYGEN_CPU_BF16={'1' if native else '0'}" in why  # the override, not a probe, decided
     use, why = resolve_bf16(True, "cpu")
     assert use is True and (("slower" in why) is not native)
     use, why = resolve_bf16(False, "cpu")
@@ -136,7 +137,8 @@ def test_generation_backend_resolves_on_its_device(monkeypatch, tiny_llama, tmp_
     model.save_pretrained(tmp_path / "m", safe_serialization=True)
     monkeypatch.setenv("RAYGEN_CPU_BF16", "0")
     w = HFBackend(str(tmp_path / "m"), catalog.sid_matrix, 3, batch_size=2, bf16="auto")
-    assert w.precision_info() == {"bf16": False, "reason": "auto: CPU without AVX512-BF16/AMX -> fp32"}
+    assert w.precision_info() == {"bf16": False,
+                                  "reason": "auto: CPU treated as lacking native bf16 (RAYGEN_CPU_BF16=0) -> fp32"}
     assert w.autocast_dtype is None
     monkeypatch.setenv("RAYGEN_CPU_BF16", "1")
     w = HFBackend(str(tmp_path / "m"), catalog.sid_matrix, 3, batch_size=2, bf16="auto")
@@ -184,3 +186,10 @@ def test_hf_teacher_weights_follow_the_hardware(monkeypatch, tiny_model_dir, nat
     recorded = teacher_precision(CorpusConfig(keyword_backend="hf"))
     assert recorded["dtype"] == t.precision["dtype"] and recorded["setting"] == "auto"
     assert teacher_precision(CorpusConfig(keyword_backend="fallback")) is None
+
+
+def test_resolve_reason_names_the_probe_without_override(monkeypatch):
+    monkeypatch.delenv("RAYGEN_CPU_BF16", raising=False)
+    use, why = resolve_bf16("auto", "cpu")
+    assert "RAYGEN_CPU_BF16" not in why
+    assert why.endswith("-> bf16") if use else why == "auto: CPU without AVX512-BF16/AMX -> fp32"

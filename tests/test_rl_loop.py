@@ -144,7 +144,8 @@ def test_run_grpo_metrics_checkpoints_and_final_model(model_dir, tmp_path, monke
                 "sync_s", "loss", "weights_version"):
         assert key in h and np.isfinite(h[key]), key
     assert h["weights_version"] == 2 and res["actor_versions"] == [2]
-    assert res["rollout_precision"] == {"bf16": False, "reason": "auto: CPU without AVX512-BF16/AMX -> fp32"}
+    assert res["rollout_precision"] == {"bf16": False, "reason": "auto: CPU treated as lacking native bf16 "
+                                                             "(RAYGEN_CPU_BF16=0) -> fp32"}
     assert json.loads((out / "rl_summary.json").read_text())["rollout_precision"]["bf16"] is False
     assert res["actor_checksums"] == [res["learner_checksum"]]
     assert h["kl"] > 0                      # the policy moved away from the reference after step 1
