@@ -4,6 +4,11 @@
 
 Runs the data, corpus and sids stages of configs/industrial.yaml (RQ-VAE 3 x 256) and writes
 benchmarks/results/sids_industrial.json.
+
+The build differs between machine kinds (raygen/pin.py says why), so the multi-session Industrial
+benchmarks run on one pinned build: ``--pin benchmarks/pinned/industrial --out /tmp/sids.json`` runs the
+data stage and copies the pinned corpus and sids stages in (checked: same config keys, same data tables,
+intact files; ~1 min instead of ~15); ``--save-pin DIR`` pins the build this call made or found.
 """
 from __future__ import annotations
 
@@ -26,12 +31,24 @@ def main() -> None:
     p.add_argument("--config", default=str(ROOT / "configs/industrial.yaml"))
     p.add_argument("--run-dir", default=str(ROOT / "runs/industrial"))
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/sids_industrial.json"))
+    p.add_argument("--pin", default="", help="use this pinned corpus + sids build (raygen.pin.use_pin)")
+    p.add_argument("--save-pin", default="", help="pin the corpus and sids stages into this new folder")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     cfg = load_config(args.config, args.overrides)
     cfg.run_dir = args.run_dir
     t0 = time.time()
+    if args.pin:
+        from raygen.pin import use_pin
+
+        run_pipeline(cfg, only=["data"])
+        print(f"pinned stages {use_pin(cfg, cfg.run_dir, args.pin)} copied from {args.pin}", flush=True)
     run_pipeline(cfg, only=["data", "corpus", "sids"])
+    if args.save_pin:
+        from raygen.pin import save_pin
+
+        save_pin(cfg, cfg.run_dir, args.save_pin, ["corpus", "sids"], note=" ".join(sys.argv))
+        print(f"pinned corpus + sids of {cfg.run_dir} into {args.save_pin}", flush=True)
     run = Path(args.run_dir)
     sids, corpus = read_json(run / "sids/metrics.json"), read_json(run / "corpus/metrics.json")
     result = {
@@ -42,7 +59,7 @@ def main() -> None:
         "perplexity": sids.get("perplexity"), "recon_error": sids.get("recon_error"),
         "corpus": {k: corpus.get(k) for k in ("n_teacher", "n_fallback", "keyword_backend", "embed_items_per_s",
                                               "keyword_items_per_s", "seconds")},
-        "sids_seconds": sids["seconds"], "wall_s": round(time.time() - t0, 1),
+        "sids_seconds": sids["seconds"], "wall_s": round(time.time() - t0, 1), "pinned_from": args.pin or None,
         "command": " ".join(["python", "benchmarks/sids_industrial.py", *sys.argv[1:]]),
     }
     write_json(args.out, result)
