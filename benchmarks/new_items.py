@@ -28,7 +28,9 @@ beam search does not exclude them either).
 
 Outputs beside ``--out``: the JSON (written after every finished run), a Markdown table, each run's
 per-row results in ``<out>_runs/`` (reused by a rerun made with the same settings and the same held-out
-SIDs) and the hold-out itself in ``<out>_holdout/`` (new item ids, old + new codes, tokens, quantizer).
+SIDs) and the hold-out itself in ``<out>_holdout/`` (new item ids, old + new codes, tokens, quantizer), reused
+by a later invocation on the same inputs instead of fitting again (commit it: a refit on another CPU kind gives
+other SIDs, and the runs of different hold-outs are never merged).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ from benchmarks.quality import paired_diff, per_row, slice_summaries  # noqa: E4
 from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
                                       machine, seed_major, settings_of, variants_and_seeds, write_outputs)
 from raygen.cli import setup_logging  # noqa: E402
-from raygen.io import read_parquet, write_json, write_parquet  # noqa: E402
+from raygen.io import read_json, read_parquet, write_json, write_parquet  # noqa: E402
 
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "new@10"]
 SLICES = ("new", "old", "old_warm", "old_cold")
@@ -178,8 +180,18 @@ def held_out_sids(sid_cfg, ids: np.ndarray, X: np.ndarray, keywords: list[list[s
     return out
 
 
-def save_holdout(folder: Path, s: HeldOutSids, counts: dict) -> None:
-    """The hold-out as files, for inspection (rewritten on every invocation: it is deterministic)."""
+def inputs_digest(sid_cfg, ids: np.ndarray, X: np.ndarray, keywords: list[list[str]], new_ids: np.ndarray) -> str:
+    """SHA-256 of everything :func:`held_out_sids` reads: equal inputs, equal hold-out (on one machine kind)."""
+    h = hashlib.sha256(json.dumps(asdict(sid_cfg), sort_keys=True, default=str).encode())
+    for arr in (np.asarray(ids, dtype=np.int64), np.asarray(X, dtype=np.float32), np.asarray(new_ids, dtype=np.int64)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(json.dumps(keywords).encode())
+    return h.hexdigest()
+
+
+def save_holdout(folder: Path, s: HeldOutSids, counts: dict, inputs: str) -> None:
+    """The hold-out as files (old + new codes, tokens, quantizer, holdout.json with the inputs' digest): read
+    back by :func:`load_holdout` on a later invocation with the same inputs."""
     from raygen.sid.quantizer import save_quantizer
     from raygen.sid.token_keywords import tokens_table
 
@@ -189,7 +201,34 @@ def save_holdout(folder: Path, s: HeldOutSids, counts: dict) -> None:
     write_parquet(folder / "tokens.parquet", tokens_table(s.vocab_rows()))
     save_quantizer(s.quantizer, folder, extra={"levels_final": int(s.old_codes.shape[1])})
     write_json(folder / "holdout.json", {"new_item_ids": s.new_ids.tolist(), "counts": counts, "sids": s.report,
-                                         "digest": s.digest()})
+                                         "digest": s.digest(), "inputs": inputs})
+
+
+def load_holdout(folder: Path, inputs: str) -> HeldOutSids | None:
+    """The hold-out saved in ``folder`` when it was made from the same inputs, else None (fit again).
+
+    Why reuse rather than refit: fitting is deterministic on one machine, but RQ-VAE training gives other
+    codes on another CPU kind (raygen/pin.py), and the runs of one benchmark must share their SIDs even
+    when they are made in sessions on different machines (commit the folder to pin it)."""
+    from raygen.sid.quantizer import load_quantizer
+
+    try:
+        meta = read_json(folder / "holdout.json")
+    except (OSError, ValueError):
+        return None
+    if meta.get("inputs") != inputs:
+        return None
+    table = read_parquet(folder / "codes.parquet")
+    ids, is_new = table.column("item_id").to_numpy(), table.column("new").to_numpy(zero_copy_only=False)
+    codes = np.array(table.column("codes").to_pylist(), dtype=np.int64)
+    old_keys = {(lvl, int(c)) for lvl in range(codes.shape[1]) for c in codes[~is_new, lvl]}
+    rows = [r for r in read_parquet(folder / "tokens.parquet").to_pylist() if (r["level"], r["code"]) in old_keys]
+    new_order = np.argsort(ids[is_new], kind="stable")
+    s = HeldOutSids(ids[~is_new], codes[~is_new], ids[is_new][new_order], codes[is_new][new_order],
+                    load_quantizer(folder), rows, {**meta["sids"], "reused_from": str(folder)})
+    if s.digest() != meta["digest"]:
+        raise ValueError(f"{folder}: its codes do not match holdout.json's digest (a damaged hold-out): remove it")
+    return s
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -346,8 +385,11 @@ def main() -> None:
 
     new_ids = pick_new_items(samples, emb_ids, a.new_share, a.holdout_seed)
     train_samples, counts = hold_out(samples, new_ids)
-    sids = held_out_sids(sid_cfg, emb_ids, X, keywords, new_ids)
-    save_holdout(out.parent / f"{out.stem}_holdout", sids, counts)
+    inputs = inputs_digest(sid_cfg, emb_ids, X, keywords, new_ids)
+    sids = load_holdout(out.parent / f"{out.stem}_holdout", inputs)
+    if sids is None:
+        sids = held_out_sids(sid_cfg, emb_ids, X, keywords, new_ids)
+        save_holdout(out.parent / f"{out.stem}_holdout", sids, counts, inputs)
     old_items = items.filter(pc.invert(pc.is_in(items.column("item_id"), pa.array(new_ids))))
     vocab = sids.vocab_rows()
     train_d = Data.of(old_items, train_samples, sids.codes_table("old"), tokens_table(sids.token_rows), vocab)

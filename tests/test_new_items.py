@@ -106,6 +106,36 @@ def test_held_out_sids_fit_old_items_only_and_assign_new_ones(catalog):
     assert s.digest() == held_out_sids(cfg, ids, X, keywords, new_ids).digest()
 
 
+def test_saved_hold_out_is_reused_on_the_same_inputs_only(catalog, tmp_path):
+    from benchmarks.new_items import inputs_digest, load_holdout, save_holdout
+
+    ids, X, keywords, new_ids = catalog
+    cfg = SidConfig(method="rqkmeans", levels=2, codebook_size=4, kmeans_iters=10)
+    s = held_out_sids(cfg, ids, X, keywords, new_ids)
+    inputs = inputs_digest(cfg, ids, X, keywords, new_ids)
+    folder = tmp_path / "holdout"
+    assert load_holdout(folder, inputs) is None                       # nothing saved yet
+    save_holdout(folder, s, {"dropped": 0}, inputs)
+    back = load_holdout(folder, inputs)
+    assert back is not None and back.digest() == s.digest()
+    for name in ("old_ids", "old_codes", "new_ids", "new_codes"):
+        assert np.array_equal(getattr(back, name), getattr(s, name)), name
+    assert back.token_rows == s.token_rows and back.vocab_rows() == s.vocab_rows()
+    assert np.array_equal(back.quantizer.encode(X[:5]), s.quantizer.encode(X[:5]))
+    # other inputs (embeddings that differ, another quantizer config): fit again
+    assert load_holdout(folder, inputs_digest(cfg, ids, X + 1e-3, keywords, new_ids)) is None
+    other = SidConfig(method="rqkmeans", levels=2, codebook_size=8, kmeans_iters=10)
+    assert load_holdout(folder, inputs_digest(other, ids, X, keywords, new_ids)) is None
+    # codes edited by hand no longer match the recorded digest: a clear error, not silent reuse
+    import pyarrow.parquet as pq
+
+    codes = pq.read_table(folder / "codes.parquet").to_pydict()
+    codes["codes"][0] = [c + 1 for c in codes["codes"][0]]
+    pq.write_table(pa.table(codes, schema=pq.read_schema(folder / "codes.parquet")), folder / "codes.parquet")
+    with pytest.raises(ValueError, match="damaged hold-out"):
+        load_holdout(folder, inputs)
+
+
 def test_evaluation_trie_holds_old_and_new_items(catalog, tiny_tokenizer, tiny_llama):
     from raygen.eval.rows import Catalog
     from raygen.lm.vocab import add_sid_tokens
@@ -190,5 +220,8 @@ def test_script_end_to_end_tiny_and_resumes(tmp_path, tiny_model_dir):
     assert len(list((out.parent / "new_items_runs").glob("*.npz"))) == 3
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("reused") == 3  # same settings, same held-out SIDs: nothing retrained
+    reused = [ln for ln in second.stdout.splitlines() if ln.startswith("[local]") and "reused" in ln]
+    assert len(reused) == 3  # same settings, same held-out SIDs: nothing retrained
+    # the saved hold-out was read back, not fitted again
+    assert json.loads(out.read_text())["holdout"]["sids"]["reused_from"] == str(out.parent / "new_items_holdout")
     assert json.loads(out.read_text())["slices"] == res["slices"]
