@@ -39,10 +39,9 @@ def main() -> None:
     cfg.run_dir = args.run_dir
     t0 = time.time()
     if args.pin:
-        from raygen.pin import use_pin
+        from raygen.pin import install_pin
 
-        run_pipeline(cfg, only=["data"])
-        print(f"pinned stages {use_pin(cfg, cfg.run_dir, args.pin)} copied from {args.pin}", flush=True)
+        print(f"pinned stages {install_pin(cfg, args.pin)} copied from {args.pin}", flush=True)
     run_pipeline(cfg, only=["data", "corpus", "sids"])
     if args.save_pin:
         from raygen.pin import save_pin

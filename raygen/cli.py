@@ -20,6 +20,10 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.run_dir:
         cfg.run_dir = args.run_dir
+    if args.pin:
+        from raygen.pin import install_pin
+
+        print(f"pinned stages {install_pin(cfg, args.pin)} copied from {args.pin}", flush=True)
     summary = run_pipeline(cfg, only=args.stages or None, force=args.force or None)
     print(json.dumps({k: v.get("status") for k, v in summary.items()}, indent=1))
     return 0
@@ -52,6 +56,17 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_pin(args) -> int:
+    from raygen.config import load_config
+    from raygen.pin import save_pin
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or cfg.run_dir
+    manifest = save_pin(cfg, run_dir, args.out, args.stages, note=args.note)
+    print(json.dumps({"pinned": manifest["stages"], "upstream": list(manifest["upstream"]), "out": args.out}))
+    return 0
+
+
 def cmd_stages(args) -> int:
     from raygen.pipeline import STAGES
 
@@ -70,8 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", default="", help="override run_dir")
     r.add_argument("--stages", type=_csv, default=None, help="comma-separated: run only these stages")
     r.add_argument("--force", type=_csv, default=None, help="comma-separated: re-run these stages even if up to date")
+    r.add_argument("--pin", default="", help="a pin folder (`raygen pin`): run its upstream stages, then copy its "
+                                             "pinned stages in (checked) instead of computing them")
     r.add_argument("overrides", nargs="*", help="section.field=value")
     r.set_defaults(fn=cmd_run)
+    pn = sub.add_parser("pin", help="copy finished stages (default corpus,sids: the SID build) of a run into a new "
+                                    "folder, to reuse them with `raygen run --pin` on any machine")
+    pn.add_argument("--config", default="configs/default.yaml")
+    pn.add_argument("--run-dir", default="", help="the run holding the finished stages (default: the config's)")
+    pn.add_argument("--out", required=True, help="the new pin folder (never overwritten)")
+    pn.add_argument("--stages", type=_csv, default=["corpus", "sids"], help="comma-separated stages to pin")
+    pn.add_argument("--note", default="", help="free text kept in pin.json")
+    pn.add_argument("overrides", nargs="*", help="section.field=value (must be the run's config)")
+    pn.set_defaults(fn=cmd_pin)
     rc = sub.add_parser("recommend", help="top-K items for a user history (or a search query), from the final "
                                           "model of a finished run")
     rc.add_argument("--run", required=True, help="run folder of a finished `raygen run` (its run_dir)")
@@ -91,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from raygen.configbase import ConfigError
     from raygen.data.schema import DataError
+    from raygen.pin import PinError
     from raygen.recommend import RecommendError
     from raygen.runner import RunnerError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, RecommendError, RunnerError, FileNotFoundError) as e:
+    except (ConfigError, DataError, PinError, RecommendError, RunnerError, FileNotFoundError) as e:
         msg = " ".join(str(e).splitlines())  # one line, whatever the message holds
         print(f"raygen: error: {msg}", file=sys.stderr)
         return 2

@@ -108,6 +108,30 @@ def save_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages: list[st
     return manifest
 
 
+def read_manifest(pin_dir: str | Path) -> dict:
+    """``pin.json`` of ``pin_dir``; PinError naming the file when it is missing or not a pin manifest."""
+    path = Path(pin_dir) / PIN_FILE
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:
+        raise PinError(f"{path}: not a readable pin manifest ({e})") from None
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict)
+                                                 for k in ("stages", "upstream", "files")):
+        raise PinError(f"{path}: not a pin manifest (needs the objects 'stages', 'upstream' and 'files')")
+    return manifest
+
+
+def install_pin(cfg: Any, pin_dir: str | Path) -> list[str]:
+    """Run the pin's upstream stages into ``cfg.run_dir`` (skipped when done), then :func:`use_pin`: what
+    ``raygen run --pin DIR`` does before running the stages asked for."""
+    from raygen.pipeline import run_pipeline
+
+    upstream = list(read_manifest(pin_dir)["upstream"])
+    if upstream:
+        run_pipeline(cfg, only=upstream)
+    return use_pin(cfg, cfg.run_dir, pin_dir)
+
+
 def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list | None = None) -> list[str]:
     """Copy the pinned stage folders of ``pin_dir`` into ``run_dir`` (replacing folders raygen wrote
     there, never anything else); returns the stage names. PinError, before anything is copied, when this
@@ -117,10 +141,7 @@ def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list
 
     stages_all = stages_all or STAGES
     run_dir, pin_dir = Path(run_dir), Path(pin_dir)
-    try:
-        manifest = read_json(pin_dir / PIN_FILE)
-    except (OSError, ValueError) as e:
-        raise PinError(f"{pin_dir / PIN_FILE}: not a readable pin manifest ({e})") from None
+    manifest = read_manifest(pin_dir)
     keys = stage_keys(cfg, stages_all)
     for s, key in manifest["stages"].items():
         if keys.get(s) != key:

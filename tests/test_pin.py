@@ -96,3 +96,25 @@ def test_save_pin_needs_finished_stages(tmp_path):
         save_pin(cfg, tmp_path / "nothing", tmp_path / "pin", ["corpus", "sids"])
     with pytest.raises(PinError, match="unknown stage"):
         save_pin(cfg, tmp_path / "nothing", tmp_path / "pin", ["bogus"])
+
+
+def test_cli_pin_and_run_with_a_bad_pin(tmp_path, capsys):
+    from pathlib import Path
+
+    from raygen.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs/default.yaml")
+    cfg = load_config(config)
+    a, pin = tmp_path / "a", tmp_path / "pin"
+    keys = _built(a, cfg)
+    assert main(["pin", "--config", config, "--run-dir", str(a), "--out", str(pin), "--note", "cli"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pinned"] == {"corpus": keys["corpus"], "sids": keys["sids"]} and printed["upstream"] == ["data"]
+    assert json.loads((pin / PIN_FILE).read_text())["note"] == "cli"
+    # errors are one readable line and exit code 2, before anything runs
+    assert main(["pin", "--config", config, "--run-dir", str(a), "--out", str(pin)]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    (tmp_path / "notapin").mkdir()
+    assert main(["run", "--config", config, "--run-dir", str(tmp_path / "b"), "--pin", str(tmp_path / "notapin")]) == 2
+    err = capsys.readouterr().err
+    assert "raygen: error:" in err and "pin.json" in err and not (tmp_path / "b").exists()
