@@ -95,13 +95,13 @@ def test_weight_sync_changes_the_engine_exactly_as_the_trainer_weights(engine, m
 
 def test_keyword_teacher_answers_through_vllm(scripted_teacher_dir, scripted_reply, monkeypatch):
     """A real (scripted) model in a vLLM engine: chat template, greedy decode, then raygen's parser. The
-    engine's dtype comes from the hardware (``bf16='auto'``; here a CPU without native bf16 -> fp32)."""
+    engine's dtype comes from the hardware (``bf16='auto'``; here a CPU treated as without native bf16 -> fp32)."""
     from raygen.corpus.keywords import extract_keywords
     from raygen.corpus.teacher import VLLMBackend
 
     monkeypatch.setenv("RAYGEN_CPU_BF16", "0")
     teacher = VLLMBackend(str(scripted_teacher_dir))
-    assert teacher.precision["dtype"] == "float32" and "auto: CPU without" in teacher.precision["reason"]
+    assert teacher.precision["dtype"] == "float32" and "auto: CPU treated as lacking" in teacher.precision["reason"]
     assert teacher.llm.model_config.dtype == torch.float32
     assert teacher.generate([[{"role": "user", "content": "Title: leather wallet"}]], 16) == [scripted_reply]
     rows = [{"title": "Leather wallet with a steel knife", "description": "", "categories": []}]
