@@ -156,6 +156,22 @@ ABLATION = [  # cumulative on pad-to-longest; packing measured as the alternativ
 ]
 
 
+def machine_info() -> dict:
+    """What decides the bf16 row: the CPU and whether raygen sees native bf16 on it."""
+    import platform
+
+    from raygen.precision import cpu_native_bf16, resolve_bf16
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    field = lambda key: next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), "")  # noqa: E731
+    return {"cpu": field("model name") or platform.processor(), "cores": os.cpu_count(),
+            "cpu_native_bf16": cpu_native_bf16(), "avx512_bf16_flag": "avx512_bf16" in field("flags").split(),
+            "bf16_auto": resolve_bf16("auto", "cpu")[1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=4, help="decoder layers kept (SmolLM2 has 30)")
@@ -222,6 +238,7 @@ def local_ablation(args, model_dir, examples, sid_ids, common) -> tuple[dict, fl
         "setup": {"batch_size": args.batch_size, "max_len": args.max_len, "timed_steps": args.steps,
                   "rounds": args.rounds, "mode": "full", "lr": LR, "threads": args.threads, "torch": torch.__version__,
                   "examples_mean_tokens": sum(len(e["input_ids"]) for e in examples) / len(examples)},
+        "machine": machine_info(),
         "naive_tokens_per_s": naive,
         "ablation_single_process_cumulative": ablation,
         "ablation_speedup_vs_naive": {name: best[name]["tokens_per_s"] / naive for name in best},
