@@ -93,6 +93,18 @@ class Data:
         return d
 
 
+def data_digest(d: Data, queries=None) -> str:
+    """SHA-256 of what training and scoring read (samples, items, SIDs, SID tokens, and ``queries`` when given): a
+    saved run is reused only on the same data. The run folder may be rebuilt between invocations, and a SID build
+    differs between machine kinds (raygen/pin.py), so equal settings alone do not make equal runs."""
+    h = hashlib.sha256()
+    for t in (d.samples, d.items, d.codes, d.tokens, *([queries] if queries is not None else [])):
+        for name in t.column_names:
+            h.update(name.encode())
+            h.update(json.dumps(t.column(name).to_pylist(), default=str).encode())
+    return h.hexdigest()
+
+
 def sft_tasks(a, name: str, seed: int, search_ratio: float = 0.0) -> TasksConfig:
     """The task config variant ``name`` trains with: sequence-format next-item SFT, TS-Align token tasks at
     the variant's ratio, and (``search_ratio`` > 0) STAR's search task, query -> SID."""
@@ -454,6 +466,7 @@ def main() -> None:
     t0 = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d = Data(Path(a.run))
+    digest = data_digest(d)  # of the run's data as read (--rl-holdout-share is a setting of its own)
     if a.rl_holdout_share:
         d.samples, held = hold_out_last_train(d.samples, a.rl_holdout_share)
         print(f"[local] {held} train targets held out of SFT for RL (split 'rl')", flush=True)
@@ -466,7 +479,8 @@ def main() -> None:
     scored = tok = None
     missing: list[str] = []
     kept_topk: list[np.ndarray] = []
-    settings = settings_of(a, seeds, device)  # the fingerprint of a saved run: same settings, same result
+    # the fingerprint of a saved run: same settings and same data (SIDs included), same result
+    settings = {**settings_of(a, seeds, device), "data_digest": digest}
 
     def write(base=None, diffs=None):
         result = {"variants": per_variant, "baselines": base or {}, "differences": diffs or {},

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quality import paired_diff, summarize  # noqa: E402
-from quality_local import Data, command, load_run, machine, save_run, score_split, write_outputs  # noqa: E402
+from quality_local import (Data, command, data_digest, load_run, machine, save_run, score_split,  # noqa: E402
+                           write_outputs)
 
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.configbase import from_dict  # noqa: E402
@@ -92,21 +93,40 @@ def sft_before(a, d: Data, tok, catalog, bf16: bool) -> tuple[dict, np.ndarray, 
     """The SFT model's test scoring: its quality_local run file (same rows, no rescoring) when there is one,
     else scored here and kept in ``--runs-dir``: ``(per-row metrics, topk, row_ids, targets)``."""
     kept = Path(a.sft_runs_dir) / f"{Path(a.sft).name}.npz" if a.sft_runs_dir else None
+    digest = data_digest(d)
     if kept is not None and kept.exists():
         z = np.load(kept, allow_pickle=False)
-        r = {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("metric:")}
-        print(f"[rl] SFT test scoring from {kept} (ndcg@10 {r['ndcg@10'].mean():.4f})", flush=True)
-        return r, z["topk"], z["row_ids"], z["targets"]
-    path = Path(a.runs_dir) / "sft_test.npz"
-    got = load_run(path, str(Path(a.sft).resolve()))
+        if json.loads(str(z["fingerprint"])).get("data_digest") == digest:
+            r = {k.split(":", 1)[1]: z[k] for k in z.files if k.startswith("metric:")}
+            print(f"[rl] SFT test scoring from {kept} (ndcg@10 {r['ndcg@10'].mean():.4f})", flush=True)
+            return r, z["topk"], z["row_ids"], z["targets"]
+        print(f"[rl] {kept} was made on other data or SIDs (or before runs recorded them): the SFT model is "
+              "scored here", flush=True)
+    # the model's weights and the data are the key: a model retrained into the same folder is scored again
+    path, key = Path(a.runs_dir) / "sft_test.npz", json.dumps({"model": weights_digest(a.sft), "data": digest})
+    got = load_run(path, key)
     if got is not None:
         return got[1], got[2], got[3], got[4]
     from transformers import AutoModelForCausalLM
 
     lm = AutoModelForCausalLM.from_pretrained(a.sft, dtype=torch.float32).eval()
     r, topk, rows = score_split(d, lm, tok, catalog, bf16, a, "test", a.test_rows)
-    save_run(path, str(Path(a.sft).resolve()), {}, r, topk, rows.row_ids, rows.targets, [])
+    save_run(path, key, {}, r, topk, rows.row_ids, rows.targets, [])
     return r, topk, rows.row_ids, rows.targets
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """SHA-256 of a saved model's weight files (safetensors)."""
+    h = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no *.safetensors weights")
+    for p in files:
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def valid_ndcg(a, d: Data, lm, tok, catalog, bf16: bool) -> float:

@@ -40,7 +40,6 @@ rerun with the same settings and the same data (a digest of the samples, items, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -57,8 +56,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.new_items import rank_by_cosine  # noqa: E402
 from benchmarks.quality import (METRICS, baseline_rows, cold_rows, cold_warm, differences, per_row,  # noqa: E402
                                 slice_summaries, summarize)
-from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, finished_run, load,  # noqa: E402
-                                      load_extra, machine, run_file, seed_major, settings_of, sft_examples,
+from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, data_digest, finished_run,  # noqa: E402
+                                      load, load_extra, machine, run_file, seed_major, settings_of, sft_examples,
                                       sft_tasks, variants_and_seeds, write_outputs)
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.configbase import Resources  # noqa: E402
@@ -103,17 +102,6 @@ def origin_counts(queries: pa.Table, row_ids: np.ndarray) -> dict:
     source = np.asarray(queries.column("source").to_pylist())[row_ids]
     return {"n": len(row_ids), "teacher": int((origin == "teacher").sum()), "fallback": int((origin == "fallback").sum()),
             "by_item_source": {s: int(c) for s, c in sorted(Counter(source.tolist()).items())}}
-
-
-def data_digest(d: Data, queries: pa.Table) -> str:
-    """SHA-256 of what training and scoring read (samples, items, SIDs, SID tokens, queries): a saved run is
-    reused only on the same data (the run folder may be rebuilt between invocations)."""
-    h = hashlib.sha256()
-    for t in (d.samples, d.items, d.codes, d.tokens, queries):
-        for name in t.column_names:
-            h.update(name.encode())
-            h.update(json.dumps(t.column(name).to_pylist(), default=str).encode())
-    return h.hexdigest()
 
 
 def search_config(a, bf16: bool) -> EvalConfig:

@@ -104,3 +104,21 @@ def test_unfilled_beam_slots_are_never_a_catalog_item_and_are_counted(tiny_model
     assert ql.generation_checks([topk, outside], d) == {"invalid_total": 1, "unfilled_total": 12 * len(topk)}
     in_top = [t in row[:4] for t, row in zip(rows.targets, topk)]
     assert np.array_equal(r["hr@10"] > 0, in_top)
+
+
+def test_data_digest_changes_with_the_sids_and_queries(tiny_run_dir):
+    """A kept run is keyed by the data it trained on: another SID build (or other queries) is other data."""
+    import pyarrow as pa
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.quality_local import Data, data_digest
+
+    d = Data(Path(tiny_run_dir))
+    base = data_digest(d)
+    assert data_digest(Data(Path(tiny_run_dir))) == base     # the same folder read again
+    codes = d.codes.to_pydict()
+    codes["codes"] = [list(reversed(c)) for c in codes["codes"]]
+    other = Data.of(d.items, d.samples, pa.table(codes, schema=d.codes.schema), d.tokens, d.token_rows)
+    assert data_digest(other) != base
+    queries = pa.table({"item_id": [1], "query": ["red bolt"]})
+    assert data_digest(d, queries) not in (base, data_digest(d, queries.slice(0, 0)))

@@ -68,9 +68,18 @@ def test_rl_after_a_kept_sft_model(tmp_path, tiny_model_dir, tiny_run_dir):
     assert again["mixes"]["rule1+ranking0.5"]["runs"] == res["mixes"]["rule1+ranking0.5"]["runs"]
 
     # --finished-only reports the kept runs and lists the others, training nothing
+    # ... and an SFT run file made on other data (another SID build) is not paired with: the model is scored here
+    other = tmp_path / "other_sft_runs"
+    other.mkdir()
+    z = dict(np.load(sft_runs / "mean-s0.npz"))
+    fp = json.loads(str(z["fingerprint"]))
+    assert len(fp["data_digest"]) == 64                       # quality_local records the data it trained on
+    z["fingerprint"] = np.asarray(json.dumps({**fp, "data_digest": "0" * 64}, sort_keys=True))
+    np.savez_compressed(other / "mean-s0.npz", **z)
     common3 = [("0,1,2" if x == "0,1" else x) for x in common]
     third = _run("rl_local.py", [*common3, "--out", str(tmp_path / "rl3.json"), "--rewards", "rule=1,ranking=0.5",
-                                 "--finished-only"])
+                                 "--finished-only", "--sft-runs-dir", str(other)])
+    assert "was made on other data or SIDs" in third.stdout and "SFT test scoring from" not in third.stdout
     assert third.stdout.count("reused") == 2 and not list((tmp_path / "work").glob("rule1+ranking0.5-s2-*"))
     partial = json.loads((tmp_path / "rl3.json").read_text())
     assert partial["missing_runs"] == ["rule1+ranking0.5 seed 2"]
