@@ -67,6 +67,15 @@ def _upstream(stages_all: list, pinned: list[str]) -> list[str]:
     return [s.name for s in stages_all if s.name in need and s.name not in pinned]
 
 
+def _downstream(stages_all: list, names: list[str]) -> list[str]:
+    """The stages that depend on any of ``names``, directly or not, in order."""
+    below: set[str] = set(names)
+    for st in stages_all:  # deps come first in the stage list
+        if set(st.deps) & below:
+            below.add(st.name)
+    return [s.name for s in stages_all if s.name in below and s.name not in names]
+
+
 def save_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages: list[str], note: str = "",
              stages_all: list | None = None) -> dict:
     """Copy the finished ``stages`` of ``run_dir`` into the new folder ``pin_dir`` with ``pin.json``.
@@ -134,9 +143,10 @@ def install_pin(cfg: Any, pin_dir: str | Path) -> list[str]:
 
 def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list | None = None) -> list[str]:
     """Copy the pinned stage folders of ``pin_dir`` into ``run_dir`` (replacing folders raygen wrote
-    there, never anything else); returns the stage names. PinError, before anything is copied, when this
-    config's key of a pinned stage differs, an upstream stage is not done in ``run_dir`` or its tables
-    differ from the pin's, or a pinned file is missing or changed."""
+    there, never anything else; a folder already equal to the pinned one is left as it is); returns the
+    stage names. PinError, before anything is copied, when this config's key of a pinned stage differs, an
+    upstream stage is not done in ``run_dir`` or its tables differ from the pin's, a pinned file is missing
+    or changed, or ``run_dir`` holds a stage downstream of a pinned stage the pin would replace."""
     from raygen.pipeline import STAGES
 
     stages_all = stages_all or STAGES
@@ -161,7 +171,17 @@ def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list
             raise PinError(f"{pin_dir / s}: files missing, changed or added since it was pinned: {bad[:5]}")
     for s in manifest["stages"]:
         check_replaceable(run_dir, s)
-    for s in manifest["stages"]:
+    # a stage folder that already holds the pinned files stays; replacing one that differs would leave every
+    # finished stage downstream of it built on the replaced outputs (stage keys are config hashes, not content)
+    changed = [s for s in manifest["stages"] if not (run_dir / s).is_dir()
+               or {f: h for f, h in _file_hashes(run_dir / s).items() if f != STAGE_MARKER}
+               != {f: h for f, h in manifest["files"][s].items() if f != STAGE_MARKER}]
+    below = _downstream(stages_all, changed)
+    built = [d for d in below if d not in manifest["stages"] and (run_dir / d).exists()]
+    if built:
+        raise PinError(f"{run_dir} has finished stages built on the outputs the pin would replace "
+                       f"({', '.join(built)} after {', '.join(changed)}): use a new run_dir, or move them away")
+    for s in changed:
         tmp, final, old = run_dir / f".{s}.pin.tmp", run_dir / s, run_dir / f".{s}.pin.old"
         for own in (tmp, old):  # this function's own leftovers
             if own.exists():

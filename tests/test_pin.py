@@ -118,3 +118,21 @@ def test_cli_pin_and_run_with_a_bad_pin(tmp_path, capsys):
     assert main(["run", "--config", config, "--run-dir", str(tmp_path / "b"), "--pin", str(tmp_path / "notapin")]) == 2
     err = capsys.readouterr().err
     assert "raygen: error:" in err and "pin.json" in err and not (tmp_path / "b").exists()
+
+
+def test_pin_refuses_to_swap_sids_under_finished_downstream_stages(tmp_path):
+    cfg = load_config(None)
+    a, b, pin = tmp_path / "a", tmp_path / "b", tmp_path / "pin"
+    keys = _built(a, cfg)
+    save_pin(cfg, a, pin, ["corpus", "sids"])
+    # run a already holds exactly the pinned build: using the pin there is a no-op, even with an lm stage on it
+    _stage(a, "lm", keys["lm"], {"x.parquet": {"v": [1]}})
+    stamp = (a / "sids/codes.parquet").stat().st_mtime_ns
+    assert use_pin(cfg, a, pin) == ["corpus", "sids"]
+    assert (a / "sids/codes.parquet").stat().st_mtime_ns == stamp and (a / "lm").exists()
+    # run b: another SID build with an lm stage trained on it: swapping its SIDs would leave lm stale
+    _built(b, cfg, codes=((9, 9), (8, 8), (7, 7)))
+    _stage(b, "lm", keys["lm"], {"x.parquet": {"v": [1]}})
+    with pytest.raises(PinError, match=r"finished stages built on the outputs the pin would replace \(lm"):
+        use_pin(cfg, b, pin)
+    assert _codes(b) == [9, 8, 7]                             # nothing was replaced
