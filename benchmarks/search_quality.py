@@ -209,7 +209,11 @@ def queries_note(o: dict) -> str:
 
 def markdown(result: dict) -> str:
     st, s, nx = result["settings"], result["search"], result["next_item"]
-    lines = [f"# Search quality: {s['query_origin']['n']} test queries (query -> item), {len(st['seeds'])} seed(s)", "",
+    kept = ", ".join(f"{v} {len(r['runs'])}" for v, r in result["variants"].items())
+    lines = [f"# Search quality: {s['query_origin']['n']} test queries (query -> item), {len(st['seeds'])} seed(s)"
+             + (f" planned (runs kept: {kept})" if result.get("partial") else ""), "",
+             *([f"Not run yet (missing from every table): {', '.join(result['missing_runs'])}.", ""]
+               if result.get("missing_runs") else []),
              f"{st['model']}, {st['layers']} decoder layers, {st.get('precision', '')}. Sequence next-item SFT "
              f"(<= {st['epochs']} epochs, batch {st['batch_size']}, lr {st['sft_lr']}, valid NDCG@10 on "
              f"{st['valid_rows']} valid rows every {st['valid_every']} steps, patience {st['patience']}) mixed with "
@@ -304,6 +308,8 @@ def main() -> None:
     ap.add_argument("--sasrec-max-epochs", type=int, default=0, help="cap SASRec epochs (0 = eval.sasrec.epochs)")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="report the kept runs only (no training): the missing ones are listed in the report")
     a = ap.parse_args()
     variants, seeds = variants_and_seeds(ap, a)
     if a.search_ratio < 0:
@@ -362,15 +368,21 @@ def main() -> None:
             "next_item": {"n_rows": 0 if scored is None else len(scored[1]),
                           "methods": {m: {"summary": summarize(r)} for m, r in nxt.items()},
                           "slices": cold_warm(nxt, cold) if cold is not None else {}},
-            "variants": {v: per_variant[v] for v in done}, "partial": partial, "settings": settings,
+            "variants": {v: per_variant[v] for v in done}, "partial": partial or bool(missing),
+            "missing_runs": missing, "settings": settings,
             "wall_min": round((time.time() - t0) / 60, 1), "command": command(SCRIPT), "machine": machine()}
         write_outputs(out, result, markdown(result))
         return result
 
+    missing: list[str] = []
     for seed, name in seed_major(variants, seeds, a.deadline, t0):
-        (rec, r, topk, row_ids, targets, _), _ = finished_run(
-            a, name, seed, fingerprint, d, d, device, train_kw={"search_ratio": a.search_ratio, "queries": queries},
-            after=search_scorer(a, name, seed, queries, d.codes))
+        got = finished_run(a, name, seed, fingerprint, d, d, device,
+                           train_kw={"search_ratio": a.search_ratio, "queries": queries},
+                           after=search_scorer(a, name, seed, queries, d.codes))
+        if got is None:  # --finished-only: not kept yet
+            missing.append(f"{name} seed {seed}")
+            continue
+        (rec, r, topk, row_ids, targets, _), _ = got
         if scored is not None and not np.array_equal(scored[0], row_ids):
             raise RuntimeError("variants were scored on different next-item test rows")
         if scored is None:

@@ -246,3 +246,15 @@ def test_script_end_to_end_tiny_and_resumes(search_run, tiny_model_dir, tmp_path
     assert {f: f.stat().st_mtime_ns for f in runs} == stamps
     again = json.loads(out.read_text())
     assert again["search"]["methods"] == s["methods"] and again["next_item"] == nx
+
+    # --finished-only with a seed not run: the kept runs are reported, the missing one listed, nothing trained
+    third_cmd = [("0,1,2" if x == "0,1" else x) for x in cmd] + ["--finished-only", "--out", str(tmp_path / "f.json"),
+                                                               "--runs-dir", str(out.parent / "search_runs")]
+    third = subprocess.run(third_cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    part = json.loads((tmp_path / "f.json").read_text())
+    assert part["partial"] and part["missing_runs"] == ["mean seed 2", "star seed 2"]
+    assert part["search"]["methods"]["mean"] == s["methods"]["mean"]
+    assert len(list((out.parent / "search_runs").glob("*.npz"))) == 4
+    md = (tmp_path / "f.md").read_text()
+    assert "runs kept: mean 2, star 2" in md and "Not run yet (missing from every table): mean seed 2, star seed 2" in md
