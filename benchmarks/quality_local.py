@@ -97,11 +97,11 @@ def data_digest(d: Data, queries=None) -> str:
     """SHA-256 of what training and scoring read (samples, items, SIDs, SID tokens, and ``queries`` when given): a
     saved run is reused only on the same data. The run folder may be rebuilt between invocations, and a SID build
     differs between machine kinds (raygen/pin.py), so equal settings alone do not make equal runs."""
+    from raygen.pin import hash_table
+
     h = hashlib.sha256()
     for t in (d.samples, d.items, d.codes, d.tokens, *([queries] if queries is not None else [])):
-        for name in t.column_names:
-            h.update(name.encode())
-            h.update(json.dumps(t.column(name).to_pylist(), default=str).encode())
+        hash_table(h, t)
     return h.hexdigest()
 
 

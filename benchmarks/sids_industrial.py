@@ -8,7 +8,7 @@ benchmarks/results/sids_industrial.json.
 The build differs between machine kinds (raygen/pin.py says why), so the multi-session Industrial
 benchmarks run on one pinned build: ``--pin benchmarks/pinned/industrial --out /tmp/sids.json`` runs the
 data stage and copies the pinned corpus and sids stages in (checked: same config keys, same data tables,
-intact files; ~1 min instead of ~15); ``--save-pin DIR`` pins the build this call made or found.
+intact files; ~10 s instead of ~15 min); ``--save-pin DIR`` pins the build this call made or found.
 """
 from __future__ import annotations
 

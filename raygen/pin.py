@@ -34,18 +34,22 @@ class PinError(RuntimeError):
     """A pin that does not fit this run (other config, other upstream data, damaged files)."""
 
 
+def hash_table(h, table) -> None:
+    """Feed a pyarrow table's content (column names, values) to the hash ``h``: equal for equal tables whatever
+    the pyarrow version or compression wrote the bytes (also the benchmarks' kept-run data digest)."""
+    for name in table.column_names:
+        h.update(name.encode())
+        h.update(json.dumps(table.column(name).to_pylist(), default=str).encode())
+
+
 def table_digest(folder: str | Path) -> str:
-    """SHA-256 of the content (file names, column names, values) of every ``*.parquet`` in ``folder``: equal
-    for equal tables whatever the pyarrow version or compression wrote the bytes."""
+    """SHA-256 of the content (file names, then :func:`hash_table`) of every ``*.parquet`` in ``folder``."""
     import pyarrow.parquet as pq
 
     h = hashlib.sha256()
     for path in sorted(Path(folder).glob("*.parquet")):
-        table = pq.read_table(path)
         h.update(path.name.encode())
-        for name in table.column_names:
-            h.update(name.encode())
-            h.update(json.dumps(table.column(name).to_pylist(), default=str).encode())
+        hash_table(h, pq.read_table(path))
     return h.hexdigest()
 
 
