@@ -50,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import paired_diff, per_row, slice_summaries  # noqa: E402
+from benchmarks.quality import cell, paired_diff, per_row, slice_summaries  # noqa: E402
 from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
                                       machine, seed_major, settings_of, variants_and_seeds, write_outputs)
 from raygen.cli import setup_logging  # noqa: E402
@@ -310,7 +310,7 @@ def markdown(result: dict) -> str:
              f"{st['model']}, {st['layers']} decoder layers, {st.get('precision', '')}; sequence SFT <= {st['epochs']} "
              f"epochs (batch {st['batch_size']}, lr {st['sft_lr']}, valid NDCG@10 on {st['valid_rows']} valid rows every "
              f"{st['valid_every']} steps, patience {st['patience']}); STAR {st['align_steps']} alignment steps. SIDs: "
-             f"{st['sids']}. Seeds {st['seeds']}: mean ± std over seeds [95 % bootstrap CI over rows].", "",
+             f"{st['sids']}. Seeds {st['seeds']}: mean ± std over seeds (– : one seed) [95 % bootstrap CI over rows].", "",
              "Hold-out (train / valid rows): " + "; ".join(
                  f"{s}: {c['rows_in']} in, {c['dropped_target_new']} dropped (target new), {c['histories_cut']} "
                  f"histories cut ({c['history_items_removed']} items), {c['dropped_history_empty']} dropped (history "
@@ -325,8 +325,7 @@ def markdown(result: dict) -> str:
                   "|---|" + "---|" * len(cols)]
         for name, s in sl.items():
             x = s[part]
-            cells = [f"{x[m]['mean']:.4f} ± {x[m]['std']:.4f} [{x[m]['ci95'][0]:.4f}, {x[m]['ci95'][1]:.4f}]"
-                     if x["n"] else "-" for m in cols]
+            cells = [cell(x[m]) if x["n"] else "-" for m in cols]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if sl:

@@ -127,6 +127,13 @@ def summarize(rows_per_seed: list[dict[str, np.ndarray]], metrics: list[str] = M
     return out
 
 
+def cell(s: dict) -> str:
+    """One table cell of a :func:`summarize` entry: ``mean ± std [CI]``; the std is ``–`` when only one seed
+    ran (a spread over one seed is not 0, it is unknown)."""
+    spread = f"{s['std']:.4f}" if len(s.get("seeds", ())) > 1 else "–"
+    return f"{s['mean']:.4f} ± {spread} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+
+
 def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:
     """Bootstrap CI of mean(a) - mean(b) on the same rows (seed-averaged per row)."""
     d = np.mean([r[metric] for r in a], axis=0) - np.mean([r[metric] for r in b], axis=0)
@@ -238,14 +245,13 @@ def markdown(result: dict) -> str:
              f"(full fine-tuning, lr {st['sft_lr']}, batch {st['batch_size']} users, <= {st['epochs']} epochs, valid "
              f"NDCG@10 on {st['valid_rows']} valid rows every {st['valid_every']} steps, patience {st['patience']}, "
              f"best state kept); STAR alignment {st['align_steps']} steps (SID rows only, lr {st['align_lr']}). "
-             "Mean ± std over seeds; [95 % bootstrap CI over rows of the seed-averaged metric].", "",
+             "Mean ± std over seeds (– : one seed); [95 % bootstrap CI over rows of the seed-averaged metric].", "",
              "| method | " + " | ".join(m.upper() for m in METRICS) + " | collapsed | distinct top-1 | best step | "
              "SFT min | seeds |",
              "|---|" + "---|" * (len(METRICS) + 5)]
     for name, r in {**result["variants"], **result["baselines"]}.items():
         s = r["summary"]
-        cells = [f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f} [{s[m]['ci95'][0]:.4f}, {s[m]['ci95'][1]:.4f}]"
-                 for m in METRICS]
+        cells = [cell(s[m]) for m in METRICS]
         col = r.get("collapse", [])
         collapsed = f"{sum(c['collapsed'] for c in col)}/{len(col)}" if col else "-"
         top1 = "/".join(str(c["distinct_top1"]) for c in col) if col else "-"

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import paired_diff, summarize  # noqa: E402
+from quality import cell, paired_diff, summarize  # noqa: E402
 from quality_local import (Data, command, data_digest, load_run, machine, save_run, score_split,  # noqa: E402
                            write_outputs)
 
@@ -247,14 +247,13 @@ def markdown(res: dict) -> str:
              f"GRPO {st['steps']} steps x "
              f"{st['rollout_batch']} prompts x group {st['group']} ({st['mode']} rollouts{signal_note(st)}), "
              f"lr {st['lr']}, KL "
-             f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds; [95 % bootstrap CI over rows].",
+             f"{st['kl']}, SID-only policy, {st['precision']}. Mean ± std over RL seeds (– : one seed); [95 % bootstrap CI over rows].",
              "", "| reward mix | NDCG@10 after RL | HR@10 after RL | vs SFT (paired NDCG@10) | keep-best vs SFT | "
              "valid before -> after | groups with signal | distinct top-1 | seeds |", "|---|---|---|---|---|---|---|---|---|"]
     for name, m in res["mixes"].items():
         s = m["summary"]
         runs = m["runs"]
-        cells = [f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f} [{s[k]['ci95'][0]:.4f}, {s[k]['ci95'][1]:.4f}]"
-                 for k in ("ndcg@10", "hr@10")]
+        cells = [cell(s[k]) for k in ("ndcg@10", "hr@10")]
         for key in ("vs_sft", "keep_best_vs_sft"):
             d = m[key]
             cells.append(f"{d['diff']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]")

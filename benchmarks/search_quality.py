@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.new_items import rank_by_cosine  # noqa: E402
-from benchmarks.quality import (METRICS, baseline_rows, cold_rows, cold_warm, differences, per_row,  # noqa: E402
+from benchmarks.quality import (METRICS, baseline_rows, cell, cold_rows, cold_warm, differences, per_row,  # noqa: E402
                                 slice_summaries, summarize)
 from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, data_digest, finished_run,  # noqa: E402
                                       load, load_extra, machine, run_file, seed_major, settings_of, sft_examples,
@@ -188,10 +188,6 @@ def search_baselines(run: Path, items: pa.Table, texts: list[str], targets: np.n
 
 # ------------------------------------------------------------------------------------------ output
 
-def cell(s: dict) -> str:
-    return f"{s['mean']:.4f} ± {s['std']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-
-
 def queries_note(o: dict) -> str:
     """The words the report must carry about where the test queries came from."""
     n, teacher, fallback = o["n"], o["teacher"], o["fallback"]
@@ -218,7 +214,7 @@ def markdown(result: dict) -> str:
              f"(<= {st['epochs']} epochs, batch {st['batch_size']}, lr {st['sft_lr']}, valid NDCG@10 on "
              f"{st['valid_rows']} valid rows every {st['valid_every']} steps, patience {st['patience']}) mixed with "
              f"STAR's search task at {st['search_ratio']} search examples per next-item example (train-split queries "
-             f"only); STAR {st['align_steps']} alignment steps. SIDs: {st['sids']}. Mean ± std over seeds "
+             f"only); STAR {st['align_steps']} alignment steps. SIDs: {st['sids']}. Mean ± std over seeds (– : one seed) "
              "[95 % bootstrap CI over rows of the seed-averaged metric].", "", queries_note(s["query_origin"]), ""]
     methods = s["methods"]
     for metric, title in (("recall", "Recall@K"), ("ndcg", "NDCG@K")):

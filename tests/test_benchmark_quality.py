@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from benchmarks.quality import cold_rows, cold_warm, per_row
+from benchmarks.quality import cell, cold_rows, cold_warm, per_row, summarize
 
 
 def test_cold_warm_summarizes_each_slice_over_seeds():
@@ -49,3 +49,11 @@ def test_differences_pair_each_variant_with_mean_and_what_it_is_built_on():
     assert d["sa_init+ts_align"]["mean"]["diff"] == pytest.approx(-0.01)
     del rows["sa_init"]   # the variant it is built on did not run: no such pair
     assert set(differences(rows, base)["sa_init+ts_align"]) == {"popularity", "mean"}
+
+
+def test_cell_shows_the_spread_over_seeds_only_when_there_are_several():
+    rows = [{"ndcg@10": np.array([0.0, 1.0, 1.0, 0.0])}, {"ndcg@10": np.array([1.0, 1.0, 1.0, 0.0])}]
+    two = cell(summarize(rows, ["ndcg@10"])["ndcg@10"])
+    assert two.startswith("0.6250 ± 0.1250 [")
+    one = cell(summarize(rows[:1], ["ndcg@10"])["ndcg@10"])
+    assert one.startswith("0.5000 ± – [")
