@@ -26,7 +26,7 @@ item ranked by cosine between its corpus text embedding and the mean unit embedd
 ``N`` history items (``--content-last``, one baseline per N; history items are not excluded, as the
 beam search does not exclude them either).
 
-Outputs beside ``--out``: the JSON (written after every finished run), a Markdown table, each run's
+Outputs beside ``--out``: the JSON (written after every finished run), a Markdown table, a bar plot (``.png``), each run's
 per-row results in ``<out>_runs/`` (reused by a rerun made with the same settings and the same held-out
 SIDs) and the hold-out itself in ``<out>_holdout/`` (new item ids, old + new codes, tokens, quantizer), reused
 by a later invocation on the same inputs instead of fitting again (commit it: a refit on another CPU kind gives
@@ -50,11 +50,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import cell, paired_diff, per_row, slice_summaries  # noqa: E402
+from benchmarks.quality import cell, ci_bars, paired_diff, per_row, slice_summaries  # noqa: E402
 from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
                                       machine, seed_major, settings_of, variants_and_seeds, write_outputs)
 from raygen.cli import setup_logging  # noqa: E402
-from raygen.io import read_json, read_parquet, write_json, write_parquet  # noqa: E402
+from raygen.io import atomic_path, read_json, read_parquet, write_json, write_parquet  # noqa: E402
 
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "new@10"]
 SLICES = ("new", "old", "old_warm", "old_cold")
@@ -352,6 +352,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict, path: Path) -> None:
+    """NDCG@10 on the new rows and on the old rows, and NEW@10 on the new rows, per method (variants blue,
+    baselines gray), bars = mean over seeds, error bars = bootstrap 95 % CI over rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sl = result["slices"]
+    names = list(sl)
+    colors = ["tab:blue" if n in result["variants"] else "tab:gray" for n in names]
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 2.2 * len(names) + 3), 3.8))
+    for ax, (part, metric) in zip(axes, (("new", "ndcg@10"), ("old", "ndcg@10"), ("new", "new@10"))):
+        n = next((s[part]["n"] for s in sl.values()), 0)
+        ci_bars(ax, names, [sl[m][part].get(metric) for m in names], colors, f"{metric.upper()}, {part} rows ({n})")
+    fig.suptitle(f"{result['holdout']['n_new']} items added after training; bars: mean over seeds, error: 95 % "
+                 "bootstrap CI over rows", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------------ main
 
 def main() -> None:
@@ -417,6 +440,8 @@ def main() -> None:
                   "partial": partial, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
                   "command": command(SCRIPT), "machine": machine()}
         write_outputs(out, result, markdown(result))
+        if masks:
+            plot(result, out.with_suffix(".png"))
         return result
 
     for seed, name in seed_major(variants, seeds, a.deadline, t0):

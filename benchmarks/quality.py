@@ -134,6 +134,17 @@ def cell(s: dict) -> str:
     return f"{s['mean']:.4f} ± {spread} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
 
 
+def ci_bars(ax, names: list[str], summaries: list[dict], colors: list[str], title: str) -> None:
+    """Bars of :func:`summarize` means with their bootstrap 95 % CI as error bars (a slice without rows:
+    ``None``, drawn as no bar), names under the bars."""
+    mean = np.array([s["mean"] if s else 0.0 for s in summaries])
+    err = np.array([[m - s["ci95"][0], s["ci95"][1] - m] if s else [0.0, 0.0] for m, s in zip(mean, summaries)]).T
+    ax.bar(range(len(names)), mean, yerr=np.maximum(err, 0), capsize=4, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(bottom=0)
+
+
 def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:
     """Bootstrap CI of mean(a) - mean(b) on the same rows (seed-averaged per row)."""
     d = np.mean([r[metric] for r in a], axis=0) - np.mean([r[metric] for r in b], axis=0)

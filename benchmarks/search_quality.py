@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.new_items import rank_by_cosine  # noqa: E402
-from benchmarks.quality import (METRICS, baseline_rows, cell, cold_rows, cold_warm, differences, per_row,  # noqa: E402
+from benchmarks.quality import (METRICS, baseline_rows, cell, ci_bars, cold_rows, cold_warm, differences, per_row,  # noqa: E402
                                 slice_summaries, summarize)
 from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, data_digest, finished_run,  # noqa: E402
                                       load, load_extra, machine, run_file, seed_major, settings_of, sft_examples,
@@ -273,14 +273,9 @@ def plot(result: dict, path: Path) -> None:
     names = list(methods)
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.3 * len(names) + 2), 3.8))
     for ax, metric in zip(axes, ("ndcg@10", "recall@10")):
-        s = [methods[n]["summary"][metric] for n in names]
-        mean = np.array([x["mean"] for x in s])
-        err = np.array([[m - x["ci95"][0] for m, x in zip(mean, s)], [x["ci95"][1] - m for m, x in zip(mean, s)]])
-        ax.bar(range(len(names)), mean, yerr=np.maximum(err, 0), capsize=4,
-               color=["tab:blue" if n in result["variants"] else "tab:gray" for n in names])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_title(f"search {metric.upper()} ({result['search']['query_origin']['n']} queries)")
-        ax.set_ylim(bottom=0)
+        ci_bars(ax, names, [methods[n]["summary"][metric] for n in names],
+                ["tab:blue" if n in result["variants"] else "tab:gray" for n in names],
+                f"search {metric.upper()} ({result['search']['query_origin']['n']} queries)")
     fig.suptitle("query -> item; bars: mean over seeds, error: 95 % bootstrap CI over queries", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:

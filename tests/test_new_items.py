@@ -215,7 +215,7 @@ def test_script_end_to_end_tiny_and_resumes(tmp_path, tiny_model_dir):
     assert res["slices"]["popularity"]["new"]["hr@10"]["mean"] == 0  # popularity never ranks a new item
     assert res["slices"]["popularity"]["new"]["new@10"]["mean"] == 0
     assert set(res["differences"]["star"]["new"]) == {"mean", "content_last1", "content_last3"}
-    assert (out.parent / "new_items.md").exists()
+    assert (out.parent / "new_items.md").exists() and (out.parent / "new_items.png").stat().st_size > 0
     assert (out.parent / "new_items_holdout" / "codes.parquet").exists()
     assert len(list((out.parent / "new_items_runs").glob("*.npz"))) == 3
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
