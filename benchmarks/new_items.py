@@ -233,32 +233,11 @@ def load_holdout(folder: Path, inputs: str) -> HeldOutSids | None:
 
 # ------------------------------------------------------------------------------------------ baselines
 
-def content_rank(histories: list[list[int]], item_ids: np.ndarray, emb_ids: np.ndarray, X: np.ndarray, k: int,
-                 last: int = 1) -> np.ndarray:
-    """``[rows, k]`` item ids: every item of ``item_ids`` ranked by cosine between its embedding and the mean
-    unit embedding of the row's last ``last`` history items (``X[i]``: item ``emb_ids[i]``'s embedding).
-    Ties go to the item earlier in ``item_ids``."""
-    pos = {int(i): n for n, i in enumerate(emb_ids)}
-    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    query = np.stack([unit[[pos[int(h)] for h in hist[-last:]]].mean(0) for hist in histories])
-    return rank_by_cosine(query, item_ids, emb_ids, X, k)
-
-
-def rank_by_cosine(query: np.ndarray, item_ids: np.ndarray, emb_ids: np.ndarray, X: np.ndarray, k: int) -> np.ndarray:
-    """``[rows, k]`` item ids: every item of ``item_ids`` ranked by cosine between its embedding (``X[i]``: item
-    ``emb_ids[i]``'s) and each row of ``query`` (any non-zero length). Ties go to the item earlier in ``item_ids``."""
-    pos = {int(i): n for n, i in enumerate(emb_ids)}
-    unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    cand = unit[[pos[int(i)] for i in item_ids]]
-    scores = query @ cand.T  # one positive scale per row from the cosine: same order
-    return np.asarray(item_ids)[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
-
-
 def baseline_rows(train_samples: pa.Table, histories: list[list[int]], targets: np.ndarray, item_ids: np.ndarray,
                   emb_ids: np.ndarray, X: np.ndarray, new_ids: np.ndarray, lasts: list[int], k: int = 10) -> dict:
     """Per-row metrics (with ``new@10``) of popularity (counted on ``train_samples``' train split) and the
     content baseline for each N in ``lasts``, on the rows with these ``histories`` / ``targets``."""
-    from raygen.eval.baselines import popularity_rank
+    from raygen.eval.baselines import content_rank, popularity_rank
 
     train = train_samples.filter(pc.equal(train_samples.column("split"), "train"))
     tops = {"popularity": popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(),

@@ -53,7 +53,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.new_items import rank_by_cosine  # noqa: E402
 from benchmarks.quality import (METRICS, baseline_rows, cell, ci_bars, cold_rows, cold_warm, differences, per_row,  # noqa: E402
                                 slice_summaries, summarize)
 from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, data_digest, finished_run,  # noqa: E402
@@ -63,6 +62,7 @@ from raygen.cli import setup_logging  # noqa: E402
 from raygen.configbase import Resources  # noqa: E402
 from raygen.eval.config import EvalConfig  # noqa: E402
 from raygen.eval.rows import Catalog  # noqa: E402
+from raygen.eval.baselines import rank_by_cosine  # noqa: E402
 from raygen.eval.search import BM25, SEARCH_KS, search_rows, search_table  # noqa: E402
 from raygen.eval.stage import search_rankings  # noqa: E402
 from raygen.io import atomic_path, read_parquet  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from raygen.eval.baselines import most_popular, popularity_counts, popularity_rank
+from raygen.eval.baselines import content_rank, most_popular, popularity_counts, popularity_rank
 from raygen.eval.metrics import ranking_metrics
 from raygen.eval.sasrec import SASRecConfig, fit_sasrec, sasrec_rank
 
@@ -185,3 +185,45 @@ def test_eval_stage_sasrec_maps_item_ids_both_ways(one_thread):
     # 0.8 measured; any wrong mapping is at chance (1/30)
     assert (top[:, 0] == expected).mean() > 0.6  # item ids, not indices, and the right ones
     assert "sasrec" in cache and cache["sasrec"].fit_info["valid_skipped_rows"] == 0
+
+
+def test_content_baseline_ranks_by_cosine():
+    item_ids = np.array([1, 2, 3, 4])
+    emb_ids = np.array([4, 3, 2, 1])  # embeddings in another order than the catalog
+    X = np.array([[-1, 0], [0, 1], [0.8, 0.6], [5, 0]], dtype=np.float32)  # item 1 is (1, 0) scaled by 5
+    # last item 1 = (1, 0): cosines 1 -> 1, 2 -> 0.8, 3 -> 0, 4 -> -1
+    assert content_rank([[3, 1]], item_ids, emb_ids, X, 4).tolist() == [[1, 2, 3, 4]]
+    # last two items 3, 1: query (0.5, 0.5): 2 -> 0.99, 1 and 3 -> 0.71 (tie: catalog order), 4 -> -0.71
+    assert content_rank([[3, 1]], item_ids, emb_ids, X, 4, last=2).tolist() == [[2, 1, 3, 4]]
+    assert content_rank([[4], [3]], item_ids, emb_ids, X, 2).tolist() == [[4, 3], [3, 2]]
+
+
+def test_content_baseline_names_what_it_cannot_rank():
+    item_ids, emb_ids, X = np.array([1, 2]), np.array([1, 2]), np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"history item\(s\) \[7\] have no corpus embedding"):
+        content_rank([[1], [7]], item_ids, emb_ids, X, 2)
+    with pytest.raises(ValueError, match="empty history"):
+        content_rank([[1], []], item_ids, emb_ids, X, 2)
+    with pytest.raises(ValueError, match="last must be >= 1"):
+        content_rank([[1]], item_ids, emb_ids, X, 2, last=0)
+
+
+def test_eval_stage_content_baseline_uses_the_run_embeddings_and_eval_content_last():
+    from raygen.configbase import ConfigError
+    from raygen.eval.config import EvalConfig
+    from raygen.eval.rows import Catalog, Rows
+    from raygen.eval.stage import baseline_ranks
+
+    catalog = Catalog(item_ids=np.array([10, 20, 30]), sid_matrix=torch.zeros(3, 3, dtype=torch.long))
+    emb = (np.array([30, 10, 20]), np.array([[0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    rows = Rows(row_ids=np.arange(2), prompt_ids=[[0]] * 2, targets=np.array([20, 30]), histories=[[30, 10], [10]])
+    cfg = EvalConfig(beam_width=3, ks=[1, 3])
+    # last item 10 = (1, 0): 10 (cos 1), 20 (0.71), 30 (0)
+    assert baseline_ranks("content", None, catalog, rows, cfg, {"embeddings": emb}).tolist() == [[10, 20, 30]] * 2
+    cfg.content_last = 2  # row 0: mean of 30 and 10 = (0.5, 0.5): 20 first
+    assert baseline_ranks("content", None, catalog, rows, cfg, {"embeddings": emb})[0].tolist() == [20, 10, 30]
+    with pytest.raises(ValueError, match="needs the corpus stage's item embeddings"):
+        baseline_ranks("content", None, catalog, rows, cfg, {})
+    with pytest.raises(ConfigError, match="eval.content_last"):
+        EvalConfig(content_last=0).validate()
+    EvalConfig(baselines=["content"]).validate()

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from benchmarks.new_items import (content_rank, held_out_sids, hold_out, pick_new_items, row_slices,
-                                  with_new_share)
+from benchmarks.new_items import held_out_sids, hold_out, pick_new_items, row_slices, with_new_share
 from benchmarks.quality import per_row
 from raygen.data.schema import samples_table
 from raygen.sid.config import SidConfig
@@ -147,17 +146,6 @@ def test_evaluation_trie_holds_old_and_new_items(catalog, tiny_tokenizer, tiny_l
     cat = Catalog.from_codes(s.codes_table("all"), tiny_tokenizer)
     assert set(cat.item_ids.tolist()) == set(ids.tolist())
     assert len({tuple(r) for r in cat.sid_matrix.tolist()}) == len(ids)  # every trie path is one item
-
-
-def test_content_baseline_ranks_by_cosine():
-    item_ids = np.array([1, 2, 3, 4])
-    emb_ids = np.array([4, 3, 2, 1])  # embeddings in another order than the catalog
-    X = np.array([[-1, 0], [0, 1], [0.8, 0.6], [5, 0]], dtype=np.float32)  # item 1 is (1, 0) scaled by 5
-    # last item 1 = (1, 0): cosines 1 -> 1, 2 -> 0.8, 3 -> 0, 4 -> -1
-    assert content_rank([[3, 1]], item_ids, emb_ids, X, 4).tolist() == [[1, 2, 3, 4]]
-    # last two items 3, 1: query (0.5, 0.5): 2 -> 0.99, 1 and 3 -> 0.71 (tie: catalog order), 4 -> -0.71
-    assert content_rank([[3, 1]], item_ids, emb_ids, X, 4, last=2).tolist() == [[2, 1, 3, 4]]
-    assert content_rank([[4], [3]], item_ids, emb_ids, X, 2).tolist() == [[4, 3], [3, 2]]
 
 
 def test_slices_and_new_share():

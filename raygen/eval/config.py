@@ -65,8 +65,13 @@ class EvalConfig:
     trained with `sft.sid_only_head` normalises over, and ~50x less head work than the whole
     vocabulary). false = full-vocabulary log-probabilities. Within one beam both rank the allowed
     tokens the same; across beams the normaliser differs."""
-    baselines: list[str] = field(default_factory=lambda: ["popularity", "sasrec"])
-    """Baselines evaluated on the same rows: 'popularity', 'sasrec'."""
+    baselines: list[str] = field(default_factory=lambda: ["popularity", "sasrec", "content"])
+    """Baselines evaluated on the same rows: 'popularity' (training-set frequency), 'sasrec' (trained on
+    the train split, early-stopped on valid) and 'content' (no training: items ranked by cosine between
+    their corpus text embedding and the user's last `content_last` history items; the yardstick that
+    also ranks cold items, which a generative model rarely emits)."""
+    content_last: int = 1
+    """History items whose mean unit embedding queries the 'content' baseline (the last N)."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     """SASRec baseline settings."""
     seed: int = 0
@@ -83,9 +88,11 @@ class EvalConfig:
         bad = set(self.splits) - {"train", "valid", "test"}
         if bad:
             raise ConfigError(f"eval.splits: unknown split(s) {sorted(bad)}")
-        bad = set(self.baselines) - {"popularity", "sasrec"}
+        bad = set(self.baselines) - {"popularity", "sasrec", "content"}
         if bad:
             raise ConfigError(f"eval.baselines: unknown baseline(s) {sorted(bad)}")
+        if self.content_last < 1:
+            raise ConfigError(f"eval.content_last: must be >= 1, got {self.content_last}")
         check_bf16(self.bf16, "eval.bf16")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width ({self.beam_width}) must be >= max(eval.ks) ({max(self.ks)})")

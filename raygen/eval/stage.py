@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import torch
 
 from raygen.data.schema import SkipLog
-from raygen.eval.baselines import popularity_rank
+from raygen.eval.baselines import content_rank, popularity_rank
 from raygen.generation.beam import constrained_beam_search
 from raygen.eval.config import EvalConfig
 from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
@@ -101,6 +101,12 @@ def baseline_ranks(name: str, samples: pa.Table, catalog: Catalog, rows: Rows, c
         train = samples.filter(pc.equal(samples.column("split"), "train"))
         hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
         return popularity_rank(hist, tgt, len(rows.targets), cfg.beam_width)
+    if name == "content":
+        if "embeddings" not in cache:
+            raise ValueError("eval.baselines 'content' needs the corpus stage's item embeddings "
+                             "(cache['embeddings'] = raygen.sid.stage.read_embeddings(corpus/embeddings.parquet))")
+        emb_ids, X = cache["embeddings"]
+        return content_rank(rows.histories, catalog.item_ids, emb_ids, X, cfg.beam_width, cfg.content_last)
     index = catalog.index_of()
     if "sasrec" not in cache:  # trained once, reused for every split
         cache["sasrec"] = fit_sasrec_baseline(samples, catalog, cfg)
@@ -177,6 +183,10 @@ def run_eval(ctx: StageContext) -> dict:
     mdir = model_dir(ctx.input("rl"))
     tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
     skips, cache, per_split = SkipLog(), {}, {}
+    if "content" in cfg.baselines:
+        from raygen.sid.stage import read_embeddings
+
+        cache["embeddings"] = read_embeddings(ctx.input("corpus") / "embeddings.parquet")
     for split in cfg.splits:
         per_split[split] = evaluate_split(mdir, samples, codes, tokenizer, ctx.cfg.tasks, cfg, split, ctx.out,
                                           skips, cache)
