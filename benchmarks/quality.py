@@ -17,9 +17,10 @@ state kept, stopped after --patience validations without improvement. Variants:
     sa_init+ts_align  sa_init with TS-Align token tasks mixed into SFT
 
 Scored on every row of the official test split (4,533) with the constrained beam search, next to
-popularity and raygen's SASRec (early-stopped on valid, one per seed) on the same rows: mean ± std
+popularity, raygen's SASRec (early-stopped on valid, one per seed) and the content baseline (cosine of
+corpus text embeddings to the last history item, no training) on the same rows: mean ± std
 over seeds, bootstrap 95 % CIs over rows (of the seed-averaged per-row metric), paired bootstrap
-CIs of the differences to popularity / SASRec / mean, collapse diagnostics, and the learning
+CIs of the differences to each baseline and to mean, collapse diagnostics, and the learning
 curves (valid NDCG@10 against examples seen). Outputs beside --out: JSON, Markdown table, PNGs.
 Each finished run is cached (its stage folders are reused when the script is started again).
 """
@@ -153,7 +154,7 @@ def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], 
 
 def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray,
               sasrec_max_epochs: int = 0) -> dict:
-    """Popularity and SASRec on exactly the scored rows of ``run_dir``'s samples (see :func:`baseline_rows`)."""
+    """Popularity, SASRec and content on exactly the scored rows of ``run_dir``'s samples (see :func:`baseline_rows`)."""
     from transformers import AutoTokenizer
 
     from raygen.eval.rows import Catalog
@@ -165,18 +166,30 @@ def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids
     catalog = Catalog.from_codes(read_parquet(run_dir / "sids" / "codes.parquet"), tok)
     histories = [list(h) for h in samples.column("history").to_pylist()]
     return baseline_rows(samples, catalog, cfg.eval, seeds, targets, [histories[i] for i in row_ids],
-                         sasrec_max_epochs)
+                         sasrec_max_epochs, run_embeddings(run_dir))
+
+
+def run_embeddings(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The corpus stage's item embeddings of ``run_dir`` (the content baseline's), None (said) when missing."""
+    from raygen.sid.stage import read_embeddings
+
+    path = Path(run_dir) / "corpus" / "embeddings.parquet"
+    if not path.exists():
+        print(f"[baselines] no {path}: no content baseline", flush=True)
+        return None
+    return read_embeddings(path)
 
 
 def baseline_rows(samples, catalog, eval_cfg, seeds: list[int], targets: np.ndarray, histories: list[list[int]],
-                  sasrec_max_epochs: int = 0) -> dict:
-    """Per-row metrics and collapse stats of popularity and of SASRec (early-stopped on valid, one per
-    seed) for the rows with these ``targets`` / ``histories``."""
+                  sasrec_max_epochs: int = 0, embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Per-row metrics and collapse stats of popularity, of SASRec (early-stopped on valid, one per seed)
+    and, with ``embeddings`` (:func:`run_embeddings`), of the content baseline (``eval_cfg.content_last``)
+    for the rows with these ``targets`` / ``histories``."""
     from dataclasses import replace
 
     import pyarrow.compute as pc
 
-    from raygen.eval.baselines import popularity_rank
+    from raygen.eval.baselines import content_rank, popularity_rank
     from raygen.eval.metrics import collapse_stats
     from raygen.eval.sasrec import sasrec_rank
     from raygen.eval.stage import fit_sasrec_baseline
@@ -186,6 +199,9 @@ def baseline_rows(samples, catalog, eval_cfg, seeds: list[int], targets: np.ndar
     pop = popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(), len(targets), k)
     out = {"popularity": {"rows": [per_row(pop, targets)], "collapse": [collapse_stats(pop, n_items)]},
            "sasrec": {"rows": [], "collapse": [], "fit": []}}
+    if embeddings is not None:
+        top = content_rank(histories, catalog.item_ids, *embeddings, k, eval_cfg.content_last)
+        out["content"] = {"rows": [per_row(top, targets)], "collapse": [collapse_stats(top, n_items)]}
     index = catalog.index_of()
     for s in seeds:
         sr = replace(eval_cfg.sasrec, seed=s, **({"epochs": sasrec_max_epochs} if sasrec_max_epochs else {}))
@@ -309,7 +325,7 @@ def plot(result: dict, curves: dict[str, list[list[dict]]], stem: Path) -> None:
             ax.errorbar(i, s["mean"], yerr=[[s["mean"] - s["ci95"][0]], [s["ci95"][1] - s["mean"]]], fmt="o",
                         capsize=5, color="tab:blue")
             ax.scatter([i] * len(s["seeds"]), s["seeds"], color="tab:blue", alpha=0.35, s=12)
-        for (b, r), color in zip(result["baselines"].items(), ["tab:gray", "tab:red"]):
+        for (b, r), color in zip(result["baselines"].items(), ["tab:gray", "tab:red", "tab:green", "tab:purple"]):
             s = r["summary"][metric]
             ax.axhline(s["mean"], color=color, ls="--", label=f"{b} {s['mean']:.4f}")
             ax.axhspan(*s["ci95"], color=color, alpha=0.12)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import (baseline_rows, baseline_summary, cold_rows, cold_warm, differences, markdown,  # noqa: E402
-                                per_row, plot, summarize)
+                                per_row, plot, run_embeddings, summarize)
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.generation.beam import constrained_beam_search  # noqa: E402
@@ -304,7 +304,8 @@ def cached_baselines(a, d: Data, catalog, seeds: list[int], row_ids: np.ndarray,
                                              + np.asarray(targets, np.int64).tobytes()).hexdigest()}, sort_keys=True)
     all_histories = d.samples.column("history").to_pylist()
     histories = [list(all_histories[int(i)]) for i in row_ids]  # row_id = the samples row
-    base = baseline_rows(d.samples, catalog, cfg, [], targets, histories)  # popularity only
+    base = baseline_rows(d.samples, catalog, cfg, [], targets, histories,  # popularity and content
+                         embeddings=run_embeddings(Path(a.run)))
     for s in seeds:
         path = run_file(a, "baseline_sasrec", s)
         got = load_run(path, key)

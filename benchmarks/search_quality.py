@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import (METRICS, baseline_rows, cell, ci_bars, cold_rows, cold_warm, differences, per_row,  # noqa: E402
-                                slice_summaries, summarize)
+                                run_embeddings, slice_summaries, summarize)
 from benchmarks.quality_local import (VARIANTS, Data, add_training_args, command, data_digest, finished_run,  # noqa: E402
                                       load, load_extra, machine, run_file, seed_major, settings_of, sft_examples,
                                       sft_tasks, variants_and_seeds, write_outputs)
@@ -380,7 +380,8 @@ def main() -> None:
             scored = (row_ids, targets)
             histories = [list(h) for h in d.samples.column("history").take(pa.array(row_ids)).to_pylist()]
             base_next = baseline_rows(d.samples, Catalog.from_codes(d.codes, tok), EvalConfig(),
-                                      seeds if a.sasrec else [], targets, histories, a.sasrec_max_epochs)
+                                      seeds if a.sasrec else [], targets, histories, a.sasrec_max_epochs,
+                                      run_embeddings(run))
             if not a.sasrec:
                 del base_next["sasrec"]
         x = load_extra(run_file(a, name, seed))

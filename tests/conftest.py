@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -229,13 +230,18 @@ def tiny_catalog() -> dict[str, pa.Table]:
 
 @pytest.fixture
 def tiny_run_dir(tmp_path, tiny_catalog) -> Path:
-    """A run folder as the data and sids stages leave it (data/items, data/samples, sids/codes, sids/tokens)
-    for :data:`tiny_catalog`, its samples limited to rows whose items all have SIDs (benchmarks/*_local.py)."""
+    """A run folder as the data, corpus and sids stages leave it (data/items, data/samples, corpus/embeddings:
+    seeded random 8-d vectors, sids/codes, sids/tokens) for :data:`tiny_catalog`, its samples limited to rows
+    whose items all have SIDs (benchmarks/*_local.py)."""
     from raygen.io import write_parquet
 
     run = tmp_path / "run"
     for name, folder in (("items", "data"), ("codes", "sids"), ("tokens", "sids")):
         write_parquet(run / folder / f"{name}.parquet", tiny_catalog[name])
+    ids = tiny_catalog["items"].column("item_id").to_numpy()
+    vecs = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
+    write_parquet(run / "corpus/embeddings.parquet", pa.table(
+        {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
     known = set(tiny_catalog["codes"].column("item_id").to_pylist())
     samples = tiny_catalog["samples"]
     keep = [bool(h) and set(h) <= known for h in samples.column("history").to_pylist()]

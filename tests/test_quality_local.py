@@ -54,11 +54,11 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     assert "mean seed 0: reused" in third.stdout
     assert kept.stat().st_mtime_ns == stamp  # SASRec not refitted
     res = json.loads(out.read_text())
-    assert not res["partial"] and set(res["baselines"]) == {"popularity", "sasrec"}
+    assert not res["partial"] and set(res["baselines"]) == {"popularity", "sasrec", "content"}
     z = np.load(kept)
     assert np.isclose(res["baselines"]["sasrec"]["summary"]["ndcg@10"]["seeds"][0], z["metric:ndcg@10"].mean())
     assert len(z["metric:ndcg@10"]) == res["settings"]["test_rows_used"]
-    assert set(res["slices"]) == {"mean", "popularity", "sasrec"}
+    assert set(res["slices"]) == {"mean", "popularity", "sasrec", "content"}
     assert (out.parent / "q.md").exists()
 
     # other SASRec settings: the kept fit is not reused
@@ -71,7 +71,7 @@ def test_train_only_baselines_only_then_report_reuses_both(tmp_path, tiny_model_
     assert "mean seed 1: ndcg" not in fifth.stdout and not (runs / "mean-s1.npz").exists()
     res = json.loads(out.read_text())
     assert res["missing_runs"] == ["mean seed 1"] and res["partial"] and res["note"] == "seed 1 not run"
-    assert len(res["variants"]["mean"]["runs"]) == 1 and set(res["baselines"]) == {"popularity", "sasrec"}
+    assert len(res["variants"]["mean"]["runs"]) == 1 and set(res["baselines"]) == {"popularity", "sasrec", "content"}
     md = (out.parent / "q.md").read_text()
     assert "Not run (planned, missing from this table): mean seed 1." in md and "Note: seed 1 not run" in md
 

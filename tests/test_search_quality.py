@@ -224,7 +224,7 @@ def test_script_end_to_end_tiny_and_resumes(search_run, tiny_model_dir, tmp_path
         assert nx["slices"][v]["cold"]["n"] + nx["slices"][v]["warm"]["n"] == nx["n_rows"] == 30
         assert [r["search"]["n"] for r in res["variants"][v]["runs"]] == [n, n]
         assert all(x["n_seen"] + x["n_unseen"] == n for x in s["seen_in_search_training"][v])
-    assert "popularity" in nx["methods"]
+    assert {"popularity", "content"} <= set(nx["methods"])  # content: the run has corpus embeddings
     # every method was scored on exactly the same test queries: the runs' saved rows are the test split's
     runs = sorted((out.parent / "search_runs").glob("*.npz"))
     assert len(runs) == 4
