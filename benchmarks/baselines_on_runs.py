@@ -13,7 +13,9 @@ samples: every kept row's target must equal ``--run``'s target of that row (else
 which file differs). The data stage is deterministic, so a rebuilt run folder (other SIDs) still qualifies:
 the baselines read no SIDs.
 
-Reported: each method's HR@K / NDCG@K (mean ± std over seeds, bootstrap 95 % CI over rows, collapse check:
+Also the hybrid of the eval stage (``raygen.eval.fusion``: each kept top-10 fused with the content ranking's top
+``--fusion-depth`` by reciprocal rank fusion, k0 60), ``<variant>+content``, paired with the variant alone and
+with content_last1. Reported: each method's HR@K / NDCG@K (mean ± std over seeds, bootstrap 95 % CI over rows, collapse check:
 distinct top-1 items) and the paired bootstrap CIs of NDCG@10 and HR@10, variant minus each baseline.
 Outputs ``--out`` (JSON) and its Markdown table beside it.
 """
@@ -40,10 +42,11 @@ from raygen.io import read_parquet  # noqa: E402
 RUN_FILE = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)\.npz$")
 
 
-def kept_runs(runs_dir: Path) -> tuple[dict[str, list[dict]], dict[str, list], np.ndarray, np.ndarray]:
+def kept_runs(runs_dir: Path) -> tuple[dict[str, list[dict]], dict[str, list], dict[str, list], np.ndarray, np.ndarray]:
     """``{variant: [per-row metrics of each seed, seed order]}``, ``{variant: [distinct top-1 items of each seed
-    (None where the run's record has no collapse check)]}`` and the row ids / targets they share."""
-    groups: dict[str, list[tuple[int, dict, int | None]]] = {}
+    (None where the run's record has no collapse check)]}``, ``{variant: [top-10 item ids of each seed]}`` (only
+    variants whose files keep them: not the SASRec fits) and the row ids / targets they share."""
+    groups: dict[str, list[tuple[int, dict, int | None, np.ndarray]]] = {}
     shared = None
     files = sorted(p for p in runs_dir.glob("*.npz") if RUN_FILE.match(p.name))
     if not files:
@@ -58,10 +61,12 @@ def kept_runs(runs_dir: Path) -> tuple[dict[str, list[dict]], dict[str, list], n
             raise SystemExit(f"{path} was scored on other rows than {shared[0]}: one figure, one row set")
         name = m["name"].removeprefix("baseline_")
         top1 = json.loads(str(z["record"])).get("collapse", {}).get("distinct_top1") if "record" in z.files else None
-        groups.setdefault(name, []).append((int(m["seed"]), rows, top1))
+        groups.setdefault(name, []).append((int(m["seed"]), rows, top1,
+                                                z["topk"] if "topk" in z.files else np.zeros((0, 10), np.int64)))
     ordered = {n: sorted(g, key=lambda x: x[0]) for n, g in groups.items()}
+    topk = {n: [x[3] for x in g] for n, g in ordered.items() if all(len(x[3]) == len(shared[1]) for x in g)}
     return ({n: [x[1] for x in g] for n, g in ordered.items()}, {n: [x[2] for x in g] for n, g in ordered.items()},
-            shared[1], shared[2])
+            topk, shared[1], shared[2])
 
 
 def check_rows(samples: pa.Table, row_ids: np.ndarray, targets: np.ndarray, run: Path) -> None:
@@ -103,12 +108,15 @@ def main() -> None:
     ap.add_argument("--runs-dir", required=True, help="folder of kept run files (<variant>-s<seed>.npz)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--content-last", default="1,3", help="content baselines: last N history items, comma list")
+    ap.add_argument("--fusion-depth", type=int, default=50,
+                    help="content items fused with each kept top-10 (the eval stage's eval.fusion_depth)")
     a = ap.parse_args()
     t0 = time.time()
     from raygen.eval.baselines import content_rank, popularity_rank
+    from raygen.eval.fusion import rrf_fuse
 
     run, runs_dir = Path(a.run), Path(a.runs_dir)
-    variants, top1, row_ids, targets = kept_runs(runs_dir)
+    variants, top1, topk, row_ids, targets = kept_runs(runs_dir)
     samples = read_parquet(run / "data/samples.parquet")
     check_rows(samples, row_ids, targets, run)
     embeddings = run_embeddings(run)
@@ -122,12 +130,23 @@ def main() -> None:
     for n in (int(x) for x in a.content_last.split(",") if x):
         tops[f"content_last{n}"] = content_rank(histories, catalog, *embeddings, 10, n)
     base = {b: [per_row(t, targets)] for b, t in tops.items()}
+    # the hybrid of raygen.eval.fusion (the eval stage's 'raygen+content') on each kept top-10
+    content = content_rank(histories, catalog, *embeddings, a.fusion_depth, 1)
+    fused_tops = {f"{n}+content": [rrf_fuse([t, content], 10) for t in tk] for n, tk in topk.items()}
+    fused = {n: [per_row(t, targets) for t in tops_n] for n, tops_n in fused_tops.items()}
     methods = {n: {"summary": summarize(r), "seeds": len(r), "distinct_top1": "/".join(map(str, top1[n]))}
                for n, r in variants.items()}
     methods.update({b: {"summary": summarize(r), "seeds": 1, "distinct_top1": str(len(np.unique(tops[b][:, 0])))}
                     for b, r in base.items()})
+    methods.update({n: {"summary": summarize(r), "seeds": len(r), "distinct_top1": "/".join(
+        str(len(np.unique(t[:, 0]))) for t in fused_tops[n])} for n, r in fused.items()})
     diffs = {n: {b: {m: paired_diff(r, rb, m) for m in ("ndcg@10", "hr@10")} for b, rb in base.items()}
              for n, r in variants.items()}
+    for n, r in fused.items():  # the hybrid against the model alone and against the content ranking alone
+        own = n.removesuffix("+content")
+        diffs[n] = {ref: {m: paired_diff(r, rows, m) for m in ("ndcg@10", "hr@10")}
+                    for ref, rows in ((own, variants[own]), ("content_last1", base.get("content_last1")))
+                    if rows is not None}
     res = {"runs_dir": str(runs_dir), "run": str(run), "n_rows": len(targets), "methods": methods,
            "differences": diffs, "wall_s": round(time.time() - t0, 1), "command": command("benchmarks/baselines_on_runs.py"),
            "machine": machine()}

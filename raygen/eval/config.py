@@ -72,6 +72,13 @@ class EvalConfig:
     also ranks cold items, which a generative model rarely emits)."""
     content_last: int = 1
     """History items whose mean unit embedding queries the 'content' baseline (the last N)."""
+    fusion: bool = True
+    """Also report 'raygen+content', a hybrid ranking: the model's top `beam_width` fused with the content
+    ranking's top `fusion_depth` by reciprocal rank fusion (raygen.eval.fusion: k0 60, equal weights, no
+    tuning). It keeps the model's top hits and adds items the model never emits (cold, newly added). Needs
+    the corpus embeddings; evaluated with the baselines, on the same rows."""
+    fusion_depth: int = 50
+    """Items of the content ranking that enter the fusion."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     """SASRec baseline settings."""
     seed: int = 0
@@ -93,6 +100,8 @@ class EvalConfig:
             raise ConfigError(f"eval.baselines: unknown baseline(s) {sorted(bad)}")
         if self.content_last < 1:
             raise ConfigError(f"eval.content_last: must be >= 1, got {self.content_last}")
+        if self.fusion_depth < 1:
+            raise ConfigError(f"eval.fusion_depth: must be >= 1, got {self.fusion_depth}")
         check_bf16(self.bf16, "eval.bf16")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width ({self.beam_width}) must be >= max(eval.ks) ({max(self.ks)})")

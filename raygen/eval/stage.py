@@ -13,6 +13,7 @@ from raygen.data.schema import SkipLog
 from raygen.eval.baselines import content_rank, popularity_rank
 from raygen.generation.beam import constrained_beam_search
 from raygen.eval.config import EvalConfig
+from raygen.eval.fusion import rrf_fuse
 from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
 from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
@@ -102,16 +103,21 @@ def baseline_ranks(name: str, samples: pa.Table, catalog: Catalog, rows: Rows, c
         hist, tgt = train.column("history").to_pylist(), train.column("target").to_pylist()
         return popularity_rank(hist, tgt, len(rows.targets), cfg.beam_width)
     if name == "content":
-        if "embeddings" not in cache:
-            raise ValueError("eval.baselines 'content' needs the corpus stage's item embeddings "
-                             "(cache['embeddings'] = raygen.sid.stage.read_embeddings(corpus/embeddings.parquet))")
-        emb_ids, X = cache["embeddings"]
-        return content_rank(rows.histories, catalog.item_ids, emb_ids, X, cfg.beam_width, cfg.content_last)
+        return content_top(catalog, rows, cfg, cache, cfg.beam_width)
     index = catalog.index_of()
     if "sasrec" not in cache:  # trained once, reused for every split
         cache["sasrec"] = fit_sasrec_baseline(samples, catalog, cfg)
     top = sasrec_rank(cache["sasrec"], [[index[h] for h in hs] for hs in rows.histories], cfg.beam_width)
     return catalog.item_ids[top]
+
+
+def content_top(catalog: Catalog, rows: Rows, cfg: EvalConfig, cache: dict, k: int) -> np.ndarray:
+    """The content ranking's top ``k`` item ids for ``rows`` (the corpus embeddings in ``cache['embeddings']``)."""
+    if "embeddings" not in cache:
+        raise ValueError("eval.baselines 'content' and eval.fusion need the corpus stage's item embeddings "
+                         "(cache['embeddings'] = raygen.sid.stage.read_embeddings(corpus/embeddings.parquet))")
+    emb_ids, X = cache["embeddings"]
+    return content_rank(rows.histories, catalog.item_ids, emb_ids, X, k, cfg.content_last)
 
 
 def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, split: str, out: Path | None,
@@ -131,8 +137,12 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     cold = cold_mask(rows.targets, training_targets(samples))
     table = {"raygen": _with_slices(evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks), topk,
                                     rows.targets, cold, cfg.ks)}
-    for name in (cfg.baselines if baselines else []):
-        ranks = baseline_ranks(name, samples, catalog, rows, cfg, cache if cache is not None else {})
+    cache = cache if cache is not None else {}
+    for name in [*cfg.baselines, *(["raygen+content"] if cfg.fusion else [])] if baselines else []:
+        if name == "raygen+content":  # the hybrid: the model's list fused with the content ranking's top
+            ranks = rrf_fuse([topk, content_top(catalog, rows, cfg, cache, cfg.fusion_depth)], cfg.beam_width)
+        else:
+            ranks = baseline_ranks(name, samples, catalog, rows, cfg, cache)
         table[name] = _with_slices(evaluate_rankings(ranks, rows.targets, catalog.item_ids, cfg.ks), ranks,
                                    rows.targets, cold, cfg.ks)
     return table
@@ -183,7 +193,7 @@ def run_eval(ctx: StageContext) -> dict:
     mdir = model_dir(ctx.input("rl"))
     tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
     skips, cache, per_split = SkipLog(), {}, {}
-    if "content" in cfg.baselines:
+    if "content" in cfg.baselines or cfg.fusion:
         from raygen.sid.stage import read_embeddings
 
         cache["embeddings"] = read_embeddings(ctx.input("corpus") / "embeddings.parquet")

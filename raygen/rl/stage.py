@@ -68,7 +68,7 @@ def run_rl(ctx: StageContext) -> dict:
            if cfg.rewards.get("semantic", 0) else None)
     pad = pad_id_of(tok)
 
-    ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], splits=[cfg.eval_split])
+    ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], fusion=False, splits=[cfg.eval_split])
     metric = selection_metric(ecfg.ks)
     before = evaluate_split(sft_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
     log.info("rl: %s %s before RL %.4f", cfg.eval_split, metric, before[metric])

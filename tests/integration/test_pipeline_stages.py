@@ -84,7 +84,7 @@ def test_eval_predictions_line_up_with_the_samples(tiny_run):
         for i, target, topk in zip(pred["row_id"], pred["target"], pred["topk"]):  # row_id: samples row
             assert samples["split"][i] == split and samples["target"][i] == target
             assert len(topk) == 5 and len(set(topk)) == 5 and set(topk) <= catalog
-        for method in ("raygen", "popularity", "sasrec"):
+        for method in ("raygen", "popularity", "sasrec", "raygen+content"):  # eval.fusion: on by default
             assert ev["splits"][split][method]["invalid"] == 0
     # the table's HR@5 is the share of scored rows whose target is in the top 5 of the predictions file
     pred = pq.read_table(run_dir / "eval" / "predictions_test.parquet").to_pydict()

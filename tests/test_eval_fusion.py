@@ -1,0 +1,38 @@
+"""Reciprocal rank fusion of the model's ranking with a training-free one (raygen.eval.fusion)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raygen.eval.fusion import rrf_fuse
+from raygen.eval.metrics import PAD_ITEM
+
+
+def test_rrf_scores_by_reciprocal_rank_and_breaks_ties_by_the_first_ranking():
+    model = np.array([[1, 2, 3]])
+    content = np.array([[4, 3, 1]])
+    # k0 = 1: 1 -> 1/1 + 1/3, 2 -> 1/2, 3 -> 1/3 + 1/2, 4 -> 1/1
+    assert rrf_fuse([model, content], 4, k0=1).tolist() == [[1, 4, 3, 2]]
+    # k0 = 60: 1 (1/60 + 1/62 = 0.03280) > 3 (1/62 + 1/61 = 0.03252) > 4 (1/60) > 2 (1/61)
+    assert rrf_fuse([model, content], 4).tolist() == [[1, 3, 4, 2]]
+    # equal scores keep the first ranking's order: 2 and 5 both 1/61
+    assert rrf_fuse([np.array([[1, 2]]), np.array([[1, 5]])], 3).tolist() == [[1, 2, 5]]
+    # a weight of 0 drops a ranking's say but keeps its items as candidates after the others
+    assert rrf_fuse([model, content], 4, weights=[1, 0]).tolist() == [[1, 2, 3, 4]]
+
+
+def test_rrf_ignores_pad_slots_and_pads_short_rows():
+    model = np.array([[7, PAD_ITEM, PAD_ITEM], [1, 2, 3]])
+    content = np.array([[PAD_ITEM], [9]])
+    got = rrf_fuse([model, content], 3)
+    assert got[0].tolist() == [7, PAD_ITEM, PAD_ITEM]
+    assert got[1].tolist() == [1, 9, 2]  # 1 and 9 at 1/60 each (tie: model first), then 2 at 1/61
+
+
+def test_rrf_rejects_mismatched_rows_and_bad_weights():
+    with pytest.raises(ValueError, match="same rows"):
+        rrf_fuse([np.zeros((2, 3), int), np.zeros((3, 3), int)], 3)
+    with pytest.raises(ValueError, match="one weight"):
+        rrf_fuse([np.zeros((2, 3), int)], 3, weights=[1, 1])
+    with pytest.raises(ValueError, match="no rankings"):
+        rrf_fuse([], 3)
