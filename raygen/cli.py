@@ -46,7 +46,8 @@ def cmd_recommend(args) -> int:
     if (args.history is None) == (args.query is None):
         print("raygen recommend: give either --history or --query", file=sys.stderr)
         return 2
-    recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history, query=args.query)
+    recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history, query=args.query,
+                     hybrid=args.hybrid)
     if args.json:
         print(json.dumps(recs, indent=1))
         return 0
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--query", default=None, help="a free-text search query instead of a history")
     rc.add_argument("-k", type=int, default=10, help="number of items to return (default 10)")
     rc.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
+    rc.add_argument("--hybrid", action="store_true",
+                    help="fuse the model's list with the content ranking (text-embedding neighbours of the last "
+                         "history items) by reciprocal rank fusion: the eval table's 'raygen+content'")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     rc.set_defaults(fn=cmd_recommend)
     s = sub.add_parser("stages", help="list the stages")

@@ -127,6 +127,8 @@ class Recommender:
                                  "rerun `raygen run` to rebuild it") from e
         tok = self.tokenizer
         self.pad_id = pad_id_of(tok)
+        self.embeddings = None
+        """The corpus embeddings (item ids, vectors), read on the first hybrid request."""
 
     def check_history(self, history: Sequence[int]) -> list[int]:
         """``history`` as ints; RecommendError naming every item this run does not know."""
@@ -149,17 +151,46 @@ class Recommender:
 
         return next_item_prompt_ids(self.tokenizer, [history], self.sids, self.cfg.tasks)[0]
 
-    def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False) -> list[dict]:
+    def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False,
+              hybrid: bool = False) -> list[dict]:
         """Up to ``k`` distinct catalog items, best first: ``{item_id, title, score, sid}``.
 
         ``score`` is the SID log-probability (higher is better). ``k`` larger than the catalog gives
-        the whole catalog; ``exclude_history`` drops items already in the history.
+        the whole catalog; ``exclude_history`` drops items already in the history. ``hybrid``: the eval
+        stage's 'raygen+content' ranking (:meth:`fuse_content`).
         """
         if k < 1:
             raise RecommendError(f"k must be >= 1, got {k}")
         history = self.check_history(history)
         seen = set(history) if exclude_history else set()
-        return self._ranked(self.prompt_ids(history), k, seen)
+        ranked = self._ranked(self.prompt_ids(history), k, seen)
+        return self.fuse_content(history, ranked, k, seen) if hybrid else ranked
+
+    def fuse_content(self, history: list[int], ranked: list[dict], k: int, seen: set[int]) -> list[dict]:
+        """The model's ``ranked`` items fused with the content ranking of ``history`` (the corpus embeddings'
+        cosine to the last ``eval.content_last`` items, top ``eval.fusion_depth``) by reciprocal rank fusion,
+        as the eval stage's 'raygen+content' (raygen.eval.fusion). Records: ``{item_id, title, score (the
+        fused score), sid, model_rank, content_rank}`` (ranks 1-based, None where the list lacks the item)."""
+        from raygen.eval.baselines import content_rank
+        from raygen.eval.fusion import rrf_scores
+
+        if self.embeddings is None:
+            from raygen.sid.stage import read_embeddings
+
+            path = self.run_dir / "corpus" / "embeddings.parquet"
+            if not path.exists():
+                raise RecommendError(f"{path} not found (stage 'corpus' output): the hybrid ranking needs it")
+            self.embeddings = read_embeddings(path)
+        depth = self.cfg.eval.fusion_depth + len(seen)
+        content = [int(i) for i in content_rank([history], self.catalog.item_ids, *self.embeddings, depth,
+                                                self.cfg.eval.content_last)[0] if int(i) not in seen]
+        model = [r["item_id"] for r in ranked]
+        out = []
+        for item, score in list(rrf_scores([model, content], [1.0, 1.0]).items())[:k]:
+            out.append({"item_id": item, "title": self.titles.get(item) or "", "score": score, "sid": self.sids[item],
+                        "model_rank": model.index(item) + 1 if item in model else None,
+                        "content_rank": content.index(item) + 1 if item in content else None})
+        return out
 
     def search(self, query: str, k: int = 10) -> list[dict]:
         """Top-``k`` items for a free-text search ``query`` (STAR's search task, prompted with the first
@@ -197,10 +228,13 @@ class Recommender:
 
 
 def recommend(run_dir: str | Path, history: Sequence[int] | None = None, k: int = 10, exclude_history: bool = False,
-              device: str | None = None, query: str | None = None) -> list[dict]:
+              device: str | None = None, query: str | None = None, hybrid: bool = False) -> list[dict]:
     """Top-``k`` items for ``history`` (or, given ``query``, for that search query) from the finished run
-    in ``run_dir`` (see :class:`Recommender`)."""
+    in ``run_dir`` (see :class:`Recommender`); ``hybrid``: fused with the content ranking (histories only)."""
     if (history is None) == (query is None):
         raise RecommendError("give either a history or a query")
+    if hybrid and query is not None:
+        raise RecommendError("the hybrid ranking is for histories (it fuses the content ranking of the last items)")
     rec = Recommender(run_dir, device=device)
-    return rec.search(query, k) if query is not None else rec.top_k(history, k, exclude_history=exclude_history)
+    return (rec.search(query, k) if query is not None
+            else rec.top_k(history, k, exclude_history=exclude_history, hybrid=hybrid))

@@ -212,3 +212,37 @@ def test_damaged_run_is_a_clear_error(tiny_run, tmp_path, capsys, damage, needle
     assert main(["recommend", "--run", str(run), "--history", "100"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("raygen: error: ") and "Traceback" not in err
+
+
+def test_hybrid_fuses_the_model_list_with_the_content_neighbours(tiny_run, tiny_catalog, tmp_path, capsys):
+    import numpy as np
+    import pyarrow as pa
+
+    from raygen.eval.fusion import rrf_scores
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(RecommendError, match=r"corpus/embeddings.parquet not found .*hybrid ranking needs it"):
+        recommend(run, [100, 101], k=4, hybrid=True)
+    with pytest.raises(RecommendError, match="hybrid ranking is for histories"):
+        recommend(run, query="red shoes", hybrid=True)
+    ids = tiny_catalog["items"].column("item_id").to_numpy()
+    vecs = np.random.default_rng(1).normal(size=(len(ids), 8)).astype(np.float32)
+    vecs[list(ids).index(107)] = vecs[list(ids).index(101)] * 3  # 107: the last item's nearest neighbour
+    write_parquet(run / "corpus/embeddings.parquet", pa.table(
+        {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
+    n = len(ids) - 2  # every catalog item but the history: each is in both lists (the content list holds all)
+    model = [r["item_id"] for r in recommend(run, [100, 101], k=n, exclude_history=True)]
+    recs = recommend(run, [100, 101], k=n, hybrid=True, exclude_history=True)
+    assert sorted(r["item_id"] for r in recs) == sorted(model) and not {100, 101} & set(model)
+    by_item = {r["item_id"]: r for r in recs}
+    assert by_item[107]["content_rank"] == 1  # 101 itself is excluded, so its twin 107 leads the content list
+    for r in recs:
+        assert model[r["model_rank"] - 1] == r["item_id"]
+        assert r["score"] == pytest.approx(1 / (59 + r["model_rank"]) + 1 / (59 + r["content_rank"]))
+    assert [r["item_id"] for r in recs] != model  # the content ranking moved items
+    assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+    assert rrf_scores([[1, 2], [2, 3]], [1.0, 1.0]) == pytest.approx({2: 1 / 61 + 1 / 60, 1: 1 / 60, 3: 1 / 61})
+    assert main(["recommend", "--run", str(run), "--history", "100,101", "-k", "4", "--hybrid", "--json"]) == 0
+    assert [r["item_id"] for r in json.loads(capsys.readouterr().out)] == [
+        r["item_id"] for r in recommend(run, [100, 101], k=4, hybrid=True)]

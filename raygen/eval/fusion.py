@@ -37,11 +37,18 @@ def rrf_fuse(rankings: Sequence[np.ndarray], k: int, weights: Sequence[float] | 
         raise ValueError(f"rrf_fuse: one weight >= 0 per ranking and k0 > 0 (got {weights}, k0 {k0})")
     out = np.full((n, k), PAD_ITEM, dtype=np.int64)
     for row in range(n):
-        score: dict[int, float] = {}  # insertion order = first ranking's order, then the next's: the tie-break
-        for r, w in zip(rankings, weights):
-            for rank, item in enumerate(r[row].tolist()):
-                if item != PAD_ITEM:
-                    score[item] = score.get(item, 0.0) + w / (k0 + rank)
-        best = sorted(score, key=score.__getitem__, reverse=True)[:k]  # stable: ties keep insertion order
+        score = rrf_scores([r[row].tolist() for r in rankings], weights, k0)
+        best = list(score)[:k]
         out[row, :len(best)] = best
     return out
+
+
+def rrf_scores(lists: Sequence[Sequence[int]], weights: Sequence[float], k0: float = RRF_K0) -> dict[int, float]:
+    """``{item: fused score}`` of one row's ranked ``lists`` (``PAD_ITEM`` ignored), best first; equal scores
+    keep the order of first appearance (the first list's order, then the next's)."""
+    score: dict[int, float] = {}
+    for items, w in zip(lists, weights):
+        for rank, item in enumerate(items):
+            if item != PAD_ITEM:
+                score[item] = score.get(item, 0.0) + w / (k0 + rank)
+    return dict(sorted(score.items(), key=lambda kv: kv[1], reverse=True))  # stable: ties keep insertion order
