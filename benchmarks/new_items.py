@@ -53,6 +53,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality import cell, ci_bars, paired_diff, per_row, slice_summaries  # noqa: E402
 from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
                                       machine, seed_major, settings_of, variants_and_seeds, write_outputs)
+from raygen.eval.baselines import content_rank  # noqa: E402
+from raygen.eval.config import EvalConfig  # noqa: E402
+from raygen.eval.fusion import rrf_fuse  # noqa: E402
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.io import atomic_path, read_json, read_parquet, write_json, write_parquet  # noqa: E402
 
@@ -237,7 +240,7 @@ def baseline_rows(train_samples: pa.Table, histories: list[list[int]], targets: 
                   emb_ids: np.ndarray, X: np.ndarray, new_ids: np.ndarray, lasts: list[int], k: int = 10) -> dict:
     """Per-row metrics (with ``new@10``) of popularity (counted on ``train_samples``' train split) and the
     content baseline for each N in ``lasts``, on the rows with these ``histories`` / ``targets``."""
-    from raygen.eval.baselines import content_rank, popularity_rank
+    from raygen.eval.baselines import popularity_rank
 
     train = train_samples.filter(pc.equal(train_samples.column("split"), "train"))
     tops = {"popularity": popularity_rank(train.column("history").to_pylist(), train.column("target").to_pylist(),
@@ -265,11 +268,12 @@ def row_slices(targets: np.ndarray, new_ids: np.ndarray, train_samples: pa.Table
 
 
 def paired(rows: dict[str, list], masks: dict[str, np.ndarray], names: list[str], refs: list[str]) -> dict:
-    """Paired bootstrap CIs of NDCG@10 and HR@10 differences, name - ref, on the new and the old rows."""
+    """Paired bootstrap CIs of NDCG@10 and HR@10 differences, name - ref, on the new and the old rows; a hybrid
+    ``<variant>+content`` is also paired with its variant."""
     out = {}
     for name in names:
         per_seed = rows[name]
-        for ref in refs:
+        for ref in dict.fromkeys([*refs, name.removesuffix("+content")]):
             if ref == name or ref not in rows:
                 continue
             for part in ("new", "old"):
@@ -325,8 +329,11 @@ def markdown(result: dict) -> str:
         lines.append("")
     lines += ["Popularity is counted on the held-out training data, so it never ranks a new item (the floor on new "
               "rows). content_lastN: cosine between the corpus text embeddings of each catalog item and the mean "
-              "of the user's last N history items; no training. NEW@10: share of rows with any new item in the top 10.",
-              "", f"{'Partial: not every run finished. ' if result['partial'] else ''}Wall time {result['wall_min']} min "
+              "of the user's last N history items; no training. <variant>+content: the eval stage's hybrid "
+              "(raygen.eval.fusion): the variant's top 10 fused with content_last1's top 50 by reciprocal rank "
+              "fusion (k0 60). NEW@10: share of rows with any new item in the top 10.",
+              "", f"{'Partial: not every run finished. ' if result['partial'] else ''}"
+              f"{'Not run yet: ' + ', '.join(result['missing_runs']) + '. ' if result.get('missing_runs') else ''}Wall time {result['wall_min']} min "
               f"on {result['machine']['cpus']} CPU cores. Command: `{result['command']}`", ""]
     return "\n".join(lines)
 
@@ -341,7 +348,8 @@ def plot(result: dict, path: Path) -> None:
 
     sl = result["slices"]
     names = list(sl)
-    colors = ["tab:blue" if n in result["variants"] else "tab:gray" for n in names]
+    colors = ["tab:blue" if n in result["variants"] else "tab:cyan" if n in result.get("hybrids", ()) else "tab:gray"
+              for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 2.2 * len(names) + 3), 3.8))
     for ax, (part, metric) in zip(axes, (("new", "ndcg@10"), ("old", "ndcg@10"), ("new", "new@10"))):
         n = next((s[part]["n"] for s in sl.values()), 0)
@@ -367,6 +375,9 @@ def main() -> None:
                     help="SID quantizer fitted on the old items (default: the run's sids.method)")
     ap.add_argument("--content-last", default="1,3", help="content baselines: last N history items, comma list")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting runs after this many seconds")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="the report of the runs already kept with these settings; the missing ones are listed, "
+                         "not trained (safe beside a lane that is training them)")
     a = ap.parse_args()
     variants, seeds = variants_and_seeds(ap, a)
     setup_logging(False)
@@ -408,15 +419,19 @@ def main() -> None:
     lasts = [int(n) for n in a.content_last.split(",") if n]
     per_variant = {v: {"runs": []} for v in variants}
     rows: dict[str, list] = {v: [] for v in variants}
-    base = scored = masks = None
+    hybrids: dict[str, list] = {}  # "<variant>+content": the eval stage's hybrid ranking of each run
+    base = scored = masks = content = None
+    missing: list[str] = []
 
     def write(partial: bool) -> dict:
         done = {v: rows[v] for v in variants if rows[v]}
-        all_rows = {**done, **{b: r["rows"] for b, r in (base or {}).items()}}
+        all_rows = {**done, **hybrids, **{b: r["rows"] for b, r in (base or {}).items()}}
         result = {"holdout": holdout, "variants": {v: per_variant[v] for v in done}, "baselines": sorted(base or {}),
+                  "hybrids": list(hybrids),
                   "slices": slice_summaries(all_rows, masks, METRICS) if masks else {},
-                  "differences": paired(all_rows, masks, list(done), ["mean", *[f"content_last{n}" for n in lasts]]) if masks else {},
-                  "partial": partial, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
+                  "differences": paired(all_rows, masks, [*done, *hybrids],
+                                        ["mean", *[f"content_last{n}" for n in lasts]]) if masks else {},
+                  "partial": partial or bool(missing), "missing_runs": missing, "settings": settings, "wall_min": round((time.time() - t0) / 60, 1),
                   "command": command(SCRIPT), "machine": machine()}
         write_outputs(out, result, markdown(result))
         if masks:
@@ -424,7 +439,11 @@ def main() -> None:
         return result
 
     for seed, name in seed_major(variants, seeds, a.deadline, t0):
-        (rec, r, topk, row_ids, targets, _), _ = finished_run(a, name, seed, fingerprint, train_d, score_d, device)
+        got = finished_run(a, name, seed, fingerprint, train_d, score_d, device)
+        if got is None:  # --finished-only: not kept yet
+            missing.append(f"{name} seed {seed}")
+            continue
+        (rec, r, topk, row_ids, targets, _), _ = got
         if scored is not None and not np.array_equal(scored, row_ids):
             raise RuntimeError("variants were scored on different test rows")
         if scored is None:
@@ -433,8 +452,12 @@ def main() -> None:
             base = baseline_rows(train_samples, histories, targets, score_d.codes.column("item_id").to_numpy(),
                                  emb_ids, X, new_ids, lasts)
             masks = row_slices(targets, new_ids, train_samples)
+            content = content_rank(histories, score_d.codes.column("item_id").to_numpy(), emb_ids, X,
+                                   EvalConfig().fusion_depth, 1)
         per_variant[name]["runs"].append(rec)
         rows[name].append(with_new_share(r, topk, new_ids))
+        fused = rrf_fuse([topk, content], topk.shape[1])
+        hybrids.setdefault(f"{name}+content", []).append(with_new_share(per_row(fused, targets), fused, new_ids))
         settings["precision"] = f"bf16={rec['precision']['bf16']} ({rec['precision']['reason']})"
         settings["test_rows_used"] = len(targets)
         res = write(partial=True)

@@ -196,13 +196,16 @@ def test_script_end_to_end_tiny_and_resumes(tmp_path, tiny_model_dir):
     assert first.returncode == 0, first.stderr[-3000:]
     res = json.loads(out.read_text())
     assert not res["partial"] and res["holdout"]["n_new"] == 6
-    assert set(res["slices"]) == {"mean", "sa_init", "star", "popularity", "content_last1", "content_last3"}
+    hybrids = {"mean+content", "sa_init+content", "star+content"}
+    assert set(res["slices"]) == {"mean", "sa_init", "star", "popularity", "content_last1", "content_last3", *hybrids}
+    assert set(res["hybrids"]) == hybrids
     n_new = res["slices"]["mean"]["new"]["n"]
     assert n_new == res["holdout"]["counts"]["test"]["target_new"] > 0
     assert n_new + res["slices"]["mean"]["old"]["n"] == res["settings"]["test_rows_used"] == 30
     assert res["slices"]["popularity"]["new"]["hr@10"]["mean"] == 0  # popularity never ranks a new item
     assert res["slices"]["popularity"]["new"]["new@10"]["mean"] == 0
     assert set(res["differences"]["star"]["new"]) == {"mean", "content_last1", "content_last3"}
+    assert set(res["differences"]["star+content"]["new"]) == {"mean", "content_last1", "content_last3", "star"}
     assert (out.parent / "new_items.md").exists() and (out.parent / "new_items.png").stat().st_size > 0
     assert (out.parent / "new_items_holdout" / "codes.parquet").exists()
     assert len(list((out.parent / "new_items_runs").glob("*.npz"))) == 3
@@ -213,3 +216,12 @@ def test_script_end_to_end_tiny_and_resumes(tmp_path, tiny_model_dir):
     # the saved hold-out was read back, not fitted again
     assert json.loads(out.read_text())["holdout"]["sids"]["reused_from"] == str(out.parent / "new_items_holdout")
     assert json.loads(out.read_text())["slices"] == res["slices"]
+    # --finished-only with a seed never run: the kept runs reported, the missing ones listed, nothing trained
+    seeds = cmd.index("--seeds") + 1
+    third = subprocess.run([*cmd[:seeds], "0,1", *cmd[seeds + 1:], "--finished-only"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    res3 = json.loads(out.read_text())
+    assert res3["missing_runs"] == ["mean seed 1", "sa_init seed 1", "star seed 1"] and res3["partial"]
+    assert len(list((out.parent / "new_items_runs").glob("*.npz"))) == 3
+    assert "Not run yet: mean seed 1" in (out.parent / "new_items.md").read_text()
