@@ -75,7 +75,7 @@ class EvalConfig:
     fusion: bool = True
     """Also report 'raygen+content', a hybrid ranking: the model's top `beam_width` fused with the content
     ranking's top `fusion_depth` by reciprocal rank fusion (raygen.eval.fusion: k0 60, equal weights, no
-    tuning). It keeps the model's top hits and adds items the model never emits (cold, newly added). Needs
+    tuning). It keeps most of the model's top hits and adds items the model never emits (cold, newly added). Needs
     the corpus embeddings; evaluated with the baselines, on the same rows."""
     fusion_depth: int = 50
     """Items of the content ranking that enter the fusion."""

@@ -8,7 +8,7 @@ paper's constant, used as is (not tuned on the data it is reported on).
 Why: on Amazon Industrial the beam search ranks the hits it finds high (HR@1 ~2x a text-similarity
 ranking's) but finds no more of them (HR@10 level), and it never emits items it did not see as targets
 (cold items, items added after training); a text-similarity ranking of every catalog item covers both. The
-fused list keeps the model's top hits and fills the rest. Written here (a dozen lines of numpy): RRF is not
+fused list keeps most of the model's top hits and fills the rest. Written here (a few lines of Python): RRF is not
 in the libraries raygen already uses, and the rankings are short.
 """
 from __future__ import annotations
