@@ -222,7 +222,7 @@ def test_eval_stage_content_baseline_uses_the_run_embeddings_and_eval_content_la
     assert baseline_ranks("content", None, catalog, rows, cfg, {"embeddings": emb}).tolist() == [[10, 20, 30]] * 2
     cfg.content_last = 2  # row 0: mean of 30 and 10 = (0.5, 0.5): 20 first
     assert baseline_ranks("content", None, catalog, rows, cfg, {"embeddings": emb})[0].tolist() == [20, 10, 30]
-    with pytest.raises(ValueError, match="needs the corpus stage's item embeddings"):
+    with pytest.raises(ValueError, match="need the corpus stage's item embeddings"):
         baseline_ranks("content", None, catalog, rows, cfg, {})
     with pytest.raises(ConfigError, match="eval.content_last"):
         EvalConfig(content_last=0).validate()
