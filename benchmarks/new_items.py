@@ -24,7 +24,9 @@ with any new item in the top 10. Baselines on the same rows: popularity over the
 (it can never rank a new item: the floor) and a content baseline that needs no training, every catalog
 item ranked by cosine between its corpus text embedding and the mean unit embedding of the user's last
 ``N`` history items (``--content-last``, one baseline per N; history items are not excluded, as the
-beam search does not exclude them either).
+beam search does not exclude them either). Each run also gives the eval stage's hybrid, ``<variant>+content``
+(its top 10 fused with the content ranking's top ``eval.fusion_depth`` by ``raygen.eval.fusion``), paired
+with the variant. ``--finished-only`` reports the kept runs and lists the missing ones without training.
 
 Outputs beside ``--out``: the JSON (written after every finished run), a Markdown table, a bar plot (``.png``), each run's
 per-row results in ``<out>_runs/`` (reused by a rerun made with the same settings and the same held-out
@@ -340,7 +342,7 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     """NDCG@10 on the new rows and on the old rows, and NEW@10 on the new rows, per method (variants blue,
-    baselines gray), bars = mean over seeds, error bars = bootstrap 95 % CI over rows."""
+    hybrids cyan, baselines gray), bars = mean over seeds, error bars = bootstrap 95 % CI over rows."""
     import matplotlib
 
     matplotlib.use("Agg")
