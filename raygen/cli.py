@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--query", default=None, help="a free-text search query instead of a history")
     rc.add_argument("-k", type=int, default=10, help="number of items to return (default 10)")
     rc.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
-    rc.add_argument("--hybrid", action="store_true",
-                    help="fuse the model's list with the content ranking (text-embedding neighbours of the last "
-                         "history items) by reciprocal rank fusion: the eval table's 'raygen+content'")
+    rc.add_argument("--hybrid", action=argparse.BooleanOptionalAction, default=None,
+                    help="--hybrid: fuse the model's list with the content ranking (text-embedding neighbours of the "
+                         "last history items) by reciprocal rank fusion, the eval table's 'raygen+content'; "
+                         "--no-hybrid: the model alone; neither (default): the one the eval stage chose on the "
+                         "valid split (its metrics.json 'serving'; the model alone where the run has no eval)")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     rc.set_defaults(fn=cmd_recommend)
     s = sub.add_parser("stages", help="list the stages")

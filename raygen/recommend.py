@@ -15,10 +15,12 @@ answer is a real item; ``score`` is the log-probability of the item's SID given 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
+from raygen.eval.fusion import HYBRID
 from raygen.pipeline import CONFIG_FILE
 
 log = logging.getLogger("raygen")
@@ -151,17 +153,45 @@ class Recommender:
 
         return next_item_prompt_ids(self.tokenizer, [history], self.sids, self.cfg.tasks)[0]
 
+    def serving(self) -> dict:
+        """The eval stage's choice of the ranking to serve (:func:`raygen.eval.fusion.serving_choice`: the hybrid
+        where it beat the model on the valid split), or the model alone, with ``why``, where the run has no
+        finished eval of this config (not run yet, run with another config, or written before the choice)."""
+        from raygen.pipeline import STAGES
+        from raygen.runner import SUCCESS, stage_keys, success_key
+
+        stage = self.run_dir / "eval"
+        if not (stage / SUCCESS).exists():
+            return {"ranking": "raygen", "chosen_on": None, "why": f"no finished eval stage in {stage}"}
+        if success_key(stage) != stage_keys(self.cfg, STAGES)["eval"]:
+            return {"ranking": "raygen", "chosen_on": None,
+                    "why": f"{stage} was evaluated with another config than {self.run_dir / CONFIG_FILE}"}
+        try:
+            choice = json.loads((stage / "metrics.json").read_text()).get("serving")
+        except (OSError, ValueError) as e:
+            raise RecommendError(f"{stage / 'metrics.json'} is unreadable ({_first_line(e)}): the run folder is "
+                                 "damaged") from None
+        if not isinstance(choice, dict) or choice.get("ranking") not in ("raygen", HYBRID):
+            return {"ranking": "raygen", "chosen_on": None,
+                    "why": f"{stage / 'metrics.json'} has no serving choice (an eval stage older than it)"}
+        return choice
+
     def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False,
-              hybrid: bool = False) -> list[dict]:
+              hybrid: bool | None = None) -> list[dict]:
         """Up to ``k`` distinct catalog items, best first: ``{item_id, title, score, sid}``.
 
         ``score`` is the SID log-probability (higher is better). ``k`` larger than the catalog gives
-        the whole catalog; ``exclude_history`` drops items already in the history. ``hybrid``: the eval
-        stage's 'raygen+content' ranking (:meth:`fuse_content`).
+        the whole catalog; ``exclude_history`` drops items already in the history. ``hybrid``: true = the
+        eval stage's 'raygen+content' ranking (:meth:`fuse_content`), false = the model alone, None (default)
+        = the ranking the eval stage chose on the valid split (:meth:`serving`).
         """
         if k < 1:
             raise RecommendError(f"k must be >= 1, got {k}")
         history = self.check_history(history)
+        if hybrid is None:
+            choice = self.serving()
+            hybrid = choice["ranking"] == HYBRID
+            log.info("serving %s: %s", choice["ranking"], choice["why"])
         seen = set(history) if exclude_history else set()
         ranked = self._ranked(self.prompt_ids(history), k, seen)
         return self.fuse_content(history, ranked, k, seen) if hybrid else ranked
@@ -228,9 +258,10 @@ class Recommender:
 
 
 def recommend(run_dir: str | Path, history: Sequence[int] | None = None, k: int = 10, exclude_history: bool = False,
-              device: str | None = None, query: str | None = None, hybrid: bool = False) -> list[dict]:
+              device: str | None = None, query: str | None = None, hybrid: bool | None = None) -> list[dict]:
     """Top-``k`` items for ``history`` (or, given ``query``, for that search query) from the finished run
-    in ``run_dir`` (see :class:`Recommender`); ``hybrid``: fused with the content ranking (histories only)."""
+    in ``run_dir`` (see :class:`Recommender`); ``hybrid`` (histories only): true = fused with the content
+    ranking, false = the model alone, None = what the eval stage chose on the valid split."""
     if (history is None) == (query is None):
         raise RecommendError("give either a history or a query")
     if hybrid and query is not None:

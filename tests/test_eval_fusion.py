@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raygen.eval.fusion import rrf_fuse
+from raygen.eval.fusion import HYBRID, rrf_fuse, serving_choice
 from raygen.eval.metrics import PAD_ITEM
 
 
@@ -36,3 +36,20 @@ def test_rrf_rejects_mismatched_rows_and_bad_weights():
         rrf_fuse([np.zeros((2, 3), int)], 3, weights=[1, 1])
     with pytest.raises(ValueError, match="no rankings"):
         rrf_fuse([], 3)
+
+
+def test_serving_choice_is_decided_on_the_valid_split_only():
+    def tables(model, hybrid):
+        return {"raygen": {"ndcg@10": model, "hr@10": 0.5, "n": 40}, HYBRID: {"ndcg@10": hybrid, "hr@10": 0.9}}
+
+    # the hybrid wins on test but loses on valid: the model is served (test never decides)
+    got = serving_choice({"valid": tables(0.30, 0.25), "test": tables(0.30, 0.40)})
+    assert got["ranking"] == "raygen" and got["chosen_on"] == "valid" and got["n_rows"] == 40
+    assert (got["raygen"], got[HYBRID]) == (0.30, 0.25) and "0.2500 vs raygen 0.3000" in got["why"]
+    assert serving_choice({"valid": tables(0.30, 0.31), "test": tables(0.30, 0.20)})["ranking"] == HYBRID
+    assert serving_choice({"valid": tables(0.30, 0.30)})["ranking"] == "raygen"  # a tie keeps the model
+    assert serving_choice({"valid": tables(0.30, 0.20)}, metric="hr@10")["ranking"] == HYBRID
+    # no valid split, or no hybrid row (eval.fusion false): the model, saying why
+    for per_split in ({"test": tables(0.1, 0.9)}, {"valid": {"raygen": {"ndcg@10": 0.1, "n": 3}}}):
+        got = serving_choice(per_split)
+        assert got["ranking"] == "raygen" and got["chosen_on"] is None and "valid" in got["why"]

@@ -246,3 +246,48 @@ def test_hybrid_fuses_the_model_list_with_the_content_neighbours(tiny_run, tiny_
     assert main(["recommend", "--run", str(run), "--history", "100,101", "-k", "4", "--hybrid", "--json"]) == 0
     assert [r["item_id"] for r in json.loads(capsys.readouterr().out)] == [
         r["item_id"] for r in recommend(run, [100, 101], k=4, hybrid=True)]
+
+
+def test_default_ranking_is_the_one_the_eval_stage_chose_on_valid(tiny_run, tiny_catalog, tmp_path, capsys):
+    import numpy as np
+    import pyarrow as pa
+
+    from raygen.eval.fusion import HYBRID
+    from raygen.io import write_json
+    from raygen.runner import SUCCESS, stage_keys
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ids = tiny_catalog["items"].column("item_id").to_numpy()
+    vecs = np.random.default_rng(2).normal(size=(len(ids), 8)).astype(np.float32)
+    write_parquet(run / "corpus/embeddings.parquet", pa.table(
+        {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
+    model = [r["item_id"] for r in recommend(run, [100, 101], k=6, hybrid=False)]
+    fused = [r["item_id"] for r in recommend(run, [100, 101], k=6, hybrid=True)]
+    assert model != fused
+    rec = Recommender(run)
+    assert rec.serving()["ranking"] == "raygen" and "no finished eval stage" in rec.serving()["why"]
+    assert [r["item_id"] for r in rec.top_k([100, 101], k=6)] == model  # no eval: the model alone
+    # a finished eval stage of this config that chose the hybrid on the valid split
+    cfg = load_config(run / CONFIG_FILE)
+    (run / "eval").mkdir()
+    write_json(run / "eval" / "metrics.json", {"serving": {"ranking": HYBRID, "chosen_on": "valid", "why": "test"}})
+    write_json(run / "eval" / SUCCESS, {"key": stage_keys(cfg, STAGES)["eval"]})
+    assert Recommender(run).serving()["ranking"] == HYBRID
+    assert [r["item_id"] for r in recommend(run, [100, 101], k=6)] == fused
+    assert [r["item_id"] for r in recommend(run, [100, 101], k=6, hybrid=False)] == model  # forced off
+    assert main(["recommend", "--run", str(run), "--history", "100,101", "-k", "6", "--json"]) == 0
+    assert [r["item_id"] for r in json.loads(capsys.readouterr().out)] == fused
+    assert main(["recommend", "--run", str(run), "--history", "100,101", "-k", "6", "--no-hybrid", "--json"]) == 0
+    assert [r["item_id"] for r in json.loads(capsys.readouterr().out)] == model
+    assert [r["item_id"] for r in recommend(run, query="red shoes", k=3)]  # queries: the model (no hybrid)
+    # an eval stage of another config is not trusted; an eval written before the choice neither
+    write_json(run / "eval" / SUCCESS, {"key": "0" * 16})
+    assert "another config" in Recommender(run).serving()["why"]
+    assert [r["item_id"] for r in recommend(run, [100, 101], k=6)] == model
+    write_json(run / "eval" / SUCCESS, {"key": stage_keys(cfg, STAGES)["eval"]})
+    write_json(run / "eval" / "metrics.json", {"table": {}})
+    assert "no serving choice" in Recommender(run).serving()["why"]
+    (run / "eval" / "metrics.json").write_text("{broken")
+    with pytest.raises(RecommendError, match=r"eval/metrics.json is unreadable"):
+        Recommender(run).serving()

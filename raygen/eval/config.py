@@ -76,7 +76,9 @@ class EvalConfig:
     """Also report 'raygen+content', a hybrid ranking: the model's top `beam_width` fused with the content
     ranking's top `fusion_depth` by reciprocal rank fusion (raygen.eval.fusion: k0 60, equal weights, no
     tuning). It keeps most of the model's top hits and adds items the model never emits (cold, newly added). Needs
-    the corpus embeddings; evaluated with the baselines, on the same rows."""
+    the corpus embeddings; evaluated with the baselines, on the same rows. With the 'valid' split in `splits`,
+    the better of 'raygen' and 'raygen+content' on valid NDCG@max(ks) is what `raygen recommend` serves by
+    default (metrics.json 'serving')."""
     fusion_depth: int = 50
     """Items of the content ranking that enter the fusion."""
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)

@@ -13,7 +13,7 @@ from raygen.data.schema import SkipLog
 from raygen.eval.baselines import content_rank, popularity_rank
 from raygen.generation.beam import constrained_beam_search
 from raygen.eval.config import EvalConfig
-from raygen.eval.fusion import rrf_fuse
+from raygen.eval.fusion import HYBRID, rrf_fuse, serving_choice
 from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
 from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
@@ -138,8 +138,8 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     table = {"raygen": _with_slices(evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks), topk,
                                     rows.targets, cold, cfg.ks)}
     cache = cache if cache is not None else {}
-    for name in [*cfg.baselines, *(["raygen+content"] if cfg.fusion else [])] if baselines else []:
-        if name == "raygen+content":  # the hybrid: the model's list fused with the content ranking's top
+    for name in [*cfg.baselines, *([HYBRID] if cfg.fusion else [])] if baselines else []:
+        if name == HYBRID:  # the hybrid: the model's list fused with the content ranking's top
             ranks = rrf_fuse([topk, content_top(catalog, rows, cfg, cache, cfg.fusion_depth)], cfg.beam_width)
         else:
             ranks = baseline_ranks(name, samples, catalog, rows, cfg, cache)
@@ -208,7 +208,9 @@ def run_eval(ctx: StageContext) -> dict:
     out = {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
            "slices": {m: r["slices"] for m, r in per_split[main].items() if "slices" in r},
-           "skips": skips.to_dict(), "precision": cache.get("precision", {})}
+           "skips": skips.to_dict(), "precision": cache.get("precision", {}),
+           "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}")}  # what `raygen recommend` serves
+    log.info("eval serving: %s (%s)", out["serving"]["ranking"], out["serving"]["why"])
     queries = ctx.input("corpus") / "queries.parquet"
     if cfg.search and ctx.cfg.tasks.search_ratio > 0 and queries.exists():  # only a model trained to search
         out["search"] = evaluate_search(mdir, read_parquet(queries), read_parquet(ctx.input("data") / "items.parquet"),

@@ -34,7 +34,7 @@ HEADLINES = {
             "best_valid?", "stopped_early?"],
     "rl": ["chosen", "steps", "reward_mean_first", "reward_mean_last", "sync_s_mean", "selection_metric",
            "valid_metric_before", "valid_metric_after"],
-    "eval": ["split", "n_rows", "invalid", "table", "sasrec_fit?"],
+    "eval": ["split", "n_rows", "invalid", "table", "serving.ranking?", "serving.why?", "sasrec_fit?"],
 }
 COLLAPSE_KEYS = ["distinct_top1", "coverage@10", "same_top10_share", "collapsed"]
 """Diversity diagnostics per method and split in eval/metrics.json (``collapse_stats``)."""

@@ -55,6 +55,8 @@ def test_report_shows_every_headline_of_every_stage(tiny_run):
             if not spec.endswith("?") and spec != "table":
                 assert f"- **{spec}**: " in text, (stage, spec)
     assert "- **chosen**: rl" in text and "- **best_step**: " in text
+    serving = read_json(run_dir / "eval" / "metrics.json")["serving"]
+    assert f"- **serving.ranking**: {serving['ranking']}" in text and "- **serving.why**: valid ndcg@5: " in text
     assert "| method | hr@1 | hr@5 | ndcg@1 | ndcg@5 | invalid |" in text
     assert "![sft learning curve](plots/learning_curve_sft.png)" in text
     assert (run_dir / "report" / "plots" / "learning_curve_sft.png").stat().st_size > 0
@@ -91,6 +93,11 @@ def test_eval_predictions_line_up_with_the_samples(tiny_run):
     hits = np.mean([t in k[:5] for t, k in zip(pred["target"], pred["topk"])])
     assert ev["table"]["raygen"]["hr@5"] == pytest.approx(hits)
     assert ev["sasrec_fit"]["epochs_run"] >= 1
+    # the ranking recommend serves by default: the better of model and hybrid on the valid split's NDCG@max(ks)
+    serving, valid = ev["serving"], ev["splits"]["valid"]
+    better = "raygen+content" if valid["raygen+content"]["ndcg@5"] > valid["raygen"]["ndcg@5"] else "raygen"
+    assert serving["chosen_on"] == "valid" and serving["ranking"] == better and serving["metric"] == "ndcg@5"
+    assert serving["raygen"] == valid["raygen"]["ndcg@5"] and serving["n_rows"] == valid["raygen"]["n"]
 
 
 def test_search_task_trains_and_evaluates_with_counted_queries_and_bm25(tiny_run):
