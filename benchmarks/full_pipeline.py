@@ -1,6 +1,8 @@
 """Time the README's main command on the embedded default, stage by stage.
 
     .venv/bin/python benchmarks/full_pipeline.py [--config configs/default.yaml] [--run-dir runs/bench_full]
+    .venv/bin/python benchmarks/full_pipeline.py --config configs/industrial.yaml --pin benchmarks/pinned/industrial \
+        --run-dir runs/bench_industrial --out benchmarks/results/full_pipeline_industrial.json
 
 Runs ``python jobs/full_pipeline.py --config CONFIG --run-dir RUN_DIR`` in a fresh run folder (deleted
 first, so no stage is skipped), measures its wall time, reads each stage's ``seconds`` from its
@@ -34,13 +36,14 @@ def main() -> None:
     p.add_argument("--config", default="configs/default.yaml")
     p.add_argument("--run-dir", default="runs/bench_full")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/full_pipeline.json"))
+    p.add_argument("--pin", default="", help="a pin folder (`raygen run --pin`): its stages are copied in, checked")
     p.add_argument("overrides", nargs="*", help="section.field=value, passed on to the job")
     args = p.parse_args()
     run = ROOT / args.run_dir
     if run.exists():
         shutil.rmtree(run)
     cmd = [sys.executable, "jobs/full_pipeline.py", "--config", args.config, "--run-dir", args.run_dir,
-           *args.overrides]
+           *(["--pin", args.pin] if args.pin else []), *args.overrides]
     load_before = os.getloadavg()
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -60,6 +63,13 @@ def main() -> None:
         "overhead_s": round(wall - sum(v for v in stages.values() if v), 1),
         "test_metrics": ev.get("table"),
         "eval_rows": ev.get("n_rows"),
+        "valid_metrics": {m: {k: v for k, v in r.items() if k.startswith(("hr@", "ndcg@"))}
+                          for m, r in ev.get("splits", {}).get("valid", {}).items()},
+        "serving": ev.get("serving"),
+        "collapse": {m: {k: r.get(k) for k in ("collapsed", "distinct_top1", "coverage@10", "same_top10_share")}
+                     for m, r in ev.get("splits", {}).get(ev.get("split", "test"), {}).items()},
+        "precision": {s: read_json(run / s / "metrics.json").get("precision") for s in ("sft", "eval")
+                      if (run / s / "metrics.json").exists()},
         "command": " ".join(["python", "benchmarks/full_pipeline.py", *sys.argv[1:]]),
         "timed_command": " ".join(["python", *cmd[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
