@@ -57,6 +57,14 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_add_items(args) -> int:
+    from raygen.additions import add_items
+
+    report = add_items(args.run, args.items)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_pin(args) -> int:
     from raygen.config import load_config
     from raygen.pin import save_pin
@@ -113,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "valid split (its metrics.json 'serving'; the model alone where the run has no eval)")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     rc.set_defaults(fn=cmd_recommend)
+    ad = sub.add_parser("add-items", help="add items to a finished run's catalog without retraining: embedded "
+                                          "with the run's embedder, SIDs from its quantizer; recommend knows them")
+    ad.add_argument("--run", required=True, help="run folder of a finished `raygen run` (its run_dir)")
+    ad.add_argument("--items", required=True, help="JSON Lines file, one item per line: item_id, title, optional "
+                                                   "description, brand, categories")
+    ad.set_defaults(fn=cmd_add_items)
     s = sub.add_parser("stages", help="list the stages")
     s.set_defaults(fn=cmd_stages)
     return p

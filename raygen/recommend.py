@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from raygen.additions import read_additions
 from raygen.eval.fusion import HYBRID
 from raygen.pipeline import CONFIG_FILE
 
@@ -118,9 +122,16 @@ class Recommender:
                 raise RecommendError(f"{path} is unreadable ({_first_line(e)}): the run folder is damaged") from e
         items, codes = tables["items.parquet"], tables["codes.parquet"]
         self.titles = dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()))
+        self.added, _ = read_additions(self.run_dir)
+        """Items added after training (``raygen add-items``), or None."""
+        self.content_only: set[int] = set()
+        """Added items whose SID has a token the model lacks: the content ranking (hybrid) reaches them, the
+        beam search cannot."""
         try:
             self.sids = sids_by_item(codes)
             self.tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
+            if self.added is not None:
+                codes = self._merge_additions(codes)
             self.catalog = Catalog.from_codes(codes, self.tokenizer)
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
@@ -132,6 +143,22 @@ class Recommender:
         self.embeddings = None
         """The corpus embeddings (item ids, vectors), read on the first hybrid request."""
 
+    def _merge_additions(self, codes):
+        """Titles and SIDs of the added items; ``codes`` plus the added items the beam search can emit."""
+        import pyarrow as pa
+
+        from raygen.tasks.builders import sids_by_item
+
+        added = self.added
+        self.titles.update(zip(added.column("item_id").to_pylist(), added.column("title").to_pylist()))
+        self.sids.update(sids_by_item(added))
+        vocab = self.tokenizer.get_vocab()
+        ok = [all(t in vocab for t in re.findall(r"<[^<>]+>", self.sids[i]))
+              for i in added.column("item_id").to_pylist()]
+        self.content_only = {i for i, good in zip(added.column("item_id").to_pylist(), ok) if not good}
+        reachable = added.filter(pa.array(ok)).select(["item_id", "codes"]).cast(codes.select(["item_id", "codes"]).schema)
+        return pa.concat_tables([codes.select(["item_id", "codes"]), reachable])
+
     def check_history(self, history: Sequence[int]) -> list[int]:
         """``history`` as ints; RecommendError naming every item this run does not know."""
         history = [int(h) for h in history]
@@ -141,6 +168,11 @@ class Recommender:
         if unknown:
             raise RecommendError(f"unknown item id(s) {unknown}: not in this run's catalog "
                                  f"({self.run_dir / 'data' / 'items.parquet'}, {len(self.titles)} items)")
+        late = sorted({h for h in history if h in self.content_only})
+        if late:
+            raise RecommendError(f"item id(s) {late} were added after training with SID tokens the model does not "
+                                 "have: they can be recommended (the hybrid's content ranking) but cannot be part of "
+                                 "a history until the next training run")
         no_sid = sorted({h for h in history if h not in self.sids})
         if no_sid:
             raise RecommendError(f"item id(s) {no_sid} have no semantic ID in "
@@ -211,8 +243,14 @@ class Recommender:
             if not path.exists():
                 raise RecommendError(f"{path} not found (stage 'corpus' output): the hybrid ranking needs it")
             self.embeddings = read_embeddings(path)
+            if self.added is not None:  # the added items' vectors come from the same embedder
+                from raygen.corpus.embed import embeddings_array
+
+                self.embeddings = (np.concatenate([self.embeddings[0], self.added.column("item_id").to_numpy()]),
+                                   np.concatenate([self.embeddings[1], embeddings_array(self.added)]))
         depth = self.cfg.eval.fusion_depth + len(seen)
-        content = [int(i) for i in content_rank([history], self.catalog.item_ids, *self.embeddings, depth,
+        universe = np.concatenate([self.catalog.item_ids, np.array(sorted(self.content_only), dtype=np.int64)])
+        content = [int(i) for i in content_rank([history], universe, *self.embeddings, depth,
                                                 self.cfg.eval.content_last)[0] if int(i) not in seen]
         model = [r["item_id"] for r in ranked]
         out = []

@@ -291,3 +291,121 @@ def test_default_ranking_is_the_one_the_eval_stage_chose_on_valid(tiny_run, tiny
     (run / "eval" / "metrics.json").write_text("{broken")
     with pytest.raises(RecommendError, match=r"eval/metrics.json is unreadable"):
         Recommender(run).serving()
+
+
+class _HashEmbedder:
+    """A stand-in for the sentence embedder: a seeded 8-d vector per text (same text, same vector)."""
+
+    def encode(self, texts, batch_size, normalize_embeddings, convert_to_numpy, show_progress_bar):
+        import hashlib
+
+        import numpy as np
+
+        out = np.stack([np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=8)
+                        for t in texts]).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True) if normalize_embeddings else out
+
+
+def _run_with_quantizer(tiny_run, tiny_catalog, tmp_path):
+    """tiny_run plus 8-d corpus embeddings and an RQ-KMeans quantizer (3 levels x 5 codes: code 4 has no
+    SID token in the tiny vocabulary, which has codes 0-3 at every level)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from raygen.sid.quantizer import save_quantizer
+    from raygen.sid.rqkmeans import RQKMeans
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ids = tiny_catalog["items"].column("item_id").to_numpy()
+    vecs = np.random.default_rng(3).normal(size=(len(ids), 8)).astype(np.float32)
+    write_parquet(run / "corpus/embeddings.parquet", pa.table(
+        {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
+    save_quantizer(RQKMeans(3, 5, iters=10).fit(np.random.default_rng(4).normal(size=(80, 8)).astype(np.float32)),
+                   run / "sids")
+    return run
+
+
+def _write_items(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_added_items_get_sids_and_are_recommended_without_retraining(tiny_run, tiny_catalog, tmp_path):
+    import numpy as np
+
+    from raygen.additions import read_additions
+    from raygen.corpus.embed import table_texts
+    from raygen.data.schema import DataError
+    from raygen.recommend import Recommender
+    from raygen.additions import add_items
+
+    run = _run_with_quantizer(tiny_run, tiny_catalog, tmp_path)
+    new = [{"item_id": 500 + i, "title": f"new gadget {i}", "brand": "zeta", "categories": ["tools"],
+            "description": f"gadget number {i}"} for i in range(8)]
+    items = _write_items(tmp_path / "new.jsonl", [*new[:4], "", *new[4:]])  # a blank line is fine
+    report = add_items(run, items, embedder=_HashEmbedder())
+    assert report["n_added"] == report["n_additions_total"] == 8
+    added, batches = read_additions(run)
+    assert added.column("item_id").to_pylist() == list(range(500, 508)) and len(batches) == 1
+    # the vectors are the embedder's, of the corpus stage's text; the SIDs are unique across old and new items
+    expected = _HashEmbedder().encode(table_texts(added), 64, True, True, False)
+    np.testing.assert_allclose(np.array(added.column("embedding").to_pylist()), expected, rtol=1e-6)
+    codes = added.column("codes").to_pylist()
+    old = tiny_catalog["codes"].column("codes").to_pylist()
+    assert len({tuple(c) for c in codes + old}) == len(codes) + len(old)
+    content_only = {i for i, c in zip(range(500, 508), codes) if 4 in c}  # a code without a SID token
+    assert set(report["content_only_ids"]) == content_only and 0 < len(content_only) < 8
+    assert report["n_in_model_vocabulary"] == 8 - len(content_only)
+    rec = Recommender(run)
+    assert rec.content_only == content_only and rec.titles[503] == "new gadget 3"
+    reachable = set(range(500, 508)) - content_only
+    catalog = set(tiny_catalog["codes"].column("item_id").to_pylist())
+    assert set(rec.catalog.item_ids.tolist()) == catalog | reachable  # the beam search's trie
+    everything = {r["item_id"] for r in rec.top_k([100, 101], k=100, hybrid=False)}
+    assert everything == catalog | reachable
+    fused = {r["item_id"] for r in rec.top_k([100, 101], k=100, hybrid=True)}
+    assert fused == catalog | reachable | content_only  # the content ranking reaches every added item
+    some = sorted(reachable)[0]
+    assert len(rec.top_k([100, some], k=3, hybrid=False)) == 3  # a reachable new item may be in a history
+    with pytest.raises(RecommendError, match=rf"\[{sorted(content_only)[0]}\] were added after training"):
+        rec.top_k([100, sorted(content_only)[0]], k=3)
+    # a second batch appends; an item already known is an error naming its line, nothing is written
+    clash = _write_items(tmp_path / "clash.jsonl", [{"item_id": 600, "title": "x"}, {"item_id": 503, "title": "y"}])
+    with pytest.raises(DataError, match=r"clash.jsonl:2 field 'item_id': item 503 is already in the run's catalog"):
+        add_items(run, clash, embedder=_HashEmbedder())
+    assert read_additions(run)[0].num_rows == 8
+    more = add_items(run, _write_items(tmp_path / "more.jsonl", [{"item_id": 600, "title": "late"}]),
+                     embedder=_HashEmbedder())
+    added, batches = read_additions(run)
+    assert more["n_additions_total"] == added.num_rows == 9 and [b["n_added"] for b in batches] == [8, 1]
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("{not json", r"bad.jsonl:2: not a JSON object"),
+    ("[1, 2]", r"bad.jsonl:2: expected a JSON object, got list"),
+    ('{"item_id": "7", "title": "t"}', r"bad.jsonl:2 field 'item_id': an integer is required"),
+    ('{"item_id": 7}', r"bad.jsonl:2 field 'title': a non-empty string is required"),
+    ('{"item_id": 7, "title": "t", "brand": 3}', r"bad.jsonl:2 field 'brand': a string is required"),
+    ('{"item_id": 7, "title": "t", "categories": "tools"}', r"bad.jsonl:2 field 'categories': a list of strings"),
+    ('{"item_id": 1, "title": "again"}', r"bad.jsonl:2 field 'item_id': item 1 is also on line 1"),
+])
+def test_bad_items_file_names_file_line_and_field(tmp_path, line, needle):
+    from raygen.additions import read_items_file
+    from raygen.data.schema import DataError
+
+    path = _write_items(tmp_path / "bad.jsonl", ['{"item_id": 1, "title": "ok"}', line])
+    with pytest.raises(DataError, match=needle):
+        read_items_file(path)
+
+
+def test_add_items_cli_checks_the_embedder_against_the_run(tiny_run, tiny_catalog, tmp_path, capsys):
+    """The CLI loads the run's corpus.embed_model (MiniLM, 384-d, offline); this run's corpus vectors are 8-d."""
+    run = _run_with_quantizer(tiny_run, tiny_catalog, tmp_path)
+    items = _write_items(tmp_path / "new.jsonl", [{"item_id": 500, "title": "new gadget"}])
+    assert main(["add-items", "--run", str(run), "--items", str(items)]) == 2
+    err = capsys.readouterr().err
+    assert "gives 384-d vectors, the run's corpus embeddings are 8-d" in err and "Traceback" not in err
+    assert not (run / "additions").exists()
+    assert main(["add-items", "--run", str(run), "--items", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
