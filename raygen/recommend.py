@@ -142,6 +142,8 @@ class Recommender:
         self.pad_id = pad_id_of(tok)
         self.embeddings = None
         """The corpus embeddings (item ids, vectors), read on the first hybrid request."""
+        self._served: dict | None = None
+        """:meth:`serving`, read on the first request that leaves the ranking to it."""
 
     def _merge_additions(self, codes):
         """Titles and SIDs of the added items; ``codes`` plus the added items the beam search can emit."""
@@ -221,9 +223,10 @@ class Recommender:
             raise RecommendError(f"k must be >= 1, got {k}")
         history = self.check_history(history)
         if hybrid is None:
-            choice = self.serving()
-            hybrid = choice["ranking"] == HYBRID
-            log.info("serving %s: %s", choice["ranking"], choice["why"])
+            if self._served is None:  # read once per loaded run, logged once
+                self._served = self.serving()
+                log.info("serving %s: %s", self._served["ranking"], self._served["why"])
+            hybrid = self._served["ranking"] == HYBRID
         seen = set(history) if exclude_history else set()
         ranked = self._ranked(self.prompt_ids(history), k, seen)
         return self.fuse_content(history, ranked, k, seen) if hybrid else ranked
