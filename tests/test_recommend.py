@@ -248,20 +248,26 @@ def test_hybrid_fuses_the_model_list_with_the_content_neighbours(tiny_run, tiny_
         r["item_id"] for r in recommend(run, [100, 101], k=4, hybrid=True)]
 
 
-def test_default_ranking_is_the_one_the_eval_stage_chose_on_valid(tiny_run, tiny_catalog, tmp_path, capsys):
+def _copy_with_embeddings(tiny_run, tiny_catalog, tmp_path, seed: int):
+    """A copy of tiny_run with seeded random 8-d corpus embeddings of its catalog."""
     import numpy as np
     import pyarrow as pa
-
-    from raygen.eval.fusion import HYBRID
-    from raygen.io import write_json
-    from raygen.runner import SUCCESS, stage_keys
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     ids = tiny_catalog["items"].column("item_id").to_numpy()
-    vecs = np.random.default_rng(2).normal(size=(len(ids), 8)).astype(np.float32)
+    vecs = np.random.default_rng(seed).normal(size=(len(ids), 8)).astype(np.float32)
     write_parquet(run / "corpus/embeddings.parquet", pa.table(
         {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
+    return run
+
+
+def test_default_ranking_is_the_one_the_eval_stage_chose_on_valid(tiny_run, tiny_catalog, tmp_path, capsys):
+    from raygen.eval.fusion import HYBRID
+    from raygen.io import write_json
+    from raygen.runner import SUCCESS, stage_keys
+
+    run = _copy_with_embeddings(tiny_run, tiny_catalog, tmp_path, seed=2)
     model = [r["item_id"] for r in recommend(run, [100, 101], k=6, hybrid=False)]
     fused = [r["item_id"] for r in recommend(run, [100, 101], k=6, hybrid=True)]
     assert model != fused
@@ -310,17 +316,11 @@ def _run_with_quantizer(tiny_run, tiny_catalog, tmp_path):
     """tiny_run plus 8-d corpus embeddings and an RQ-KMeans quantizer (3 levels x 5 codes: code 4 has no
     SID token in the tiny vocabulary, which has codes 0-3 at every level)."""
     import numpy as np
-    import pyarrow as pa
 
     from raygen.sid.quantizer import save_quantizer
     from raygen.sid.rqkmeans import RQKMeans
 
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    ids = tiny_catalog["items"].column("item_id").to_numpy()
-    vecs = np.random.default_rng(3).normal(size=(len(ids), 8)).astype(np.float32)
-    write_parquet(run / "corpus/embeddings.parquet", pa.table(
-        {"item_id": pa.array(ids, pa.int64()), "embedding": pa.array(list(vecs), pa.list_(pa.float32(), 8))}))
+    run = _copy_with_embeddings(tiny_run, tiny_catalog, tmp_path, seed=3)
     save_quantizer(RQKMeans(3, 5, iters=10).fit(np.random.default_rng(4).normal(size=(80, 8)).astype(np.float32)),
                    run / "sids")
     return run
