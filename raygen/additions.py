@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raygen.data.schema import ITEMS_SCHEMA, DataError
 from raygen.io import read_parquet, write_parquet
@@ -84,6 +85,14 @@ def _item_row(obj: dict, path: str, line: int) -> dict:
     return row
 
 
+def in_vocabulary(codes, tokens) -> list[bool]:
+    """Per SID row of ``codes`` (``[N, L]`` ints): is every one of its SID tokens in ``tokens`` (a set or a
+    tokenizer vocabulary)? The model can only emit items whose tokens it has."""
+    from raygen.sid.tokens import sid_token
+
+    return [all(sid_token(lvl, int(c)) in tokens for lvl, c in enumerate(row)) for row in codes]
+
+
 def read_additions(run_dir: str | Path) -> tuple[pa.Table | None, list[dict]]:
     """The run's added items (ITEMS_SCHEMA columns + ``embedding`` + ``codes``), or None, and the batches'
     reports."""
@@ -106,7 +115,7 @@ def add_items(run_dir: str | Path, items_path: str | Path, embedder: Any = None)
     from raygen.recommend import RecommendError, load_run_config
     from raygen.sid.assign import assign_new_items
     from raygen.sid.quantizer import load_quantizer
-    from raygen.sid.stage import load_codes, read_embeddings
+    from raygen.sid.stage import load_codes
 
     run = Path(run_dir)
     cfg = load_run_config(run)
@@ -126,7 +135,7 @@ def add_items(run_dir: str | Path, items_path: str | Path, embedder: Any = None)
     model = embedder if embedder is not None else load_embedder(cfg.corpus.embed_model)
     X = embed_texts(model, table_texts(new, cfg.corpus.embed_max_chars), cfg.corpus.embed_batch_size,
                     cfg.corpus.normalize)
-    dim = read_embeddings(run / "corpus" / "embeddings.parquet")[1].shape[1]
+    dim = pq.read_schema(run / "corpus" / "embeddings.parquet").field("embedding").type.list_size
     if X.shape[1] != dim:
         raise RecommendError(f"the embedder gives {X.shape[1]}-d vectors, the run's corpus embeddings are {dim}-d: "
                              f"not the run's corpus.embed_model ({cfg.corpus.embed_model})")
@@ -136,8 +145,8 @@ def add_items(run_dir: str | Path, items_path: str | Path, embedder: Any = None)
         codes = np.concatenate([codes, np.array(old.column("codes").to_pylist(), dtype=np.int64)])
     new_ids = new.column("item_id").to_numpy()
     new_codes, report = assign_new_items(load_quantizer(run / "sids"), X, new_ids, codes, ids)
-    vocab = {(r["level"], r["code"]) for r in read_parquet(run / "sids" / "tokens.parquet").to_pylist()}
-    in_vocab = [all((lvl, int(c)) in vocab for lvl, c in enumerate(row)) for row in new_codes]
+    # the lm stage gives the model exactly the tokens of sids/tokens.parquet
+    in_vocab = in_vocabulary(new_codes, set(read_parquet(run / "sids" / "tokens.parquet").column("token").to_pylist()))
     table = new.append_column("embedding", pa.array(list(X), pa.list_(pa.float32(), X.shape[1]))) \
                .append_column("codes", pa.array(new_codes.tolist(), pa.list_(pa.int64())))
     if old is not None:

@@ -15,16 +15,15 @@ answer is a real item; ``score`` is the log-probability of the item's SID given 
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from raygen.additions import read_additions
+from raygen.additions import in_vocabulary, read_additions
 from raygen.eval.fusion import HYBRID
+from raygen.io import read_json
 from raygen.pipeline import CONFIG_FILE
 
 log = logging.getLogger("raygen")
@@ -154,9 +153,7 @@ class Recommender:
         added = self.added
         self.titles.update(zip(added.column("item_id").to_pylist(), added.column("title").to_pylist()))
         self.sids.update(sids_by_item(added))
-        vocab = self.tokenizer.get_vocab()
-        ok = [all(t in vocab for t in re.findall(r"<[^<>]+>", self.sids[i]))
-              for i in added.column("item_id").to_pylist()]
+        ok = in_vocabulary(added.column("codes").to_pylist(), self.tokenizer.get_vocab())
         self.content_only = {i for i, good in zip(added.column("item_id").to_pylist(), ok) if not good}
         reachable = added.filter(pa.array(ok)).select(["item_id", "codes"]).cast(codes.select(["item_id", "codes"]).schema)
         return pa.concat_tables([codes.select(["item_id", "codes"]), reachable])
@@ -201,7 +198,7 @@ class Recommender:
             return {"ranking": "raygen", "chosen_on": None,
                     "why": f"{stage} was evaluated with another config than {self.run_dir / CONFIG_FILE}"}
         try:
-            choice = json.loads((stage / "metrics.json").read_text()).get("serving")
+            choice = read_json(stage / "metrics.json").get("serving")
         except (OSError, ValueError) as e:
             raise RecommendError(f"{stage / 'metrics.json'} is unreadable ({_first_line(e)}): the run folder is "
                                  "damaged") from None
