@@ -43,9 +43,21 @@ def _ids(text: str) -> list[int]:
 def cmd_recommend(args) -> int:
     from raygen.recommend import recommend
 
-    if (args.history is None) == (args.query is None):
-        print("raygen recommend: give either --history or --query", file=sys.stderr)
+    if sum(x is not None for x in (args.history, args.query, args.histories)) != 1:
+        print("raygen recommend: give one of --history, --query or --histories", file=sys.stderr)
         return 2
+    if (args.histories is None) != (args.out is None):
+        print("raygen recommend: --histories and --out go together", file=sys.stderr)
+        return 2
+    if args.histories is not None:
+        from raygen.recommend import Recommender
+        from raygen.recommend_batch import recommend_file
+
+        summary = recommend_file(Recommender(args.run), args.histories, args.out, args.k,
+                                 exclude_history=args.exclude_history, hybrid=args.hybrid,
+                                 chunk_rows=args.chunk_rows)
+        print(json.dumps(summary, indent=1))
+        return 0
     recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history, query=args.query,
                      hybrid=args.hybrid)
     if args.json:
@@ -120,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--no-hybrid: the model alone; neither (default): the one the eval stage chose on the "
                          "valid split (its metrics.json 'serving'; the model alone where the run has no eval)")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    rc.add_argument("--histories", default=None, help="batch: a JSON Lines file (.gz too) of {user_id, history} "
+                                                      "objects, one user per line; needs --out")
+    rc.add_argument("--out", default=None, help="batch output, .parquet or .jsonl: one row per input line "
+                                                "(line, user_id, item_ids, scores, skipped), written atomically")
+    rc.add_argument("--chunk-rows", type=int, default=256, help="batch: histories ranked together (default 256)")
     rc.set_defaults(fn=cmd_recommend)
     ad = sub.add_parser("add-items", help="add items to a finished run's catalog without retraining: embedded "
                                           "with the run's embedder, SIDs from its quantizer; recommend knows them")

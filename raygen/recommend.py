@@ -137,6 +137,11 @@ class Recommender:
         except Exception as e:  # truncated safetensors, missing tokenizer files, codes without SID tokens, ...
             raise RecommendError(f"cannot load the model in {mdir} ({_first_line(e)}): the run folder is damaged; "
                                  "rerun `raygen run` to rebuild it") from e
+        from raygen.precision import resolve_bf16
+
+        use, reason = resolve_bf16(self.cfg.eval.bf16, device)
+        self.precision = {"bf16": use, "reason": reason}
+        """Beam search under bf16 autocast or not: the run's ``eval.bf16`` resolved for this device."""
         tok = self.tokenizer
         self.pad_id = pad_id_of(tok)
         self.embeddings = None
@@ -161,22 +166,30 @@ class Recommender:
     def check_history(self, history: Sequence[int]) -> list[int]:
         """``history`` as ints; RecommendError naming every item this run does not know."""
         history = [int(h) for h in history]
+        problem = self.history_problem(history)
+        if problem is not None:
+            raise RecommendError(problem[1])
+        return history
+
+    def history_problem(self, history: list[int]) -> tuple[str, str] | None:
+        """Why ``history`` (ints) cannot be ranked: ``(kind, message)``, or None when it can. Kinds:
+        ``empty_history``, ``unknown_items``, ``content_only_items``, ``items_without_sid``."""
         if not history:
-            raise RecommendError("the history is empty: give at least one item id")
+            return "empty_history", "the history is empty: give at least one item id"
         unknown = sorted({h for h in history if h not in self.titles})
         if unknown:
-            raise RecommendError(f"unknown item id(s) {unknown}: not in this run's catalog "
-                                 f"({self.run_dir / 'data' / 'items.parquet'}, {len(self.titles)} items)")
+            return "unknown_items", (f"unknown item id(s) {unknown}: not in this run's catalog "
+                                     f"({self.run_dir / 'data' / 'items.parquet'}, {len(self.titles)} items)")
         late = sorted({h for h in history if h in self.content_only})
         if late:
-            raise RecommendError(f"item id(s) {late} were added after training with SID tokens the model does not "
-                                 "have: they can be recommended (the hybrid's content ranking) but cannot be part of "
-                                 "a history until the next training run")
+            return "content_only_items", (
+                f"item id(s) {late} were added after training with SID tokens the model does not have: they can "
+                "be recommended (the hybrid's content ranking) but cannot be part of a history until the next "
+                "training run")
         no_sid = sorted({h for h in history if h not in self.sids})
         if no_sid:
-            raise RecommendError(f"item id(s) {no_sid} have no semantic ID in "
-                                 f"{self.run_dir / 'sids' / 'codes.parquet'}")
-        return history
+            return "items_without_sid", f"item id(s) {no_sid} have no semantic ID in {self.run_dir / 'sids' / 'codes.parquet'}"
+        return None
 
     def prompt_ids(self, history: list[int]) -> list[int]:
         """The seqrec prompt of ``history``, built by the same builder and config as SFT and eval."""
@@ -207,6 +220,15 @@ class Recommender:
                     "why": f"{stage / 'metrics.json'} has no serving choice (an eval stage older than it)"}
         return choice
 
+    def use_hybrid(self, hybrid: bool | None) -> bool:
+        """``hybrid``, or (None) the eval stage's choice (:meth:`serving`, read and logged once per loaded run)."""
+        if hybrid is None:
+            if self._served is None:
+                self._served = self.serving()
+                log.info("serving %s: %s", self._served["ranking"], self._served["why"])
+            hybrid = self._served["ranking"] == HYBRID
+        return hybrid
+
     def top_k(self, history: Sequence[int], k: int = 10, exclude_history: bool = False,
               hybrid: bool | None = None) -> list[dict]:
         """Up to ``k`` distinct catalog items, best first: ``{item_id, title, score, sid}``.
@@ -216,23 +238,28 @@ class Recommender:
         eval stage's 'raygen+content' ranking (:meth:`fuse_content`), false = the model alone, None (default)
         = the ranking the eval stage chose on the valid split (:meth:`serving`).
         """
+        return self.top_k_many([self.check_history(history)], k, exclude_history, hybrid)[0]
+
+    def top_k_many(self, histories: Sequence[Sequence[int]], k: int = 10, exclude_history: bool = False,
+                   hybrid: bool | None = None) -> list[list[dict]]:
+        """:meth:`top_k` of each history, ranked together: one batched constrained beam search
+        (``eval.batch_size`` rows per forward pass) and one content ranking for the lot."""
         if k < 1:
             raise RecommendError(f"k must be >= 1, got {k}")
-        history = self.check_history(history)
-        if hybrid is None:
-            if self._served is None:  # read once per loaded run, logged once
-                self._served = self.serving()
-                log.info("serving %s: %s", self._served["ranking"], self._served["why"])
-            hybrid = self._served["ranking"] == HYBRID
-        seen = set(history) if exclude_history else set()
-        ranked = self._ranked(self.prompt_ids(history), k, seen)
-        return self.fuse_content(history, ranked, k, seen) if hybrid else ranked
+        histories = [self.check_history(h) for h in histories]
+        if not histories:
+            return []
+        seens = [set(h) if exclude_history else set() for h in histories]
+        ranked = self._ranked_many([self.prompt_ids(h) for h in histories], k, seens)
+        return self.fuse_content(histories, ranked, k, seens) if self.use_hybrid(hybrid) else ranked
 
-    def fuse_content(self, history: list[int], ranked: list[dict], k: int, seen: set[int]) -> list[dict]:
-        """The model's ``ranked`` items fused with the content ranking of ``history`` (the corpus embeddings'
-        cosine to the last ``eval.content_last`` items, top ``eval.fusion_depth``) by reciprocal rank fusion,
-        as the eval stage's 'raygen+content' (raygen.eval.fusion). Records: ``{item_id, title, score (the
-        fused score), sid, model_rank, content_rank}`` (ranks 1-based, None where the list lacks the item)."""
+    def fuse_content(self, histories: list[list[int]], ranked: list[list[dict]], k: int,
+                     seens: list[set[int]]) -> list[list[dict]]:
+        """Each history's model list (``ranked``) fused with the content ranking of the history (the corpus
+        embeddings' cosine to the last ``eval.content_last`` items, top ``eval.fusion_depth``) by reciprocal
+        rank fusion, as the eval stage's 'raygen+content' (raygen.eval.fusion). Records: ``{item_id, title,
+        score (the fused score), sid, model_rank, content_rank}`` (ranks 1-based, None where the list lacks
+        the item)."""
         from raygen.eval.baselines import content_rank
         from raygen.eval.fusion import rrf_scores
 
@@ -248,17 +275,20 @@ class Recommender:
 
                 self.embeddings = (np.concatenate([self.embeddings[0], self.added.column("item_id").to_numpy()]),
                                    np.concatenate([self.embeddings[1], embeddings_array(self.added)]))
-        depth = self.cfg.eval.fusion_depth + len(seen)
+        depth = self.cfg.eval.fusion_depth + max(len(s) for s in seens)
         universe = np.concatenate([self.catalog.item_ids, np.array(sorted(self.content_only), dtype=np.int64)])
-        content = [int(i) for i in content_rank([history], universe, *self.embeddings, depth,
-                                                self.cfg.eval.content_last)[0] if int(i) not in seen]
-        model = [r["item_id"] for r in ranked]
-        out = []
-        for item, score in list(rrf_scores([model, content], [1.0, 1.0]).items())[:k]:
-            out.append({"item_id": item, "title": self.titles.get(item) or "", "score": score, "sid": self.sids[item],
-                        "model_rank": model.index(item) + 1 if item in model else None,
-                        "content_rank": content.index(item) + 1 if item in content else None})
-        return out
+        contents = content_rank(histories, universe, *self.embeddings, depth, self.cfg.eval.content_last)
+        fused = []
+        for row, seen, top in zip(contents, seens, ranked):
+            content = [int(i) for i in row if int(i) not in seen][:self.cfg.eval.fusion_depth]
+            model = [r["item_id"] for r in top]
+            out = []
+            for item, score in list(rrf_scores([model, content], [1.0, 1.0]).items())[:k]:
+                out.append({"item_id": item, "title": self.titles.get(item) or "", "score": score,
+                            "sid": self.sids[item], "model_rank": model.index(item) + 1 if item in model else None,
+                            "content_rank": content.index(item) + 1 if item in content else None})
+            fused.append(out)
+        return fused
 
     def search(self, query: str, k: int = 10) -> list[dict]:
         """Top-``k`` items for a free-text search ``query`` (STAR's search task, prompted with the first
@@ -274,25 +304,32 @@ class Recommender:
         if self.cfg.tasks.search_ratio <= 0:
             log.warning("this run did not train the search task (tasks.search_ratio = 0): results are the "
                         "model's guess from its other tasks")
-        return self._ranked(encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks)), k, set())
+        return self._ranked_many([encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks))], k, [set()])[0]
 
-    def _ranked(self, prompt: list[int], k: int, seen: set[int]) -> list[dict]:
+    def _ranked_many(self, prompts: list[list[int]], k: int, seens: list[set[int]]) -> list[list[dict]]:
+        """The model's top ``k`` items after each prompt, the items of its ``seens`` entry left out."""
+        import torch
+
         from raygen.generation.beam import constrained_beam_search
 
-        beams = min(len(self.catalog.item_ids), k + len(seen))
-        idx, scores = constrained_beam_search(self.model, [prompt], self.catalog.sid_matrix,
-                                              beams, self.pad_id, batch_size=1, sid_only=self.cfg.eval.sid_only_head,
-                                              eos_id=self.tokenizer.eos_token_id)
+        beams = min(len(self.catalog.item_ids), k + max(len(s) for s in seens))
+        idx, scores = constrained_beam_search(
+            self.model, prompts, self.catalog.sid_matrix, beams, self.pad_id, batch_size=self.cfg.eval.batch_size,
+            autocast_dtype=torch.bfloat16 if self.precision["bf16"] else None, sid_only=self.cfg.eval.sid_only_head,
+            eos_id=self.tokenizer.eos_token_id)
         out = []
-        for i, s in zip(idx[0].tolist(), scores[0].tolist()):
-            if i < 0:  # fewer live beams than asked (never with beams <= n_items, kept for safety)
-                continue
-            item = int(self.catalog.item_ids[i])
-            if item in seen:
-                continue
-            out.append({"item_id": item, "title": self.titles.get(item) or "", "score": float(s),
-                        "sid": self.sids[item]})
-        return out[:k]
+        for row_idx, row_scores, seen in zip(idx.tolist(), scores.tolist(), seens):
+            recs = []
+            for i, s in zip(row_idx, row_scores):
+                if i < 0:  # fewer live beams than asked (never with beams <= n_items, kept for safety)
+                    continue
+                item = int(self.catalog.item_ids[i])
+                if item in seen:
+                    continue
+                recs.append({"item_id": item, "title": self.titles.get(item) or "", "score": float(s),
+                             "sid": self.sids[item]})
+            out.append(recs[:k])
+        return out
 
 
 def recommend(run_dir: str | Path, history: Sequence[int] | None = None, k: int = 10, exclude_history: bool = False,

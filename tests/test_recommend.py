@@ -36,7 +36,8 @@ def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
     run_dir = tmp_path_factory.mktemp("run")
     cfg = load_config(None, [f"run_dir={run_dir}", f"lm.model={tiny_model_dir}", "lm.init=random",
                              "align.enabled=false", "sft.enabled=false", "rl.enabled=false",
-                             "tasks.sequence_prefix=You recommend products."])
+                             "tasks.sequence_prefix=You recommend products.",
+                             "eval.bf16=false"])  # fp32 beam search on every CPU: scores compared to fp32 log-probs
     stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
     summary = run_stages(cfg, stages, run_dir)
     assert summary["rl"]["status"] == "ran"
@@ -112,7 +113,7 @@ def test_search_query_mode_scores_the_search_prompt(tiny_run, tiny_catalog, caps
     assert main(["recommend", "--run", str(tiny_run), "--query", "steel bolt", "-k", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     assert main(["recommend", "--run", str(tiny_run)]) == 2
-    assert "either --history or --query" in capsys.readouterr().err
+    assert "give one of --history, --query or --histories" in capsys.readouterr().err
 
 
 def test_unknown_items_and_bad_queries_are_clear_errors(tiny_run):
@@ -409,3 +410,89 @@ def test_add_items_cli_checks_the_embedder_against_the_run(tiny_run, tiny_catalo
     assert not (run / "additions").exists()
     assert main(["add-items", "--run", str(run), "--items", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def _write_histories(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_batch_file_matches_one_by_one_and_reports_skips(tiny_run, tmp_path, suffix):
+    from raygen.recommend_batch import read_summary, recommend_file
+
+    rec = Recommender(tiny_run)
+    histories = [[100, 101], [105, 106, 107], [103], [101, 100, 110]]
+    src = _write_histories(tmp_path / "users.jsonl", [
+        {"user_id": "u0", "history": histories[0]},
+        {"user_id": 7, "history": [100, 4242], "country": "ignored"},  # unknown item: a counted skip
+        "",  # blank lines are allowed
+        {"user_id": "u2", "history": histories[1]},
+        {"user_id": "u3", "history": []},  # empty: a counted skip
+        {"user_id": "u4", "history": histories[2]},
+        {"user_id": "u5", "history": histories[3]},
+    ])
+    out = tmp_path / f"recs{suffix}"
+    summary = recommend_file(rec, src, out, k=4, exclude_history=True, hybrid=False, chunk_rows=3, progress=False)
+    if suffix == ".parquet":
+        from raygen.io import read_parquet
+
+        rows = read_parquet(out).to_pylist()
+        assert read_summary(out) == summary
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 4, 5, 6, 7]  # every non-blank line, in input order
+    assert [r["user_id"] for r in rows] == ["u0", "7", "u2", "u3", "u4", "u5"]
+    ranked = [r for r in rows if r["skipped"] is None]
+    assert len(ranked) == 4
+    for r, h in zip(ranked, histories):  # batched (chunks of 3, padded) == one history at a time
+        one = rec.top_k(h, k=4, exclude_history=True, hybrid=False)
+        assert r["item_ids"] == [x["item_id"] for x in one] and not set(h) & set(r["item_ids"])
+        assert r["scores"] == pytest.approx([x["score"] for x in one], abs=1e-4)
+    assert "unknown item id(s) [4242]" in rows[1]["skipped"] and rows[1]["item_ids"] == []
+    assert "history is empty" in rows[3]["skipped"]
+    assert summary["users"] == 6 and summary["ranked"] == 4 and summary["ranking"] == "raygen"
+    assert summary["skipped"]["counts"] == {"unknown_items": 1, "empty_history": 1}
+    assert summary["skipped"]["examples"]["unknown_items"] == ["users.jsonl:2"]
+    assert summary["precision"]["bf16"] is False and summary["users_per_s"] > 0
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"user_id": "a", "history": [1, 2', "users.jsonl:2: malformed JSON"),
+    ('[1, 2]', "users.jsonl:2: expected a JSON object"),
+    ('{"history": [100]}', "users.jsonl:2 field 'user_id'"),
+    ('{"user_id": "a", "history": "100,101"}', "users.jsonl:2 field 'history'"),
+    ('{"user_id": "a", "history": [100, true]}', "users.jsonl:2 field 'history'"),
+])
+def test_batch_file_bad_lines_name_file_line_and_field(tiny_run, tmp_path, line, needle):
+    from raygen.data.schema import DataError
+    from raygen.recommend_batch import recommend_file
+
+    src = _write_histories(tmp_path / "users.jsonl", ['{"user_id": "ok", "history": [100]}', line])
+    out = tmp_path / "recs.parquet"
+    with pytest.raises(DataError) as e:
+        recommend_file(Recommender(tiny_run), src, out, chunk_rows=1, progress=False)
+    assert needle in str(e.value)
+    assert list(tmp_path.iterdir()) == [src]  # nothing written, no temporary left behind
+
+
+def test_batch_cli_hybrid_and_argument_errors(tiny_run, tiny_catalog, tmp_path, capsys):
+    run = _copy_with_embeddings(tiny_run, tiny_catalog, tmp_path, seed=3)
+    src = _write_histories(tmp_path / "users.jsonl", [{"user_id": "a", "history": [100, 101]},
+                                                      {"user_id": "b", "history": [104]}])
+    out = tmp_path / "recs.jsonl"
+    assert main(["recommend", "--run", str(run), "--histories", str(src), "--out", str(out), "-k", "5",
+                 "--hybrid"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ranking"] == "raygen+content" and summary["ranked"] == 2
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row, h in zip(rows, ([100, 101], [104])):
+        assert row["item_ids"] == [r["item_id"] for r in recommend(run, h, k=5, hybrid=True)]
+    assert main(["recommend", "--run", str(run), "--histories", str(src)]) == 2
+    assert "--histories and --out go together" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run), "--histories", str(src), "--history", "100", "--out", "x.jsonl"]) == 2
+    assert main(["recommend", "--run", str(run), "--histories", str(src), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "must end in .parquet or .jsonl" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run), "--histories", str(tmp_path / "none.jsonl"),
+                 "--out", str(out)]) == 2
+    assert "none.jsonl: no such file" in capsys.readouterr().err

@@ -17,13 +17,12 @@ A malformed line or a missing/mistyped review field is a DataError naming file a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from raygen.data.common import (INT64_MAX, INT64_MIN, clean_categories, clean_description, clean_text, iter_lines,
+from raygen.data.common import (INT64_MAX, INT64_MIN, clean_categories, clean_description, clean_text, iter_records,
                                 loo_samples, make_report, non_finite, sample)
 from raygen.data.config import DataConfig
 from raygen.data.schema import DataError, SkipLog, items_table, samples_table
@@ -36,22 +35,6 @@ def find_file(root: Path, stem: str) -> Path:
         if (root / f"{stem}{suffix}").is_file():
             return root / f"{stem}{suffix}"
     raise DataError(str(root / f"{stem}.jsonl[.gz]"), None, None, "file not found")
-
-
-def iter_records(path: Path, skips: SkipLog):
-    """Yield ``(line, dict)`` for each non-blank JSON line; malformed lines raise DataError."""
-    for lineno, text in iter_lines(path, skips):
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(path.name, lineno, None, f"malformed JSON (column {e.colno}): {e.msg}") from None
-        except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
-            raise DataError(path.name, lineno, None, f"unreadable JSON: {type(e).__name__}: {e}") from None
-        if not isinstance(rec, dict):
-            raise DataError(path.name, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
-        yield lineno, rec
 
 
 def _get(rec: dict, name: str, types: tuple, path: Path, lineno: int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import json
 import math
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raygen.data.schema import SPLITS, SkipLog
+from raygen.data.schema import SPLITS, DataError, SkipLog
 
 MAX_LITERAL_CHARS = 65_536
 """List literals longer than this are never given to ``ast.literal_eval`` (a 4 MiB literal of ints takes
@@ -103,6 +104,23 @@ def iter_lines(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8", errors="replace")
                 skips.add("non_utf8_line", f"{path.name}:{lineno}")
             yield lineno, text
+
+
+def iter_records(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line, dict)`` for each non-blank JSON line; malformed lines raise DataError."""
+    path = Path(path)
+    for lineno, text in iter_lines(path, skips):
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path.name, lineno, None, f"malformed JSON (column {e.colno}): {e.msg}") from None
+        except (ValueError, RecursionError) as e:  # a number of > 4300 digits, nesting deeper than Python's stack
+            raise DataError(path.name, lineno, None, f"unreadable JSON: {type(e).__name__}: {e}") from None
+        if not isinstance(rec, dict):
+            raise DataError(path.name, lineno, None, f"expected a JSON object, got {type(rec).__name__}")
+        yield lineno, rec
 
 
 def read_text(path: str | Path, skips: SkipLog) -> str:

@@ -1,0 +1,149 @@
+"""Top-K recommendations for a file of user histories, the offline batch job (``raygen recommend --histories``).
+
+    raygen recommend --run runs/industrial --histories users.jsonl --out recs.parquet -k 10
+
+Input: JSON Lines (``.gz`` too), one user per line: ``{"user_id": "A1B2", "history": [12, 40, 7]}`` (history
+oldest first; other keys are ignored). A line that is not such an object is a :class:`DataError` naming the
+file, line and field: the file is malformed and nothing is written. A well-formed history the run cannot
+rank (an item it does not know, an item added after training whose SID tokens the model lacks, an empty
+history) is a counted skip: its output row has no items and ``skipped`` says why, and the summary counts
+the skips by kind with the first lines of each, so nothing is dropped silently.
+
+Output: one row per input line, in input order: ``line``, ``user_id`` (a string), ``item_ids``, ``scores``
+(the served ranking's, best first) and ``skipped`` (null when ranked). ``.parquet`` (the summary in its
+metadata under ``raygen.recommend``) or ``.jsonl``; written to a temporary file beside ``out`` and renamed
+when complete, so a killed job leaves no partial output.
+
+The ranking is :meth:`raygen.recommend.Recommender.top_k_many`: rows are ranked ``chunk_rows`` at a time
+by one batched constrained beam search (``eval.batch_size`` rows per forward pass) and, when the hybrid is
+served, one content ranking per chunk; the served ranking is the eval stage's choice unless ``hybrid`` says
+otherwise. It runs in this process (on its GPU when it has one).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raygen.data.common import iter_records
+from raygen.data.schema import DataError, SkipLog
+from raygen.eval.fusion import HYBRID
+from raygen.io import atomic_path
+from raygen.recommend import Recommender, RecommendError
+
+OUT_SCHEMA = pa.schema([("line", pa.int64()), ("user_id", pa.string()), ("item_ids", pa.list_(pa.int64())),
+                        ("scores", pa.list_(pa.float64())), ("skipped", pa.string())])
+META_KEY = "raygen.recommend"
+"""Parquet metadata key of the run summary (JSON)."""
+FORMATS = (".parquet", ".jsonl")
+
+
+def read_histories(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str, list[int]]]:
+    """``(line, user_id, history)`` for each non-blank line of a JSON Lines file of user histories."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), None, None, "no such file")
+    for line, rec in iter_records(path, skips):
+        user = rec.get("user_id")
+        if isinstance(user, bool) or not isinstance(user, (str, int)) or user == "":
+            raise DataError(path.name, line, "user_id", f"a non-empty string or an integer is required, got {user!r}")
+        history = rec.get("history")
+        if not isinstance(history, list) or any(isinstance(h, bool) or not isinstance(h, int) for h in history):
+            raise DataError(path.name, line, "history", f"a list of integer item ids is required, got {history!r}")
+        yield line, str(user), history
+
+
+class _Writer:
+    """Output rows streamed to a temporary file (Parquet row groups or JSON lines)."""
+
+    def __init__(self, tmp: Path, suffix: str):
+        self.suffix = suffix
+        self.parquet = pq.ParquetWriter(tmp, OUT_SCHEMA) if suffix == ".parquet" else None
+        self.text = None if self.parquet else tmp.open("w", encoding="utf-8")
+
+    def write(self, rows: list[dict]) -> None:
+        if self.parquet:
+            self.parquet.write_table(pa.Table.from_pylist(rows, schema=OUT_SCHEMA))
+        else:
+            self.text.writelines(json.dumps(r) + "\n" for r in rows)
+
+    def close(self, summary: dict) -> None:
+        if self.parquet:
+            self.parquet.add_key_value_metadata({META_KEY: json.dumps(summary)})
+            self.parquet.close()
+        else:
+            self.text.close()
+
+
+def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: int = 10,
+                   exclude_history: bool = False, hybrid: bool | None = None, chunk_rows: int = 256,
+                   progress: bool = True) -> dict:
+    """Rank every history of the file ``histories`` with the loaded run ``rec``; write ``out``; the summary."""
+    from tqdm import tqdm
+
+    histories, out = Path(histories), Path(out)
+    if out.suffix not in FORMATS:
+        raise RecommendError(f"--out {out}: the file name must end in {' or '.join(FORMATS)}")
+    if out.resolve() == histories.resolve():
+        raise RecommendError(f"--out {out} is the input file")
+    if k < 1 or chunk_rows < 1:
+        raise RecommendError(f"k and chunk_rows must be >= 1, got {k}, {chunk_rows}")
+    use_hybrid = rec.use_hybrid(hybrid)
+    input_skips, skipped = SkipLog(), SkipLog()
+    pending: list[dict] = []  # output rows in input order; those with "history" still to rank
+    counts = {"lines": 0, "ranked": 0}
+    t0 = time.perf_counter()
+    with atomic_path(out) as tmp, tqdm(desc="recommend", unit="user", disable=None if progress else True) as bar:
+        writer = _Writer(tmp, out.suffix)
+
+        def flush() -> None:
+            todo = [r for r in pending if "history" in r]
+            if todo:
+                recs = rec.top_k_many([r.pop("history") for r in todo], k, exclude_history, use_hybrid)
+                for r, top in zip(todo, recs):
+                    r["item_ids"], r["scores"] = [x["item_id"] for x in top], [x["score"] for x in top]
+            writer.write(pending)
+            counts["ranked"] += len(todo)
+            bar.update(len(pending))
+            pending.clear()
+
+        try:
+            for line, user, history in read_histories(histories, input_skips):
+                counts["lines"] += 1
+                row = {"line": line, "user_id": user, "item_ids": [], "scores": [], "skipped": None}
+                problem = rec.history_problem(history)
+                if problem is None:
+                    row["history"] = history
+                else:
+                    skipped.add(problem[0], f"{histories.name}:{line}")
+                    row["skipped"] = problem[1]
+                pending.append(row)
+                if "history" in row and sum("history" in r for r in pending) >= chunk_rows \
+                        or len(pending) >= 8 * chunk_rows:  # a run of skipped lines: write them out too
+                    flush()
+            flush()
+            if counts["lines"] == 0:
+                raise DataError(str(histories), None, None, "no histories (the file has no non-blank line)")
+            seconds = time.perf_counter() - t0
+            summary = {"run": str(rec.run_dir), "histories": str(histories), "out": str(out), "k": k,
+                       "exclude_history": exclude_history, "ranking": HYBRID if use_hybrid else "raygen",
+                       "users": counts["lines"], "ranked": counts["ranked"], "skipped": skipped.to_dict(),
+                       "input_repairs": input_skips.to_dict(), "precision": rec.precision,
+                       "seconds": round(seconds, 2), "users_per_s": round(counts["lines"] / max(seconds, 1e-9), 2)}
+        except BaseException:
+            writer.close({})
+            raise
+        writer.close(summary)
+    return summary
+
+
+def read_summary(path: str | Path) -> dict:
+    """The summary stored in a Parquet output of :func:`recommend_file`."""
+    meta = pq.read_metadata(path).metadata or {}
+    if META_KEY.encode() not in meta:
+        raise RecommendError(f"{path} has no {META_KEY} summary (not written by raygen recommend --histories)")
+    return json.loads(meta[META_KEY.encode()])
