@@ -94,9 +94,17 @@ def check_final_model(run_dir: str | Path, cfg) -> Path:
 
 
 class Recommender:
-    """A finished run loaded once (model, tokenizer, catalog, titles), queried many times."""
+    """A finished run loaded once (model, tokenizer, catalog, titles), queried many times.
 
-    def __init__(self, run_dir: str | Path, device: str | None = None):
+    ``workers`` = 0 (default): the beam search runs in this process, on ``device`` (default: CUDA when
+    present). ``workers`` > 0: it runs on that many Ray actors of the generation pool (the eval stage's and
+    RL's :class:`raygen.generation.pool.RolloutPool`, 'hf' backend), each reserving ``eval.resources.cpus`` /
+    ``.gpus`` and loading the model itself; rows are split evenly and gathered in order, so the rankings are
+    the in-process ones. The pool starts on the first request (a Ray must be running or startable:
+    :func:`raygen.ray_utils.init_ray`); :meth:`close` stops it.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str | None = None, workers: int = 0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,15 +141,21 @@ class Recommender:
                 codes = self._merge_additions(codes)
             self.catalog = Catalog.from_codes(codes, self.tokenizer)
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model = AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
+            self.model = (AutoModelForCausalLM.from_pretrained(mdir, local_files_only=True).to(device).eval()
+                          if workers == 0 else None)
         except Exception as e:  # truncated safetensors, missing tokenizer files, codes without SID tokens, ...
             raise RecommendError(f"cannot load the model in {mdir} ({_first_line(e)}): the run folder is damaged; "
                                  "rerun `raygen run` to rebuild it") from e
         from raygen.precision import resolve_bf16
 
+        if workers < 0:
+            raise RecommendError(f"workers must be >= 0 (0 = this process), got {workers}")
+        self.workers = workers
+        self._pool = None
         use, reason = resolve_bf16(self.cfg.eval.bf16, device)
         self.precision = {"bf16": use, "reason": reason}
-        """Beam search under bf16 autocast or not: the run's ``eval.bf16`` resolved for this device."""
+        """Beam search under bf16 autocast or not: the run's ``eval.bf16`` resolved for this device (with
+        workers: for theirs, once the pool has started)."""
         tok = self.tokenizer
         self.pad_id = pad_id_of(tok)
         self.embeddings = None
@@ -308,15 +322,8 @@ class Recommender:
 
     def _ranked_many(self, prompts: list[list[int]], k: int, seens: list[set[int]]) -> list[list[dict]]:
         """The model's top ``k`` items after each prompt, the items of its ``seens`` entry left out."""
-        import torch
-
-        from raygen.generation.beam import constrained_beam_search
-
         beams = min(len(self.catalog.item_ids), k + max(len(s) for s in seens))
-        idx, scores = constrained_beam_search(
-            self.model, prompts, self.catalog.sid_matrix, beams, self.pad_id, batch_size=self.cfg.eval.batch_size,
-            autocast_dtype=torch.bfloat16 if self.precision["bf16"] else None, sid_only=self.cfg.eval.sid_only_head,
-            eos_id=self.tokenizer.eos_token_id)
+        idx, scores = self._beam_search(prompts, beams)
         out = []
         for row_idx, row_scores, seen in zip(idx.tolist(), scores.tolist(), seens):
             recs = []
@@ -330,6 +337,49 @@ class Recommender:
                              "sid": self.sids[item]})
             out.append(recs[:k])
         return out
+
+    def _beam_search(self, prompts: list[list[int]], beams: int):
+        """Catalog row indices and scores [rows, beams], in this process or on the worker pool."""
+        import torch
+
+        if self.workers == 0:
+            from raygen.generation.beam import constrained_beam_search
+
+            return constrained_beam_search(
+                self.model, prompts, self.catalog.sid_matrix, beams, self.pad_id, batch_size=self.cfg.eval.batch_size,
+                autocast_dtype=torch.bfloat16 if self.precision["bf16"] else None,
+                sid_only=self.cfg.eval.sid_only_head, eos_id=self.tokenizer.eos_token_id)
+        if self._pool is None:
+            from raygen.generation.pool import RolloutPool
+            from raygen.ray_utils import init_ray
+
+            init_ray(self.cfg.ray)
+            res = self.cfg.eval.resources
+            try:
+                self._pool = RolloutPool(self.workers, "hf", str(self.model_dir), self.catalog.sid_matrix, self.pad_id,
+                                         num_gpus=res.gpus, num_cpus=res.cpus or 1.0,
+                                         backend_kwargs=dict(batch_size=self.cfg.eval.batch_size, bf16=self.cfg.eval.bf16,
+                                                             sid_only=self.cfg.eval.sid_only_head,
+                                                             eos_id=self.tokenizer.eos_token_id))
+            except Exception as e:  # an actor that cannot load the model: say so in one line
+                raise RecommendError(f"the {self.workers} generation worker(s) did not start "
+                                     f"({_first_line(e)})") from e
+            self.precision = self._pool.precision()
+            log.info("ranking on %d Ray worker(s): %s", self.workers, self.precision["reason"])
+        ro = self._pool.generate(prompts, beams, "beam")
+        return ro.items, ro.scores
+
+    def close(self) -> None:
+        """Stop the worker pool, if one was started (the in-process model needs nothing)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "Recommender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def recommend(run_dir: str | Path, history: Sequence[int] | None = None, k: int = 10, exclude_history: bool = False,
