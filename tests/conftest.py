@@ -247,3 +247,43 @@ def tiny_run_dir(tmp_path, tiny_catalog) -> Path:
     keep = [bool(h) and set(h) <= known for h in samples.column("history").to_pylist()]
     write_parquet(run / "data/samples.parquet", samples.filter(pa.array(keep)))
     return run
+
+
+def _fixture_stages(tables):
+    """The pipeline's stages, with data/corpus/sids writing the fixture tables instead of computing them."""
+    import dataclasses
+
+    from raygen.io import write_parquet
+    from raygen.pipeline import STAGES
+
+    def data(ctx):
+        write_parquet(ctx.out / "items.parquet", tables["items"])
+        write_parquet(ctx.out / "samples.parquet", tables["samples"])
+
+    def sids(ctx):
+        write_parquet(ctx.out / "codes.parquet", tables["codes"])
+        write_parquet(ctx.out / "tokens.parquet", tables["tokens"])
+
+    fake = {"data": data, "corpus": lambda ctx: None, "sids": sids}
+    return [dataclasses.replace(s, run=fake[s.name]) if s.name in fake else s for s in STAGES]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
+    """A tiny finished run for `raygen recommend`: the real lm stage on the tiny model, pass-through
+    align/sft/rl, fixture tables standing in for the data/corpus/sids stages (same names, deps and config
+    sections as the pipeline's, so the stage keys are the real ones); no eval stage."""
+    from raygen.config import load_config
+    from raygen.pipeline import save_config
+    from raygen.runner import run_stages
+
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [f"run_dir={run_dir}", f"lm.model={tiny_model_dir}", "lm.init=random",
+                             "align.enabled=false", "sft.enabled=false", "rl.enabled=false",
+                             "tasks.sequence_prefix=You recommend products.",
+                             "eval.bf16=false"])  # fp32 beam search on every CPU: scores compared to fp32 log-probs
+    stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
+    summary = run_stages(cfg, stages, run_dir)
+    assert summary["rl"]["status"] == "ran"
+    save_config(cfg, run_dir)
+    return run_dir

@@ -1,9 +1,6 @@
-"""`raygen recommend` on a tiny finished run: the real lm stage on the tiny model, pass-through
-align/sft/rl, fixture tables standing in for the data/corpus/sids stages (same names, deps and
-config sections as the pipeline's, so the stage keys are the real ones)."""
+"""`raygen recommend` on a tiny finished run (the ``tiny_run`` fixture of conftest.py)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -14,35 +11,6 @@ from raygen.config import load_config
 from raygen.io import read_json, write_parquet
 from raygen.pipeline import CONFIG_FILE, STAGES, run_pipeline, save_config
 from raygen.recommend import RecommendError, Recommender, recommend
-from raygen.runner import run_stages
-
-
-def _fixture_stages(tables):
-    """The pipeline's stages, with data/corpus/sids writing the fixture tables instead of computing them."""
-    def data(ctx):
-        write_parquet(ctx.out / "items.parquet", tables["items"])
-        write_parquet(ctx.out / "samples.parquet", tables["samples"])
-
-    def sids(ctx):
-        write_parquet(ctx.out / "codes.parquet", tables["codes"])
-        write_parquet(ctx.out / "tokens.parquet", tables["tokens"])
-
-    fake = {"data": data, "corpus": lambda ctx: None, "sids": sids}
-    return [dataclasses.replace(s, run=fake[s.name]) if s.name in fake else s for s in STAGES]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
-    run_dir = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, [f"run_dir={run_dir}", f"lm.model={tiny_model_dir}", "lm.init=random",
-                             "align.enabled=false", "sft.enabled=false", "rl.enabled=false",
-                             "tasks.sequence_prefix=You recommend products.",
-                             "eval.bf16=false"])  # fp32 beam search on every CPU: scores compared to fp32 log-probs
-    stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
-    summary = run_stages(cfg, stages, run_dir)
-    assert summary["rl"]["status"] == "ran"
-    save_config(cfg, run_dir)
-    return run_dir
 
 
 def test_top_k_distinct_catalog_items_sorted_with_titles(tiny_run, tiny_catalog):
