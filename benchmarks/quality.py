@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
+from raygen.eval.metrics import bootstrap_ci, per_row_metrics  # noqa: E402
 from raygen.io import atomic_path, read_json, write_json  # noqa: E402
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
 from raygen.runner import SUCCESS, link_finished, stage_done, stage_keys  # noqa: E402
@@ -57,7 +58,6 @@ VARIANTS: dict[str, list[str]] = {
 }
 DEFAULT_VARIANTS = "mean,sa_init,star,sa_init+ts_align,random"
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
-BOOTSTRAP = 1000
 
 
 def scale_overrides(a: argparse.Namespace) -> list[str]:
@@ -97,24 +97,8 @@ def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
 # ------------------------------------------------------------------------------------------ scoring
 
 def per_row(topk: np.ndarray, targets: np.ndarray, ks=(1, 5, 10)) -> dict[str, np.ndarray]:
-    """Per-row HR@K / NDCG@K (0/1 and 1/log2(rank+2)) for K in ``ks``."""
-    from raygen.eval.metrics import hit_ranks
-
-    ranks = hit_ranks(topk, targets)
-    out = {}
-    for k in ks:
-        inside = (ranks >= 0) & (ranks < k)
-        out[f"hr@{k}"] = inside.astype(float)
-        out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-    return out
-
-
-def bootstrap_ci(values: np.ndarray, seed: int = 0) -> list[float]:
-    """95 % percentile bootstrap CI of the mean over rows."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(BOOTSTRAP, len(values)))
-    means = values[idx].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    """Per-row HR@K / NDCG@K for K in ``ks`` (:func:`raygen.eval.metrics.per_row_metrics`)."""
+    return per_row_metrics(topk, targets, ks)
 
 
 def summarize(rows_per_seed: list[dict[str, np.ndarray]], metrics: list[str] = METRICS) -> dict:

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from raygen.eval.metrics import (PAD_ITEM, collapse_stats, evaluate_rankings, hit_ranks, indices_to_item_ids,
-                                 ranking_metrics, write_predictions)
+from raygen.eval.metrics import (PAD_ITEM, bootstrap_ci, collapse_stats, confidence, evaluate_rankings, hit_ranks,
+                                 indices_to_item_ids, ranking_metrics, write_predictions)
 from raygen.io import read_parquet
 
 
@@ -98,3 +98,31 @@ def test_evaluate_rankings_includes_collapse_stats_with_catalog():
     m = evaluate_rankings(topk, np.full(25, 2), catalog_item_ids=[1, 2, 3, 4])
     assert m["collapsed"] is True and m["distinct_top1"] == 1 and m["coverage@10"] == pytest.approx(0.75)
     assert "collapsed" not in evaluate_rankings(topk, np.full(25, 2))
+
+
+def test_confidence_intervals_and_paired_differences():
+    rng = np.random.default_rng(0)
+    n = 2000
+    targets = rng.integers(0, 1000, size=n)
+    noise = rng.integers(1000, 2000, size=(n, 10))  # never a target
+    perfect = noise.copy()
+    perfect[:, 0] = targets  # every row a hit at rank 1
+    half = noise.copy()
+    half[::2, 0] = targets[::2]  # hits at rank 1 on every second row
+    half_again = noise.copy()
+    half_again[1::2, 0] = targets[1::2]  # same mean as `half`, on the other rows
+    conf = confidence({"perfect": perfect, "half": half, "half_again": half_again}, targets, "ndcg@10",
+                      [("perfect", "half"), ("half", "half_again"), ("half", "half")])
+    assert conf["n"] == n and conf["resamples"] == 1000 and conf["metric"] == "ndcg@10"
+    assert conf["methods"]["perfect"] == {"mean": 1.0, "ci95": [1.0, 1.0]}  # no spread to resample
+    lo, hi = conf["methods"]["half"]["ci95"]
+    assert lo < 0.5 < hi and hi - lo < 0.06  # ~ +-1.96 * sqrt(.25 / 2000) = +-0.022
+    assert conf["methods"]["half"]["ci95"] == bootstrap_ci(np.arange(n) % 2 == 0)  # same resamples as alone
+    big = conf["paired"]["perfect - half"]
+    assert big["diff"] == pytest.approx(0.5) and big["ci95"][0] > 0.45  # a real difference excludes 0
+    even = conf["paired"]["half - half_again"]
+    assert even["diff"] == 0.0 and even["ci95"][0] < 0 < even["ci95"][1]  # no difference: 0 inside
+    assert conf["paired"]["half - half"]["ci95"] == [0.0, 0.0]  # paired: identical rankings never differ
+    assert confidence({"half": half}, targets, "hr@1", [])["methods"]["half"]["mean"] == 0.5
+    with pytest.raises(ValueError, match="metric must be"):
+        confidence({"half": half}, targets, "mrr", [])

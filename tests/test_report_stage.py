@@ -111,3 +111,25 @@ def test_report_shows_cold_warm_slices_and_search(tmp_path):
     assert "| raygen (cold, n=7) | 0 | 0 |" in text and "| raygen (warm, n=93) | 0.25 | 0.25 |" in text
     assert "Search (query -> item) on 40 test queries:" in text
     assert "| method | recall@1 | recall@10 | ndcg@10 |" in text and "| bm25 | 0.25 | 0.5 | 0.375 |" in text
+
+
+def test_report_shows_intervals_and_paired_differences(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "report"
+    out.mkdir()
+    m = _eval_metrics(collapsed=False)
+    conf = {"metric": "ndcg@10", "n": 100, "resamples": 1000,
+            "methods": {"raygen": {"mean": 0.01, "ci95": [0.005, 0.015]},
+                        "popularity": {"mean": 0.02, "ci95": [0.01, 0.03]}},
+            "paired": {"raygen - popularity": {"diff": -0.01, "ci95": [-0.02, -0.001]}}}
+    m["intervals"] = {"test": {"ndcg@10": conf, "hr@10": {**conf, "metric": "hr@10"}}}
+    _stage(run, "eval", m)
+    build_report(run, out)
+    text = (out / "report.md").read_text()
+    assert "95 % intervals on the `test` split (100 rows, 1000 bootstrap resamples" in text
+    assert "| method | ndcg@10 | hr@10 |" in text
+    assert "| raygen | 0.0100 [0.0050, 0.0150] | 0.0100 [0.0050, 0.0150] |" in text
+    assert "| raygen - popularity | -0.0100 [-0.0200, -0.0010] |" in text
+    m.pop("intervals")  # an eval stage written before intervals: no table, no error
+    (run / "eval" / "metrics.json").write_text(json.dumps(m))
+    build_report(run, out)
+    assert "95 % intervals" not in (out / "report.md").read_text()

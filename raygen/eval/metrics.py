@@ -31,18 +31,74 @@ def hit_ranks(topk_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
 
 
-def ranking_metrics(topk_items: np.ndarray, targets: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
-    """HR@K and NDCG@K averaged over rows. K larger than the list width scores the whole list."""
+def per_row_metrics(topk_items: np.ndarray, targets: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
+    """Per-row HR@K (0/1) and NDCG@K (1/log2(rank+2) for a hit inside K, else 0) for K in ``ks``."""
     ranks = hit_ranks(topk_items, targets)
-    if len(ranks) == 0:
-        raise ValueError("no rows to evaluate")
     found = ranks >= 0
     gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
     out = {}
     for k in ks:
         inside = found & (ranks < k)
-        out[f"hr@{k}"] = float(inside.mean())
-        out[f"ndcg@{k}"] = float(np.where(inside, gain, 0.0).mean())
+        out[f"hr@{k}"] = inside.astype(float)
+        out[f"ndcg@{k}"] = np.where(inside, gain, 0.0)
+    return out
+
+
+def ranking_metrics(topk_items: np.ndarray, targets: np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict:
+    """HR@K and NDCG@K averaged over rows. K larger than the list width scores the whole list."""
+    rows = per_row_metrics(topk_items, targets, ks)
+    if len(targets) == 0:
+        raise ValueError("no rows to evaluate")
+    return {name: float(v.mean()) for name, v in rows.items()}
+
+
+BOOTSTRAP = 1000
+"""Bootstrap resamples of the rows behind every 95 % interval."""
+
+
+def bootstrap_means(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """Means of ``n`` bootstrap resamples of the rows: ``values`` [N] -> [n], or [M, N] (M quantities on the
+    same rows, resampled together: paired) -> [M, n]. One resample at a time, so memory stays O(M * N)."""
+    values = np.asarray(values, dtype=np.float64)
+    rows = values.shape[-1]
+    if rows == 0:
+        raise ValueError("no rows to resample")
+    rng = np.random.default_rng(seed)
+    out = np.empty((*values.shape[:-1], n))
+    for b in range(n):
+        out[..., b] = values[..., rng.integers(0, rows, size=rows)].mean(axis=-1)
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> list[float]:
+    """95 % percentile bootstrap interval of the mean of ``values`` over rows."""
+    means = bootstrap_means(values, n, seed)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def confidence(rankings: dict[str, np.ndarray], targets: np.ndarray, metric: str, pairs: Sequence[tuple[str, str]],
+               n: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """95 % bootstrap intervals of ``metric`` (e.g. 'ndcg@10') for each method's ranking [N, K] on the same
+    rows, and of the paired differences ``a - b`` for ``pairs`` (the same resamples for every method, so a
+    difference's interval accounts for the rows both methods share):
+    ``{"metric", "n", "resamples", "methods": {name: {"mean", "ci95"}}, "paired": {"a - b": {"diff", "ci95"}}}``."""
+    name, _, k = metric.partition("@")
+    if name not in ("hr", "ndcg") or not k.isdigit():
+        raise ValueError(f"metric must be 'hr@K' or 'ndcg@K', got {metric!r}")
+    names = list(rankings)
+    values = np.stack([per_row_metrics(rankings[m], targets, [int(k)])[metric] for m in names])
+    means = bootstrap_means(values, n, seed)
+    pos = {m: i for i, m in enumerate(names)}
+
+    def interval(x: np.ndarray) -> list[float]:
+        return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
+
+    out = {"metric": metric, "n": int(values.shape[1]), "resamples": n,
+           "methods": {m: {"mean": float(values[i].mean()), "ci95": interval(means[i])} for m, i in pos.items()},
+           "paired": {}}
+    for a, b in pairs:
+        out["paired"][f"{a} - {b}"] = {"diff": float(values[pos[a]].mean() - values[pos[b]].mean()),
+                                       "ci95": interval(means[pos[a]] - means[pos[b]])}
     return out
 
 

@@ -14,7 +14,7 @@ from raygen.eval.baselines import content_rank, popularity_rank
 from raygen.generation.beam import constrained_beam_search
 from raygen.eval.config import EvalConfig
 from raygen.eval.fusion import HYBRID, rrf_fuse, serving_choice
-from raygen.eval.metrics import evaluate_rankings, indices_to_item_ids, write_predictions
+from raygen.eval.metrics import confidence, evaluate_rankings, indices_to_item_ids, write_predictions
 from raygen.eval.rows import Catalog, Rows, split_rows
 from raygen.eval.sasrec import fit_sasrec, sasrec_rank
 from raygen.eval.search import BM25, SEARCH_KS, search_rows, search_table
@@ -122,8 +122,11 @@ def content_top(catalog: Catalog, rows: Rows, cfg: EvalConfig, cache: dict, k: i
 
 def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, split: str, out: Path | None,
                    skips: SkipLog | None = None, cache: dict | None = None, model=None,
-                   baselines: bool = True) -> dict[str, dict]:
-    """{method: metrics} for ``split``; writes predictions_<split>.parquet into ``out`` when given."""
+                   baselines: bool = True, intervals: dict | None = None) -> dict[str, dict]:
+    """{method: metrics} for ``split``; writes predictions_<split>.parquet into ``out`` when given.
+    ``intervals``, if given, receives ``{split: {metric: confidence(...)}}`` for NDCG and HR at max(ks):
+    every method's 95 % bootstrap interval and the paired differences of the model and the hybrid with
+    the others (:func:`raygen.eval.metrics.confidence`)."""
     catalog = Catalog.from_codes(codes, tokenizer)
     rows = split_rows(samples, codes, tokenizer, tasks_cfg, split, cfg.max_rows, cfg.seed, skips)
     if len(rows.targets) == 0:
@@ -138,13 +141,21 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     table = {"raygen": _with_slices(evaluate_rankings(topk, rows.targets, catalog.item_ids, cfg.ks), topk,
                                     rows.targets, cold, cfg.ks)}
     cache = cache if cache is not None else {}
+    ranked = {"raygen": topk}
     for name in [*cfg.baselines, *([HYBRID] if cfg.fusion else [])] if baselines else []:
         if name == HYBRID:  # the hybrid: the model's list fused with the content ranking's top
             ranks = rrf_fuse([topk, content_top(catalog, rows, cfg, cache, cfg.fusion_depth)], cfg.beam_width)
         else:
             ranks = baseline_ranks(name, samples, catalog, rows, cfg, cache)
+        ranked[name] = ranks
         table[name] = _with_slices(evaluate_rankings(ranks, rows.targets, catalog.item_ids, cfg.ks), ranks,
                                    rows.targets, cold, cfg.ks)
+    if intervals is not None:
+        others = [m for m in ranked if m not in ("raygen", HYBRID)]
+        pairs = [("raygen", m) for m in others] + ([(HYBRID, "raygen")] + [(HYBRID, m) for m in others]
+                                                   if HYBRID in ranked else [])
+        intervals[split] = {f"{m}@{max(cfg.ks)}": confidence(ranked, rows.targets, f"{m}@{max(cfg.ks)}", pairs,
+                                                             seed=cfg.seed) for m in ("ndcg", "hr")}
     return table
 
 
@@ -192,14 +203,14 @@ def run_eval(ctx: StageContext) -> dict:
     codes = read_parquet(ctx.input("sids") / "codes.parquet")
     mdir = model_dir(ctx.input("rl"))
     tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
-    skips, cache, per_split = SkipLog(), {}, {}
+    skips, cache, per_split, intervals = SkipLog(), {}, {}, {}
     if "content" in cfg.baselines or cfg.fusion:
         from raygen.sid.stage import read_embeddings
 
         cache["embeddings"] = read_embeddings(ctx.input("corpus") / "embeddings.parquet")
     for split in cfg.splits:
         per_split[split] = evaluate_split(mdir, samples, codes, tokenizer, ctx.cfg.tasks, cfg, split, ctx.out,
-                                          skips, cache)
+                                          skips, cache, intervals=intervals)
         log.info("eval %s: %s", split, {m: round(v["ndcg@10"], 4) if "ndcg@10" in v else v
                                         for m, v in per_split[split].items()})
     main = "test" if "test" in per_split else cfg.splits[-1]
@@ -208,7 +219,7 @@ def run_eval(ctx: StageContext) -> dict:
     out = {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
            "slices": {m: r["slices"] for m, r in per_split[main].items() if "slices" in r},
-           "skips": skips.to_dict(), "precision": cache.get("precision", {}),
+           "skips": skips.to_dict(), "precision": cache.get("precision", {}), "intervals": intervals,
            "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}")}  # what `raygen recommend` serves
     log.info("eval serving: %s (%s)", out["serving"]["ranking"], out["serving"]["why"])
     queries = ctx.input("corpus") / "queries.parquet"

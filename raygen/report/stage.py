@@ -97,6 +97,33 @@ def collapse_lines(m: dict) -> list[str]:
     return lines
 
 
+def interval_lines(m: dict) -> list[str]:
+    """Eval-section tables: each method's headline metrics with 95 % bootstrap intervals on the main split, and
+    the paired differences of the model and the hybrid with the others (an interval that excludes 0 is a
+    difference the rows support)."""
+    conf = (m.get("intervals") or {}).get(m.get("split"))
+    if not conf:
+        return []
+    metrics = list(conf)
+    first = conf[metrics[0]]
+
+    def cell(value: float, ci: list) -> str:
+        return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+    lines = [f"95 % intervals on the `{m['split']}` split ({first['n']} rows, {first['resamples']} bootstrap "
+             "resamples of the rows; differences paired: the same resamples for both methods):", "",
+             "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for method in first["methods"]:
+        lines.append(f"| {method} | " + " | ".join(cell(conf[x]["methods"][method]["mean"],
+                                                         conf[x]["methods"][method]["ci95"]) for x in metrics) + " |")
+    if first["paired"]:
+        lines += ["", "| difference | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for pair in first["paired"]:
+            lines.append(f"| {pair} | " + " | ".join(cell(conf[x]["paired"][pair]["diff"], conf[x]["paired"][pair]["ci95"])
+                                                     for x in metrics) + " |")
+    return lines + [""]
+
+
 def slice_and_search_lines(m: dict) -> list[str]:
     """Eval-section tables: each method's metrics on cold rows (target never a training target) and warm
     rows with their counts, and, when the search task ran, search Recall/NDCG@K next to BM25."""
@@ -187,7 +214,7 @@ def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
                 lines.append(f"- **{key}**: {_fmt(v)}")
         lines.append("")
         if stage == "eval":
-            lines += collapse_lines(m) + slice_and_search_lines(m)
+            lines += interval_lines(m) + collapse_lines(m) + slice_and_search_lines(m)
         curve = m.get("learning_curve")
         if isinstance(curve, list) and curve:
             rel = Path("plots") / f"learning_curve_{stage}.png"

@@ -58,6 +58,7 @@ def test_report_shows_every_headline_of_every_stage(tiny_run):
     serving = read_json(run_dir / "eval" / "metrics.json")["serving"]
     assert f"- **serving.ranking**: {serving['ranking']}" in text and "- **serving.why**: valid ndcg@5: " in text
     assert "| method | hr@1 | hr@5 | ndcg@1 | ndcg@5 | invalid |" in text
+    assert "95 % intervals on the `test` split" in text and "| raygen+content - raygen | " in text
     assert "![sft learning curve](plots/learning_curve_sft.png)" in text
     assert (run_dir / "report" / "plots" / "learning_curve_sft.png").stat().st_size > 0
 
@@ -98,6 +99,15 @@ def test_eval_predictions_line_up_with_the_samples(tiny_run):
     better = "raygen+content" if valid["raygen+content"]["ndcg@5"] > valid["raygen"]["ndcg@5"] else "raygen"
     assert serving["chosen_on"] == "valid" and serving["ranking"] == better and serving["metric"] == "ndcg@5"
     assert serving["raygen"] == valid["raygen"]["ndcg@5"] and serving["n_rows"] == valid["raygen"]["n"]
+    # 95 % intervals of every method on each split, and the paired differences of model and hybrid
+    for split in ("valid", "test"):
+        conf = ev["intervals"][split]["ndcg@5"]
+        assert conf["n"] == ev["splits"][split]["raygen"]["n"]
+        for method, r in conf["methods"].items():
+            assert r["mean"] == pytest.approx(ev["splits"][split][method]["ndcg@5"])
+            assert r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+        assert set(conf["paired"]) == {"raygen - popularity", "raygen - sasrec", "raygen+content - raygen",
+                                       "raygen+content - popularity", "raygen+content - sasrec"}
 
 
 def test_search_task_trains_and_evaluates_with_counted_queries_and_bm25(tiny_run):
