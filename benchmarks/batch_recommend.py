@@ -9,7 +9,8 @@ file in a temporary folder, runs the batch job through the CLI twice, with ``--n
 search) and with the run's default (the ranking eval chose on valid), and compares each output with the eval
 stage's ``predictions_test.parquet`` of the same rows: the share of users whose top 10 is the eval's list
 exactly (``--no-hybrid``; the same prompt builder, beam search and batch size, so it should be 1.0), and
-NDCG@10 / HR@10 of both outputs against the targets beside the eval stage's figures for the same rows.
+NDCG@10 / HR@10 of both outputs against the targets beside the eval stage's figures for the same rows (and
+the job's own scoring of the targets it was given, with 95 % intervals).
 Timing: each CLI call's wall time (model load included) and the job's own users/s.
 """
 from __future__ import annotations
@@ -54,8 +55,8 @@ def main() -> None:
               "eval_model_on_these_rows": ndcg_hr([p["topk"] for p in preds], targets)}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "users.jsonl"
-        src.write_text("".join(json.dumps({"user_id": users[p["row_id"]], "history": histories[p["row_id"]]}) + "\n"
-                               for p in preds))
+        src.write_text("".join(json.dumps({"user_id": users[p["row_id"]], "history": histories[p["row_id"]],
+                                           "target": p["target"]}) + "\n" for p in preds))
         for name, flag in (("model", ["--no-hybrid"]), ("served", [])):
             out = Path(tmp) / f"{name}.parquet"
             t0 = time.time()
@@ -70,7 +71,8 @@ def main() -> None:
             entry = {"ranking": summary["ranking"], "ranked": summary["ranked"], "skipped": summary["skipped"]["total"],
                      "job_seconds": summary["seconds"], "users_per_s": summary["users_per_s"],
                      "cli_wall_s": round(wall, 1), "precision": summary["precision"], **ndcg_hr(lists, targets),
-                     "distinct_top1": len({lst[0] for lst in lists if lst})}
+                     "distinct_top1": len({lst[0] for lst in lists if lst}),
+                     "job_metrics": summary["metrics"]}  # the job's own scoring of the targets (same rows)
             if name == "model":
                 entry["same_top10_as_eval"] = round(float(np.mean([lst == p["topk"] for lst, p in zip(lists, preds)])), 4)
                 entry["same_top1_as_eval"] = round(float(np.mean([lst[:1] == p["topk"][:1] for lst, p in zip(lists, preds)])), 4)

@@ -3,14 +3,16 @@
     raygen recommend --run runs/industrial --histories users.jsonl --out recs.parquet -k 10
 
 Input: JSON Lines (``.gz`` too), one user per line: ``{"user_id": "A1B2", "history": [12, 40, 7]}`` (history
-oldest first; other keys are ignored). A line that is not such an object is a :class:`DataError` naming the
+oldest first; other keys are ignored). An optional ``"target": 99`` (the item the user went on to pick) makes
+the job an evaluation as well: the summary then has HR@K / NDCG@K over the ranked rows with a target, with
+95 % bootstrap intervals (:func:`raygen.eval.metrics.confidence`), and the rows keep their ``target``. A line that is not such an object is a :class:`DataError` naming the
 file, line and field: the file is malformed and nothing is written. A well-formed history the run cannot
 rank (an item it does not know, an item added after training whose SID tokens the model lacks, an empty
 history) is a counted skip: its output row has no items and ``skipped`` says why, and the summary counts
 the skips by kind with the first lines of each, so nothing is dropped silently.
 
 Output: one row per input line, in input order: ``line``, ``user_id`` (a string), ``item_ids``, ``scores``
-(the served ranking's, best first) and ``skipped`` (null when ranked). ``.parquet`` (the summary in its
+(the served ranking's, best first), ``skipped`` (null when ranked) and ``target`` (as given, or null). ``.parquet`` (the summary in its
 metadata under ``raygen.recommend``) or ``.jsonl``; written to a temporary file beside ``out`` and renamed
 when complete, so a killed job leaves no partial output.
 
@@ -26,24 +28,27 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raygen.data.common import iter_records
 from raygen.data.schema import DataError, SkipLog
 from raygen.eval.fusion import HYBRID
+from raygen.eval.metrics import PAD_ITEM, confidence, ranking_metrics
 from raygen.io import atomic_path
 from raygen.recommend import Recommender, RecommendError
 
 OUT_SCHEMA = pa.schema([("line", pa.int64()), ("user_id", pa.string()), ("item_ids", pa.list_(pa.int64())),
-                        ("scores", pa.list_(pa.float64())), ("skipped", pa.string())])
+                        ("scores", pa.list_(pa.float64())), ("skipped", pa.string()), ("target", pa.int64())])
 META_KEY = "raygen.recommend"
 """Parquet metadata key of the run summary (JSON)."""
 FORMATS = (".parquet", ".jsonl")
 
 
-def read_histories(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str, list[int]]]:
-    """``(line, user_id, history)`` for each non-blank line of a JSON Lines file of user histories."""
+def read_histories(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str, list[int], int | None]]:
+    """``(line, user_id, history, target or None)`` for each non-blank line of a JSON Lines file of user
+    histories."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), None, None, "no such file")
@@ -54,7 +59,10 @@ def read_histories(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str,
         history = rec.get("history")
         if not isinstance(history, list) or any(isinstance(h, bool) or not isinstance(h, int) for h in history):
             raise DataError(path.name, line, "history", f"a list of integer item ids is required, got {history!r}")
-        yield line, str(user), history
+        target = rec.get("target")
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
+            raise DataError(path.name, line, "target", f"an integer item id is required, got {target!r}")
+        yield line, str(user), history, target
 
 
 class _Writer:
@@ -96,6 +104,7 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
     input_skips, skipped = SkipLog(), SkipLog()
     pending: list[dict] = []  # output rows in input order; those with "history" still to rank
     counts = {"lines": 0, "ranked": 0}
+    scored: list[tuple[list[int], int]] = []  # (top k, target) of the ranked rows with a target
     t0 = time.perf_counter()
     with atomic_path(out) as tmp, tqdm(desc="recommend", unit="user", disable=None if progress else True) as bar:
         writer = _Writer(tmp, out.suffix)
@@ -106,15 +115,17 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
                 recs = rec.top_k_many([r.pop("history") for r in todo], k, exclude_history, use_hybrid)
                 for r, top in zip(todo, recs):
                     r["item_ids"], r["scores"] = [x["item_id"] for x in top], [x["score"] for x in top]
+                    if r["target"] is not None:
+                        scored.append((r["item_ids"] + [PAD_ITEM] * (k - len(r["item_ids"])), r["target"]))
             writer.write(pending)
             counts["ranked"] += len(todo)
             bar.update(len(pending))
             pending.clear()
 
         try:
-            for line, user, history in read_histories(histories, input_skips):
+            for line, user, history, target in read_histories(histories, input_skips):
                 counts["lines"] += 1
-                row = {"line": line, "user_id": user, "item_ids": [], "scores": [], "skipped": None}
+                row = {"line": line, "user_id": user, "item_ids": [], "scores": [], "skipped": None, "target": target}
                 problem = rec.history_problem(history)
                 if problem is None:
                     row["history"] = history
@@ -134,11 +145,25 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
                        "users": counts["lines"], "ranked": counts["ranked"], "skipped": skipped.to_dict(),
                        "input_repairs": input_skips.to_dict(), "precision": rec.precision,
                        "seconds": round(seconds, 2), "users_per_s": round(counts["lines"] / max(seconds, 1e-9), 2)}
+            if scored:
+                summary["metrics"] = target_metrics(scored, k)
         except BaseException:
             writer.close({})
             raise
         writer.close(summary)
     return summary
+
+
+def target_metrics(scored: list[tuple[list[int], int]], k: int) -> dict:
+    """HR@K / NDCG@K of ranked rows with a target (K in 1, 5, 10 up to ``k``, and ``k``), with 95 % bootstrap
+    intervals at ``k``."""
+    topk = np.array([top for top, _ in scored], dtype=np.int64).reshape(len(scored), k)
+    targets = np.array([t for _, t in scored], dtype=np.int64)
+    ks = sorted({x for x in (1, 5, 10) if x <= k} | {k})
+    out = {"n": len(scored), **ranking_metrics(topk, targets, ks)}
+    for metric in (f"ndcg@{k}", f"hr@{k}"):
+        out[f"{metric} ci95"] = confidence({"served": topk}, targets, metric, [])["methods"]["served"]["ci95"]
+    return out
 
 
 def read_summary(path: str | Path) -> dict:

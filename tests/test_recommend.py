@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -391,14 +392,15 @@ def test_batch_file_matches_one_by_one_and_reports_skips(tiny_run, tmp_path, suf
 
     rec = Recommender(tiny_run)
     histories = [[100, 101], [105, 106, 107], [103], [101, 100, 110]]
+    hit = rec.top_k(histories[0], k=4, exclude_history=True, hybrid=False)[1]["item_id"]  # u0's target: rank 2
     src = _write_histories(tmp_path / "users.jsonl", [
-        {"user_id": "u0", "history": histories[0]},
+        {"user_id": "u0", "history": histories[0], "target": hit},
         {"user_id": 7, "history": [100, 4242], "country": "ignored"},  # unknown item: a counted skip
         "",  # blank lines are allowed
         {"user_id": "u2", "history": histories[1]},
         {"user_id": "u3", "history": []},  # empty: a counted skip
         {"user_id": "u4", "history": histories[2]},
-        {"user_id": "u5", "history": histories[3]},
+        {"user_id": "u5", "history": histories[3], "target": 109},
     ])
     out = tmp_path / f"recs{suffix}"
     summary = recommend_file(rec, src, out, k=4, exclude_history=True, hybrid=False, chunk_rows=3, progress=False)
@@ -423,6 +425,14 @@ def test_batch_file_matches_one_by_one_and_reports_skips(tiny_run, tmp_path, suf
     assert summary["skipped"]["counts"] == {"unknown_items": 1, "empty_history": 1}
     assert summary["skipped"]["examples"]["unknown_items"] == ["users.jsonl:2"]
     assert summary["precision"]["bf16"] is False and summary["users_per_s"] > 0
+    # rows with a target are scored: HR/NDCG over those two rows, as the eval's metrics would give
+    assert [r["target"] for r in rows] == [hit, None, None, None, None, 109]
+    hits = [r["item_ids"].index(r["target"]) if r["target"] in r["item_ids"] else None for r in (rows[0], rows[5])]
+    assert hits[0] == 1
+    ndcg = sum(0 if h is None else 1 / math.log2(h + 2) for h in hits) / 2
+    metrics = summary["metrics"]
+    assert metrics["n"] == 2 and metrics["ndcg@4"] == pytest.approx(ndcg) and set(metrics) >= {"hr@1", "ndcg@4 ci95"}
+    assert metrics["ndcg@4 ci95"][0] <= ndcg <= metrics["ndcg@4 ci95"][1]
 
 
 @pytest.mark.parametrize("line, needle", [
@@ -431,6 +441,7 @@ def test_batch_file_matches_one_by_one_and_reports_skips(tiny_run, tmp_path, suf
     ('{"history": [100]}', "users.jsonl:2 field 'user_id'"),
     ('{"user_id": "a", "history": "100,101"}', "users.jsonl:2 field 'history'"),
     ('{"user_id": "a", "history": [100, true]}', "users.jsonl:2 field 'history'"),
+    ('{"user_id": "a", "history": [100], "target": "101"}', "users.jsonl:2 field 'target'"),
 ])
 def test_batch_file_bad_lines_name_file_line_and_field(tiny_run, tmp_path, line, needle):
     from raygen.data.schema import DataError
