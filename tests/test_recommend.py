@@ -475,3 +475,20 @@ def test_batch_cli_hybrid_and_argument_errors(tiny_run, tiny_catalog, tmp_path, 
     assert main(["recommend", "--run", str(run), "--histories", str(tmp_path / "none.jsonl"),
                  "--out", str(out)]) == 2
     assert "none.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_batch_job_script_runs_the_cli(tiny_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = _write_histories(tmp_path / "users.jsonl", [{"user_id": "a", "history": [100, 101], "target": 102}])
+    out = tmp_path / "recs.jsonl"
+    proc = subprocess.run([sys.executable, str(root / "jobs" / "batch_recommend.py"), "--run", str(tiny_run),
+                           "--histories", str(src), "--out", str(out), "-k", "3", "--no-hybrid"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["metrics"]["n"] == 1
+    row = json.loads(out.read_text())
+    assert row["item_ids"] == [r["item_id"] for r in recommend(tiny_run, [100, 101], k=3, hybrid=False)]
