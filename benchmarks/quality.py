@@ -42,6 +42,7 @@ from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
 from raygen.eval.metrics import bootstrap_ci, per_row_metrics  # noqa: E402
 from raygen.io import atomic_path, read_json, write_json  # noqa: E402
+from raygen.report.stage import ci_bars  # noqa: E402,F401 (used here and by the other benchmarks)
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
 from raygen.runner import SUCCESS, link_finished, stage_done, stage_keys  # noqa: E402
 
@@ -117,17 +118,6 @@ def cell(s: dict) -> str:
     ran (a spread over one seed is not 0, it is unknown)."""
     spread = f"{s['std']:.4f}" if len(s.get("seeds", ())) > 1 else "–"
     return f"{s['mean']:.4f} ± {spread} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-
-
-def ci_bars(ax, names: list[str], summaries: list[dict], colors: list[str], title: str) -> None:
-    """Bars of :func:`summarize` means with their bootstrap 95 % CI as error bars (a slice without rows:
-    ``None``, drawn as no bar), names under the bars."""
-    mean = np.array([s["mean"] if s else 0.0 for s in summaries])
-    err = np.array([[m - s["ci95"][0], s["ci95"][1] - m] if s else [0.0, 0.0] for m, s in zip(mean, summaries)]).T
-    ax.bar(range(len(names)), mean, yerr=np.maximum(err, 0), capsize=4, color=colors)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(bottom=0)
 
 
 def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:

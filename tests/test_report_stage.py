@@ -129,7 +129,10 @@ def test_report_shows_intervals_and_paired_differences(tmp_path):
     assert "| method | ndcg@10 | hr@10 |" in text
     assert "| raygen | 0.0100 [0.0050, 0.0150] | 0.0100 [0.0050, 0.0150] |" in text
     assert "| raygen - popularity | -0.0100 [-0.0200, -0.0010] |" in text
+    assert "![eval intervals](plots/eval_intervals.png)" in text
+    assert (out / "plots" / "eval_intervals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     m.pop("intervals")  # an eval stage written before intervals: no table, no error
     (run / "eval" / "metrics.json").write_text(json.dumps(m))
     build_report(run, out)
     assert "95 % intervals" not in (out / "report.md").read_text()
+    assert "eval_intervals.png" not in (out / "report.md").read_text()

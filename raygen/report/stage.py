@@ -13,6 +13,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from raygen.io import atomic_path, read_json
 from raygen.runner import SUCCESS, StageContext
 
@@ -181,6 +183,44 @@ def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
     return True
 
 
+def ci_bars(ax, names: list[str], summaries: list[dict | None], colors: list[str], title: str) -> None:
+    """Bars of ``{"mean", "ci95"}`` summaries with their 95 % interval as error bars (``None``: no bar), names
+    under the bars."""
+    mean = np.array([s["mean"] if s else 0.0 for s in summaries])
+    err = np.array([[m - s["ci95"][0], s["ci95"][1] - m] if s else [0.0, 0.0] for m, s in zip(mean, summaries)]).T
+    ax.bar(range(len(names)), mean, yerr=np.maximum(err, 0), capsize=4, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(bottom=0)
+
+
+def plot_intervals(m: dict, path: Path) -> bool:
+    """One panel per evaluated split: every method's headline NDCG with its 95 % interval (the model and the
+    hybrid in colour, baselines grey). False (nothing drawn) without intervals in ``m``."""
+    intervals = m.get("intervals") or {}
+    panels = [(split, next((c for name, c in conf.items() if name.startswith("ndcg@")), None))
+              for split, conf in intervals.items()]
+    panels = [(split, c) for split, c in panels if c and c.get("methods")]
+    if not panels:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.8, 3.6), squeeze=False)
+    for ax, (split, conf) in zip(axes[0], panels):
+        names = list(conf["methods"])
+        colors = ["tab:blue" if n == "raygen" else "tab:orange" if n.startswith("raygen+") else "0.6" for n in names]
+        ci_bars(ax, names, [conf["methods"][n] for n in names], colors,
+                f"{split}: {conf['metric']} ({conf['n']} rows, 95 % CI)")
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return True
+
+
 def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
     """``report.md`` (and plots) in ``out`` from the finished stages' metrics.json. ``folder_of(stage)``
     finds a stage's folder (the runner's ``ctx.input``; default ``run_dir/<stage>``); unfinished
@@ -214,7 +254,10 @@ def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
                 lines.append(f"- **{key}**: {_fmt(v)}")
         lines.append("")
         if stage == "eval":
-            lines += interval_lines(m) + collapse_lines(m) + slice_and_search_lines(m)
+            lines += interval_lines(m)
+            if plot_intervals(m, out / "plots" / "eval_intervals.png"):
+                lines += ["![eval intervals](plots/eval_intervals.png)", ""]
+            lines += collapse_lines(m) + slice_and_search_lines(m)
         curve = m.get("learning_curve")
         if isinstance(curve, list) and curve:
             rel = Path("plots") / f"learning_curve_{stage}.png"
