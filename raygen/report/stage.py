@@ -175,6 +175,13 @@ def plot_learning_curve(curve: list, path: Path, title: str) -> bool:
         ax2.set_ylabel("valid metric")
     ax.legend(handles=handles, loc="best", fontsize="small")
     ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> bool:
+    """Write ``fig`` as a PNG at ``path`` atomically and close it; True."""
+    import matplotlib.pyplot as plt
+
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
@@ -213,12 +220,7 @@ def plot_intervals(m: dict, path: Path) -> bool:
         colors = ["tab:blue" if n == "raygen" else "tab:orange" if n.startswith("raygen+") else "0.6" for n in names]
         ci_bars(ax, names, [conf["methods"][n] for n in names], colors,
                 f"{split}: {conf['metric']} ({conf['n']} rows, 95 % CI)")
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return True
+    return save_figure(fig, path)
 
 
 def build_report(run_dir: Path, out: Path, folder_of=None) -> dict:
