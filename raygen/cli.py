@@ -55,7 +55,7 @@ def cmd_recommend(args) -> int:
 
         with Recommender(args.run, workers=args.workers) as rec:
             summary = recommend_file(rec, args.histories, args.out, args.k, exclude_history=args.exclude_history,
-                                     hybrid=args.hybrid, chunk_rows=args.chunk_rows)
+                                     hybrid=args.hybrid, chunk_rows=args.chunk_rows, overwrite=args.overwrite)
         print(json.dumps(summary, indent=1))
         return 0
     recs = recommend(args.run, args.history, args.k, exclude_history=args.exclude_history, query=args.query,
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--out", default=None, help="batch output, .parquet or .jsonl: one row per input line "
                                                 "(line, user_id, item_ids, scores, skipped), written atomically")
     rc.add_argument("--chunk-rows", type=int, default=256, help="batch: histories ranked together (default 256)")
+    rc.add_argument("--overwrite", action="store_true", help="batch: replace an existing --out file")
     rc.add_argument("--workers", type=int, default=0, help="batch: rank on this many Ray actors of the generation "
                                                            "pool, each reserving eval.resources (default 0: here)")
     rc.set_defaults(fn=cmd_recommend)

@@ -89,15 +89,21 @@ class _Writer:
 
 def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: int = 10,
                    exclude_history: bool = False, hybrid: bool | None = None, chunk_rows: int = 256,
-                   progress: bool = True) -> dict:
-    """Rank every history of the file ``histories`` with the loaded run ``rec``; write ``out``; the summary."""
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Rank every history of the file ``histories`` with the loaded run ``rec``; write ``out``; the summary.
+    An existing ``out`` is an error unless ``overwrite`` (a file raygen did not write is never replaced
+    silently)."""
     from tqdm import tqdm
 
     histories, out = Path(histories), Path(out)
+    if not histories.is_file():
+        raise DataError(str(histories), None, None, "no such file")
     if out.suffix not in FORMATS:
         raise RecommendError(f"--out {out}: the file name must end in {' or '.join(FORMATS)}")
     if out.resolve() == histories.resolve():
         raise RecommendError(f"--out {out} is the input file")
+    if out.exists() and not overwrite:
+        raise RecommendError(f"--out {out} exists: choose another name, or pass --overwrite to replace it")
     if k < 1 or chunk_rows < 1:
         raise RecommendError(f"k and chunk_rows must be >= 1, got {k}, {chunk_rows}")
     use_hybrid = rec.use_hybrid(hybrid)

@@ -467,6 +467,13 @@ def test_batch_cli_hybrid_and_argument_errors(tiny_run, tiny_catalog, tmp_path, 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     for row, h in zip(rows, ([100, 101], [104])):
         assert row["item_ids"] == [r["item_id"] for r in recommend(run, h, k=5, hybrid=True)]
+    assert main(["recommend", "--run", str(run), "--histories", str(src), "--out", str(out)]) == 2  # exists
+    assert "recs.jsonl exists: choose another name, or pass --overwrite" in capsys.readouterr().err
+    assert out.read_text().count("\n") == 2  # untouched
+    assert main(["recommend", "--run", str(run), "--histories", str(src), "--out", str(out), "-k", "2",
+                 "--overwrite", "--json"]) == 0
+    assert len(json.loads(out.read_text().splitlines()[0])["item_ids"]) == 2
+    capsys.readouterr()
     assert main(["recommend", "--run", str(run), "--histories", str(src)]) == 2
     assert "--histories and --out go together" in capsys.readouterr().err
     assert main(["recommend", "--run", str(run), "--histories", str(src), "--history", "100", "--out", "x.jsonl"]) == 2
