@@ -109,13 +109,15 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
     use_hybrid = rec.use_hybrid(hybrid)
     input_skips, skipped = SkipLog(), SkipLog()
     pending: list[dict] = []  # output rows in input order; those with "history" still to rank
-    counts = {"lines": 0, "ranked": 0}
+    counts = {"lines": 0, "ranked": 0, "pending_ranked": 0}
     scored: list[tuple[list[int], int]] = []  # (top k, target) of the ranked rows with a target
     t0 = time.perf_counter()
     with atomic_path(out) as tmp, tqdm(desc="recommend", unit="user", disable=None if progress else True) as bar:
         writer = _Writer(tmp, out.suffix)
 
         def flush() -> None:
+            if not pending:
+                return
             todo = [r for r in pending if "history" in r]
             if todo:
                 recs = rec.top_k_many([r.pop("history") for r in todo], k, exclude_history, use_hybrid)
@@ -125,6 +127,7 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
                         scored.append((r["item_ids"] + [PAD_ITEM] * (k - len(r["item_ids"])), r["target"]))
             writer.write(pending)
             counts["ranked"] += len(todo)
+            counts["pending_ranked"] = 0
             bar.update(len(pending))
             pending.clear()
 
@@ -135,12 +138,12 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
                 problem = rec.history_problem(history)
                 if problem is None:
                     row["history"] = history
+                    counts["pending_ranked"] += 1
                 else:
                     skipped.add(problem[0], f"{histories.name}:{line}")
                     row["skipped"] = problem[1]
                 pending.append(row)
-                if "history" in row and sum("history" in r for r in pending) >= chunk_rows \
-                        or len(pending) >= 8 * chunk_rows:  # a run of skipped lines: write them out too
+                if counts["pending_ranked"] >= chunk_rows or len(pending) >= 8 * chunk_rows:  # or many skipped lines
                     flush()
             flush()
             if counts["lines"] == 0:

@@ -499,3 +499,16 @@ def test_batch_job_script_runs_the_cli(tiny_run, tmp_path):
     assert json.loads(proc.stdout)["metrics"]["n"] == 1
     row = json.loads(out.read_text())
     assert row["item_ids"] == [r["item_id"] for r in recommend(tiny_run, [100, 101], k=3, hybrid=False)]
+
+
+def test_batch_file_long_run_of_skipped_lines_keeps_order(tiny_run, tmp_path):
+    from raygen.recommend_batch import recommend_file
+
+    lines = [{"user_id": f"s{i}", "history": [9000 + i]} for i in range(9)] + [{"user_id": "ok", "history": [100]}]
+    src = _write_histories(tmp_path / "users.jsonl", lines)
+    out = tmp_path / "recs.jsonl"
+    summary = recommend_file(Recommender(tiny_run), src, out, k=2, hybrid=False, chunk_rows=1, progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(1, 11))  # written in two flushes (8 skipped, then the rest)
+    assert [r["skipped"] is None for r in rows] == [False] * 9 + [True] and len(rows[-1]["item_ids"]) == 2
+    assert summary["skipped"]["counts"] == {"unknown_items": 9} and summary["ranked"] == 1
