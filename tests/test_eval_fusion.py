@@ -53,3 +53,19 @@ def test_serving_choice_is_decided_on_the_valid_split_only():
     for per_split in ({"test": tables(0.1, 0.9)}, {"valid": {"raygen": {"ndcg@10": 0.1, "n": 3}}}):
         got = serving_choice(per_split)
         assert got["ranking"] == "raygen" and got["chosen_on"] is None and "valid" in got["why"]
+
+
+def test_serving_choice_carries_the_valid_difference_and_says_when_it_holds_zero():
+    def tables(model, hybrid):
+        return {"raygen": {"ndcg@10": model, "n": 40}, HYBRID: {"ndcg@10": hybrid}}
+
+    def intervals(lo, hi):
+        return {"valid": {"ndcg@10": {"paired": {f"{HYBRID} - raygen": {"diff": 0.01, "ci95": [lo, hi]}}}}}
+
+    clear = serving_choice({"valid": tables(0.30, 0.31)}, intervals=intervals(0.004, 0.016))
+    assert clear["ranking"] == HYBRID and clear["diff_ci95"] == [0.004, 0.016]
+    assert "difference +0.0100 [+0.0040, +0.0160])" in clear["why"] and "holds 0" not in clear["why"]
+    unclear = serving_choice({"valid": tables(0.30, 0.31)}, intervals=intervals(-0.002, 0.022))
+    assert unclear["ranking"] == HYBRID and "an interval that holds 0: the valid rows do not separate" in unclear["why"]
+    plain = serving_choice({"valid": tables(0.30, 0.31)})  # no intervals: the figures alone
+    assert "diff_ci95" not in plain and plain["why"].endswith("(40 rows)")

@@ -58,10 +58,13 @@ HYBRID = "raygen+content"
 """The eval table's name of the fused ranking."""
 
 
-def serving_choice(per_split: dict[str, dict], metric: str = "ndcg@10") -> dict:
+def serving_choice(per_split: dict[str, dict], metric: str = "ndcg@10", intervals: dict | None = None) -> dict:
     """Which ranking ``raygen recommend`` serves by default, chosen on the valid split of the eval stage's
     ``per_split`` tables (``{split: {method: metrics}}``): the hybrid where its valid ``metric`` is higher
     than the model's alone, else the model. The test split never decides (it stays the unbiased report).
+    With ``intervals`` (the eval stage's :func:`raygen.eval.metrics.confidence` results, ``{split: {metric:
+    ...}}``) the choice also carries the paired difference hybrid - model on valid with its 95 % interval
+    (``diff_ci95``; ``why`` says when the interval holds 0, i.e. the valid rows do not separate the two).
     Returns ``{"ranking", "chosen_on", "why", ...}``; without valid-split figures of both rankings
     (``eval.splits`` lacks 'valid', or ``eval.fusion`` is false) the model, saying so.
 
@@ -74,7 +77,14 @@ def serving_choice(per_split: dict[str, dict], metric: str = "ndcg@10") -> dict:
                 "why": "no valid-split figures of both rankings (eval.splits without 'valid', or eval.fusion false)"}
     model, hybrid = float(valid["raygen"][metric]), float(valid[HYBRID][metric])
     best = HYBRID if hybrid > model else "raygen"
-    return {"ranking": best, "chosen_on": "valid", "metric": metric, "n_rows": int(valid["raygen"].get("n", 0)),
-            "raygen": model, HYBRID: hybrid,
-            "why": f"valid {metric}: {HYBRID} {hybrid:.4f} vs raygen {model:.4f} "
-                   f"({valid['raygen'].get('n', '?')} rows)"}
+    out = {"ranking": best, "chosen_on": "valid", "metric": metric, "n_rows": int(valid["raygen"].get("n", 0)),
+           "raygen": model, HYBRID: hybrid,
+           "why": f"valid {metric}: {HYBRID} {hybrid:.4f} vs raygen {model:.4f} ({valid['raygen'].get('n', '?')} rows"}
+    pair = (((intervals or {}).get("valid") or {}).get(metric) or {}).get("paired", {}).get(f"{HYBRID} - raygen")
+    if pair:
+        lo, hi = pair["ci95"]
+        out["diff_ci95"] = [lo, hi]
+        out["why"] += f"; difference {pair['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]" + (
+            ", an interval that holds 0: the valid rows do not separate the two" if lo <= 0 <= hi else "")
+    out["why"] += ")"
+    return out

@@ -220,7 +220,7 @@ def run_eval(ctx: StageContext) -> dict:
            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
            "slices": {m: r["slices"] for m, r in per_split[main].items() if "slices" in r},
            "skips": skips.to_dict(), "precision": cache.get("precision", {}), "intervals": intervals,
-           "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}")}  # what `raygen recommend` serves
+           "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}", intervals)}  # what `raygen recommend` serves
     log.info("eval serving: %s (%s)", out["serving"]["ranking"], out["serving"]["why"])
     queries = ctx.input("corpus") / "queries.parquet"
     if cfg.search and ctx.cfg.tasks.search_ratio > 0 and queries.exists():  # only a model trained to search

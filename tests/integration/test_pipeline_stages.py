@@ -99,6 +99,7 @@ def test_eval_predictions_line_up_with_the_samples(tiny_run):
     better = "raygen+content" if valid["raygen+content"]["ndcg@5"] > valid["raygen"]["ndcg@5"] else "raygen"
     assert serving["chosen_on"] == "valid" and serving["ranking"] == better and serving["metric"] == "ndcg@5"
     assert serving["raygen"] == valid["raygen"]["ndcg@5"] and serving["n_rows"] == valid["raygen"]["n"]
+    assert serving["diff_ci95"] == ev["intervals"]["valid"]["ndcg@5"]["paired"]["raygen+content - raygen"]["ci95"]
     # 95 % intervals of every method on each split, and the paired differences of model and hybrid
     for split in ("valid", "test"):
         conf = ev["intervals"][split]["ndcg@5"]
