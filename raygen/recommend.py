@@ -113,6 +113,8 @@ class Recommender:
         from raygen.lm.vocab import pad_id_of
         from raygen.tasks.builders import sids_by_item
 
+        if workers < 0:
+            raise RecommendError(f"workers must be >= 0 (0 = this process), got {workers}")
         self.run_dir = Path(run_dir)
         self.cfg = load_run_config(self.run_dir)
         mdir = check_final_model(self.run_dir, self.cfg)
@@ -148,8 +150,6 @@ class Recommender:
                                  "rerun `raygen run` to rebuild it") from e
         from raygen.precision import resolve_bf16
 
-        if workers < 0:
-            raise RecommendError(f"workers must be >= 0 (0 = this process), got {workers}")
         self.workers = workers
         self._pool = None
         use, reason = resolve_bf16(self.cfg.eval.bf16, device)
@@ -252,7 +252,7 @@ class Recommender:
         eval stage's 'raygen+content' ranking (:meth:`fuse_content`), false = the model alone, None (default)
         = the ranking the eval stage chose on the valid split (:meth:`serving`).
         """
-        return self.top_k_many([self.check_history(history)], k, exclude_history, hybrid)[0]
+        return self.top_k_many([history], k, exclude_history, hybrid)[0]
 
     def top_k_many(self, histories: Sequence[Sequence[int]], k: int = 10, exclude_history: bool = False,
                    hybrid: bool | None = None) -> list[list[dict]]:
