@@ -70,10 +70,14 @@ def bootstrap_means(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> np
     return out
 
 
+def percentile_interval(means: np.ndarray) -> list[float]:
+    """The 95 % percentile interval of bootstrap ``means``."""
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 def bootstrap_ci(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> list[float]:
     """95 % percentile bootstrap interval of the mean of ``values`` over rows."""
-    means = bootstrap_means(values, n, seed)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    return percentile_interval(bootstrap_means(values, n, seed))
 
 
 def confidence(rankings: dict[str, np.ndarray], targets: np.ndarray, metric: str, pairs: Sequence[tuple[str, str]],
@@ -89,16 +93,12 @@ def confidence(rankings: dict[str, np.ndarray], targets: np.ndarray, metric: str
     values = np.stack([per_row_metrics(rankings[m], targets, [int(k)])[metric] for m in names])
     means = bootstrap_means(values, n, seed)
     pos = {m: i for i, m in enumerate(names)}
-
-    def interval(x: np.ndarray) -> list[float]:
-        return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
-
     out = {"metric": metric, "n": int(values.shape[1]), "resamples": n,
-           "methods": {m: {"mean": float(values[i].mean()), "ci95": interval(means[i])} for m, i in pos.items()},
+           "methods": {m: {"mean": float(values[i].mean()), "ci95": percentile_interval(means[i])} for m, i in pos.items()},
            "paired": {}}
     for a, b in pairs:
         out["paired"][f"{a} - {b}"] = {"diff": float(values[pos[a]].mean() - values[pos[b]].mean()),
-                                       "ci95": interval(means[pos[a]] - means[pos[b]])}
+                                       "ci95": percentile_interval(means[pos[a]] - means[pos[b]])}
     return out
 
 
