@@ -132,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "--no-hybrid: the model alone; neither (default): the one the eval stage chose on the "
                          "valid split (its metrics.json 'serving'; the model alone where the run has no eval)")
     rc.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    rc.add_argument("--histories", default=None, help="batch: a JSON Lines file (.gz too) of {user_id, history} "
-                                                      "objects, one user per line; needs --out")
+    rc.add_argument("--histories", default=None, help="batch: a JSON Lines file (.gz too) of {user_id, history, "
+                                                      "optional target} objects, one user per line; needs --out; "
+                                                      "rows with a target are scored (HR/NDCG with 95%% intervals)")
     rc.add_argument("--out", default=None, help="batch output, .parquet or .jsonl: one row per input line "
-                                                "(line, user_id, item_ids, scores, skipped), written atomically")
+                                                "(line, user_id, item_ids, scores, skipped, target), written "
+                                                "atomically")
     rc.add_argument("--chunk-rows", type=int, default=256, help="batch: histories ranked together (default 256)")
     rc.add_argument("--overwrite", action="store_true", help="batch: replace an existing --out file")
     rc.add_argument("--workers", type=int, default=0, help="batch: rank on this many Ray actors of the generation "
