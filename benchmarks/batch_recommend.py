@@ -33,8 +33,11 @@ from raygen.io import read_json, read_parquet, write_json  # noqa: E402
 
 
 def ndcg_hr(lists: list[list[int]], targets: list[int], k: int = 10) -> dict:
-    gains = [next((1 / np.log2(r + 2) for r, x in enumerate(lst[:k]) if x == t), 0.0) for lst, t in zip(lists, targets)]
-    return {f"ndcg@{k}": round(float(np.mean(gains)), 4), f"hr@{k}": round(float(np.mean([g > 0 for g in gains])), 4)}
+    """NDCG@k / HR@k of item lists (shorter lists padded) by the eval stage's own metric code."""
+    from raygen.eval.metrics import PAD_ITEM, ranking_metrics
+
+    topk = np.array([(list(lst) + [PAD_ITEM] * k)[:k] for lst in lists], dtype=np.int64)
+    return {m: round(v, 4) for m, v in ranking_metrics(topk, np.asarray(targets), [k]).items()}
 
 
 def main() -> None:
