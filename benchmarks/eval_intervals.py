@@ -29,35 +29,54 @@ from benchmarks.quality_local import machine  # noqa: E402
 from raygen.io import read_json, read_parquet, write_json  # noqa: E402
 
 
+class SavedRun:
+    """A finished run's eval inputs: config, samples, catalog, corpus embeddings, and per split the eval rows
+    with the model's saved rankings (``eval/predictions_{split}.parquet``; the rows must be the split's rows
+    under the run's config, or :meth:`split` stops)."""
+
+    def __init__(self, run: Path):
+        from transformers import AutoTokenizer
+
+        from raygen.eval.rows import Catalog
+        from raygen.recommend import check_final_model, load_run_config
+        from raygen.sid.stage import read_embeddings
+
+        self.run = Path(run)
+        self.cfg = load_run_config(self.run)
+        self.metrics = read_json(self.run / "eval/metrics.json")
+        self.samples = read_parquet(self.run / "data/samples.parquet")
+        self.codes = read_parquet(self.run / "sids/codes.parquet")
+        self.tokenizer = AutoTokenizer.from_pretrained(check_final_model(self.run, self.cfg), local_files_only=True)
+        self.catalog = Catalog.from_codes(self.codes, self.tokenizer)
+        self.cache = {"embeddings": read_embeddings(self.run / "corpus/embeddings.parquet")}
+
+    def split(self, split: str):
+        """(rows, the model's rankings [N, beam_width]) of ``split``."""
+        from raygen.eval.rows import split_rows
+
+        ev = self.cfg.eval
+        rows = split_rows(self.samples, self.codes, self.tokenizer, self.cfg.tasks, split, ev.max_rows, ev.seed)
+        preds = pq.read_table(self.run / f"eval/predictions_{split}.parquet").to_pydict()
+        if list(preds["row_id"]) != list(rows.row_ids):
+            sys.exit(f"{split}: the predictions' rows are not the split's rows (another config?)")
+        return rows, np.array(preds["topk"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a finished run folder (raygen run through eval)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    from transformers import AutoTokenizer
-
     from raygen.eval.fusion import HYBRID, rrf_fuse
     from raygen.eval.metrics import confidence
-    from raygen.eval.rows import Catalog, split_rows
     from raygen.eval.stage import baseline_ranks, content_top
-    from raygen.recommend import check_final_model, load_run_config
-    from raygen.sid.stage import read_embeddings
 
-    run = Path(a.run)
-    cfg = load_run_config(run)
-    ev = read_json(run / "eval/metrics.json")
-    samples, codes = read_parquet(run / "data/samples.parquet"), read_parquet(run / "sids/codes.parquet")
-    tokenizer = AutoTokenizer.from_pretrained(check_final_model(run, cfg), local_files_only=True)
-    catalog = Catalog.from_codes(codes, tokenizer)
-    cache = {"embeddings": read_embeddings(run / "corpus/embeddings.parquet")}
+    saved = SavedRun(Path(a.run))
+    cfg, ev, catalog, samples, cache = saved.cfg, saved.metrics, saved.catalog, saved.samples, saved.cache
     k = max(cfg.eval.ks)
-    result = {"run": str(run), "machine": machine(), "splits": {}}
+    result = {"run": str(saved.run), "machine": machine(), "splits": {}}
     for split in cfg.eval.splits:
-        rows = split_rows(samples, codes, tokenizer, cfg.tasks, split, cfg.eval.max_rows, cfg.eval.seed)
-        preds = pq.read_table(run / f"eval/predictions_{split}.parquet").to_pydict()
-        if list(preds["row_id"]) != list(rows.row_ids):
-            sys.exit(f"{split}: the predictions' rows are not the split's rows (another config?)")
-        model = np.array(preds["topk"])
+        rows, model = saved.split(split)
         ranked = {"raygen": model,
                   "popularity": baseline_ranks("popularity", samples, catalog, rows, cfg.eval, cache),
                   "content": baseline_ranks("content", samples, catalog, rows, cfg.eval, cache),
