@@ -62,11 +62,16 @@ class SavedRun:
         return rows, np.array(preds["topk"])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a finished run folder (raygen run through eval)")
+def run_and_out(doc: str, run_help: str = "a finished run folder (raygen run through eval)") -> argparse.Namespace:
+    """``--run`` and ``--out``: the arguments of the scripts that work on a run's saved rankings."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help=run_help)
     ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = run_and_out(__doc__)
     from raygen.eval.fusion import HYBRID, rrf_fuse
     from raygen.eval.metrics import confidence
     from raygen.eval.stage import baseline_ranks, content_top

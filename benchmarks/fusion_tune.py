@@ -13,7 +13,6 @@ how much of the valid gain is selection noise. No model runs: seconds on one cor
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -25,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.eval_intervals import SavedRun  # noqa: E402
+from benchmarks.eval_intervals import SavedRun, run_and_out  # noqa: E402
 from benchmarks.quality_local import machine  # noqa: E402
 from raygen.io import atomic_path, write_json  # noqa: E402
 
@@ -57,10 +56,7 @@ def fused(saved: SavedRun, rows, model: np.ndarray, params: list[dict]) -> dict[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a finished run folder evaluated on valid and test")
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = run_and_out(__doc__, "a finished run folder evaluated on valid and test")
     from raygen.eval.metrics import confidence, per_row_metrics
 
     saved = SavedRun(Path(a.run))
