@@ -85,3 +85,32 @@ def test_refuses_rows_of_other_data_or_of_two_row_sets(tmp_path, tiny_run_dir):
     _keep(runs / "star-s0.npz", row_ids[:3], targets[:3], np.zeros(3), 0)
     two = _run("--run", tiny_run_dir, "--runs-dir", runs, "--out", tmp_path / "b.json")
     assert two.returncode != 0 and "was scored on other rows than" in two.stderr
+
+
+def test_two_labelled_folders_paired_with_one_of_them(tmp_path, tiny_run_dir):
+    from raygen.io import read_parquet
+
+    samples = read_parquet(tiny_run_dir / "data/samples.parquet")
+    row_ids = np.flatnonzero(np.array(samples.column("split").to_pylist()) == "test")
+    targets = samples.column("target").to_numpy()[row_ids]
+    rng = np.random.default_rng(1)
+    kept = {}
+    for label in ("long", "short"):
+        (tmp_path / label).mkdir()
+        kept[label] = (rng.random(len(row_ids)) < 0.5).astype(float)
+        _keep(tmp_path / label / "mean-s0.npz", row_ids, targets, kept[label], 0)
+    out = tmp_path / "e.json"
+    done = _run("--run", tiny_run_dir, "--runs-dir", f"long={tmp_path / 'long'}", "--runs-dir",
+                f"short={tmp_path / 'short'}", "--against", "short/mean", "--out", out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert {"long/mean", "short/mean", "content_last1"} <= set(res["methods"])
+    d = res["differences"]["long/mean"]["short/mean"]["ndcg@10"]
+    assert np.isclose(d["diff"], kept["long"].mean() - kept["short"].mean())
+    assert "short/mean" not in res["differences"]["short/mean"]  # not paired with itself
+    # several folders need labels; --against must name a kept variant
+    unlabelled = _run("--run", tiny_run_dir, "--runs-dir", tmp_path / "long", "--runs-dir", tmp_path / "short",
+                      "--out", out)
+    assert unlabelled.returncode != 0 and "give each a label" in unlabelled.stderr
+    missing = _run("--run", tiny_run_dir, "--runs-dir", tmp_path / "long", "--against", "star", "--out", out)
+    assert missing.returncode != 0 and "--against star: no such kept variant (kept: mean)" in missing.stderr
