@@ -1,7 +1,7 @@
 """`raygen add-items` on a finished real run: does an added item get the corpus stage's embedding, a SID, and
 reach users through the served ranking?
 
-    .venv/bin/python benchmarks/add_items_check.py --run runs/bench_industrial \
+    .venv/bin/python -m benchmarks.add_items_check --run runs/bench_industrial \
         --out benchmarks/results/add_items_industrial.json [--n 20]
 
 Works on a copy of the run (``<run>_add_items_check``, made fresh; the run itself is never changed). Takes
@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality_local import machine  # noqa: E402
-from raygen.io import read_parquet, write_json  # noqa: E402
+from raygen.io import read_parquet  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -88,9 +88,9 @@ def main() -> None:
            "twin_in_served_top10": sum(r["twin_in_served_top10"] for r in rows),
            "twin_content_rank_le2": sum((r["twin_content_rank"] or 99) <= 2 for r in rows),
            "recommend_s_mean": round(float(np.mean(rec_s)), 3), "rows": rows,
-           "command": " ".join(["python", "benchmarks/add_items_check.py", *sys.argv[1:]]), "machine": machine(),
+           "command": " ".join(["python", "-m", "benchmarks.add_items_check", *sys.argv[1:]]), "machine": machine(),
            "threads": os.environ.get("OMP_NUM_THREADS")}
-    write_json(a.out, res)
+    write_result(a.out, res)
     print(json.dumps({k: v for k, v in res.items() if k not in ("rows", "machine", "batch")}, indent=1))
 
 

@@ -1,6 +1,6 @@
 """Training-free baselines on the rows of kept benchmark runs, paired with every kept variant.
 
-    python benchmarks/baselines_on_runs.py --run runs/industrial \
+    python -m benchmarks.baselines_on_runs --run runs/industrial \
         --runs-dir benchmarks/results/quality_industrial_runs --out benchmarks/results/content_vs_quality_industrial.json
 
 A figure made before a baseline existed need not be retrained to get it: every kept run file in
@@ -21,7 +21,7 @@ Outputs ``--out`` (JSON) and its Markdown table beside it.
 
 Two training settings side by side (each folder's runs named ``LABEL/<variant>``), paired with one of them:
 
-    python benchmarks/baselines_on_runs.py --run runs/industrial \
+    python -m benchmarks.baselines_on_runs --run runs/industrial \
         --runs-dir 10ep=benchmarks/results/epochs_industrial_10ep_runs \
         --runs-dir 5ep=benchmarks/results/epochs_industrial_5ep_runs --against 5ep/mean \
         --out benchmarks/results/epochs_industrial.json
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -40,7 +39,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import METRICS, cell, paired_diff, per_row, run_embeddings, summarize  # noqa: E402
 from benchmarks.quality_local import command, machine, write_outputs  # noqa: E402
@@ -180,7 +178,7 @@ def main() -> None:
                     for ref, rows in ((own, variants[own]), ("content_last1", base.get("content_last1")))
                     if rows is not None}
     res = {"runs_dir": ", ".join(f"{label}={d}" if label else str(d) for label, d in dirs), "run": str(run), "n_rows": len(targets), "methods": methods,
-           "differences": diffs, "wall_s": round(time.time() - t0, 1), "command": command("benchmarks/baselines_on_runs.py"),
+           "differences": diffs, "wall_s": round(time.time() - t0, 1), "command": command("benchmarks.baselines_on_runs"),
            "machine": machine()}
     write_outputs(Path(a.out), res, markdown(res))
     print(markdown(res))

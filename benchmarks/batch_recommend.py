@@ -1,7 +1,7 @@
 """`raygen recommend --histories` on a finished real run: does the batch job serve what the eval stage
 scored, and how fast?
 
-    .venv/bin/python benchmarks/batch_recommend.py --run runs/bench_industrial \
+    .venv/bin/python -m benchmarks.batch_recommend --run runs/bench_industrial \
         --out benchmarks/results/batch_recommend_industrial.json [--rows 1000]
 
 Writes the histories of the run's test rows (the first ``--rows`` in eval's order; 0 = all) to a JSON Lines
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality_local import machine  # noqa: E402
-from raygen.io import read_json, read_parquet, write_json  # noqa: E402
+from raygen.io import read_json, read_parquet  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 
 
 def ndcg_hr(lists: list[list[int]], targets: list[int], k: int = 10) -> dict:
@@ -82,7 +82,7 @@ def main() -> None:
             result[name] = entry
             print(name, json.dumps(entry), flush=True)
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps(result, indent=1))
 
 

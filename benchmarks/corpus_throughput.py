@@ -10,7 +10,7 @@ model, batch size, input blocks (longest text first) and CPU count on both paths
   model load, collecting; direct: model load and embedding);
 - the model load time of the direct path on its own.
 
-    python benchmarks/corpus_throughput.py [--n-items N] [--batch-size 64] [--repeats 2]
+    python -m benchmarks.corpus_throughput [--n-items N] [--batch-size 64] [--repeats 2]
 
 Writes benchmarks/results/corpus_throughput.json.
 """
@@ -27,7 +27,6 @@ from pathlib import Path
 import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.configbase import Resources  # noqa: E402
 from raygen.corpus.config import CorpusConfig  # noqa: E402
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "runs": runs,
         "note": "load: see each run's loadavg_1min_before_after (the 2-core machine may have been running other jobs)",
-        "command": "python benchmarks/corpus_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.corpus_throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print(f"steady state: Ray {result['ray_items_per_s']:.1f} items/s, direct {result['direct_items_per_s']:.1f} "
           f"items/s, ratio {result['ratio']:.3f} (end-to-end ratio {result['end_to_end_ratio']:.3f})")

@@ -1,6 +1,6 @@
 """The eval stage's 95 % intervals and paired differences for a run evaluated before the stage computed them.
 
-    .venv/bin/python benchmarks/eval_intervals.py --run runs/bench_industrial \
+    .venv/bin/python -m benchmarks.eval_intervals --run runs/bench_industrial \
         --out benchmarks/results/eval_intervals_industrial.json
 
 Reads the model's saved rankings (``eval/predictions_{split}.parquet``) and recomputes, on the same rows,
@@ -23,10 +23,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality_local import machine  # noqa: E402
-from raygen.io import read_json, read_parquet, write_json  # noqa: E402
+from raygen.io import read_json, read_parquet  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 
 
 class SavedRun:
@@ -99,7 +99,7 @@ def main() -> None:
         print(split, {m: f"{r['mean']:.4f} [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" for m, r in conf["methods"].items()})
         print(split, {p: f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]" for p, r in conf["paired"].items()})
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps({"out": a.out}))
 
 

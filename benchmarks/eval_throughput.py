@@ -12,7 +12,7 @@ The reference SIDs of the catalog collide a little; both methods use the dedupli
 that keeps the FIRST item (lowest id) of every SID. Both rank by the sum of full-vocabulary
 log-probabilities (``length_penalty=0`` for HF), so their top-1 items should agree.
 
-    .venv/bin/python benchmarks/eval_throughput.py --rows 32 --beam-width 10
+    .venv/bin/python -m benchmarks.eval_throughput --rows 32 --beam-width 10
 """
 from __future__ import annotations
 
@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.generation.beam import constrained_beam_search  # noqa: E402
 from raygen.generation.trie import SidTrie  # noqa: E402
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.models import resolve_lm  # noqa: E402
 
 PROMPT = ("Here is a user's purchase history, oldest first: {history}. "
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 

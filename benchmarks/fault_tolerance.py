@@ -21,8 +21,8 @@ whole benchmark takes a few minutes on a laptop.
     teacher (keyword) actor on its 3rd batch (Ray Data, 2 actors). Each against the same work without the
     fault: rows in / rows out, whether the outputs (or the final policy) are equal, seconds.
 
-    .venv/bin/python benchmarks/fault_tolerance.py            # all parts -> benchmarks/results/fault_tolerance.json
-    .venv/bin/python benchmarks/fault_tolerance.py --part a
+    .venv/bin/python -m benchmarks.fault_tolerance            # all parts -> benchmarks/results/fault_tolerance.json
+    .venv/bin/python -m benchmarks.fault_tolerance --part a
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from raygen.io import read_json, write_json  # noqa: E402
+from raygen.io import read_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from benchmarks._tiny import catalog, examples as tiny_examples, items as tiny_items, prompts as tiny_prompts, \
     tiny_model, with_sid_tokens  # noqa: E402
 
@@ -326,7 +326,7 @@ def main() -> None:
 
     # parts not run this time keep their figures (and the command that made them) from the file
     old = read_json(args.out) if Path(args.out).exists() else {}
-    command = "python benchmarks/fault_tolerance.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.fault_tolerance " + " ".join(sys.argv[1:])
     result = {k: old[k] for k in ("worker_fault", "driver_fault", "actor_faults") if k in old}
     result["commands"] = {**old.get("commands", {}), args.part: command}
     result |= {"command": command,
@@ -344,7 +344,7 @@ def main() -> None:
         print(json.dumps(result["actor_faults"], indent=1), flush=True)
     result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["total_seconds"] = round(time.time() - t0, 1)
-    write_json(args.out, result)
+    write_result(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,7 @@
 """Time the README's main command on the embedded default, stage by stage.
 
-    .venv/bin/python benchmarks/full_pipeline.py [--config configs/default.yaml] [--run-dir runs/bench_full]
-    .venv/bin/python benchmarks/full_pipeline.py --config configs/industrial.yaml --pin benchmarks/pinned/industrial \
+    .venv/bin/python -m benchmarks.full_pipeline [--config configs/default.yaml] [--run-dir runs/bench_full]
+    .venv/bin/python -m benchmarks.full_pipeline --config configs/industrial.yaml --pin benchmarks/pinned/industrial \
         --run-dir runs/bench_industrial --out benchmarks/results/full_pipeline_industrial.json
 
 Runs ``python jobs/full_pipeline.py --config CONFIG --run-dir RUN_DIR`` in a fresh run folder (deleted
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from raygen.io import read_json, write_json  # noqa: E402
+from raygen.io import read_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.pipeline import stage_names  # noqa: E402
 
 TARGET_S = 20 * 60
@@ -70,13 +70,13 @@ def main() -> None:
                      for m, r in ev.get("splits", {}).get(ev.get("split", "test"), {}).items()},
         "precision": {s: read_json(run / s / "metrics.json").get("precision") for s in ("sft", "eval")
                       if (run / s / "metrics.json").exists()},
-        "command": " ".join(["python", "benchmarks/full_pipeline.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.full_pipeline", *sys.argv[1:]]),
         "timed_command": " ".join(["python", *cmd[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_before": [round(x, 2) for x in load_before],
                     "load_avg_after": [round(x, 2) for x in os.getloadavg()]},
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
     print(json.dumps(result, indent=1))
     print(f"full pipeline: {wall / 60:.1f} min (target <= {TARGET_S // 60} min): "
           f"{'OK' if wall <= TARGET_S else 'OVER TARGET'}")

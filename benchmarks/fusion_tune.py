@@ -1,6 +1,6 @@
 """Is the hybrid's untuned fusion leaving quality on the table? Tune it on valid, measure on test.
 
-    .venv/bin/python benchmarks/fusion_tune.py --run runs/bench_industrial \
+    .venv/bin/python -m benchmarks.fusion_tune --run runs/bench_industrial \
         --out benchmarks/results/fusion_tune_industrial.json
 
 The eval stage's ``raygen+content`` fuses the model's top ``beam_width`` with the content ranking's top
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.eval_intervals import SavedRun, run_and_out  # noqa: E402
 from benchmarks.quality_local import machine  # noqa: E402
-from raygen.io import atomic_path, write_json  # noqa: E402
+from raygen.io import atomic_path  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 
 WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)   # the content list's weight; the model's is 1
 K0 = (1.0, 5.0, 20.0, 60.0)
@@ -89,7 +89,7 @@ def main() -> None:
               "test_confidence": conf,
               "all": {m: {"valid": scores["valid"][m], "test": scores["test"][m]} for m in scores["valid"]}}
     result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
-    write_json(a.out, result)
+    write_result(a.out, result)
     with atomic_path(Path(a.out).with_suffix(".md")) as tmp:
         tmp.write_text(report(result))
     print(report(result))

@@ -1,7 +1,7 @@
 """Device check of the training and generation cores (no Ray): precision choice, sequence-format SFT
 throughput and constrained beam-search throughput, on whatever device torch finds (a GPU if present).
 
-    python benchmarks/gpu_check.py --model-dir <folder with config.json + tokenizer> [--out results.json]
+    python -m benchmarks.gpu_check --model-dir <folder with config.json + tokenizer> [--out results.json]
 
 The model is the architecture of ``--model-dir`` (SmolLM2-135M-Instruct's config and tokenizer) with
 **random weights** when the folder holds no weights (``--random``): the figures are speed and
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.data.schema import samples_table  # noqa: E402
 from raygen.lm.vocab import sid_text  # noqa: E402
@@ -147,7 +146,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-    results["command"] = " ".join(["python", "benchmarks/gpu_check.py", *sys.argv[1:]])
+    results["command"] = " ".join(["python", "-m", "benchmarks.gpu_check", *sys.argv[1:]])
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ does not depend on which). One timed "update" is what :meth:`raygen.rl.loop.Grpo
 does with ``kl_beta > 0``: a no-grad reference pass, then forward + backward of the policy, in
 micro-batches of ``--micro-batch`` sequences. Also checks that both give the same log-probs.
 
-    .venv/bin/python benchmarks/grpo_update.py --run runs/industrial --sft runs/q7/models_holdout/mean-s0
+    .venv/bin/python -m benchmarks.grpo_update --run runs/industrial --sft runs/q7/models_holdout/mean-s0
 
 Writes ``benchmarks/results/grpo_update.json``.
 """
@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality_local import Data, machine  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.lm.vocab import pad_id_of  # noqa: E402
 from raygen.rl.grpo import build_sequences, completion_logprobs, sequence_logprobs  # noqa: E402
 from raygen.tasks.config import TasksConfig  # noqa: E402
@@ -96,7 +95,7 @@ def main() -> None:
         "what": "seconds per GRPO update (reference pass + policy forward/backward, SID-only head) with each "
                 "prompt encoded once per group (completion_logprobs, the learner's path) vs the plain "
                 "prompt+completion batch (sequence_logprobs)",
-        "command": "python benchmarks/grpo_update.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.grpo_update " + " ".join(sys.argv[1:]),
         "sft": a.sft, "prompts": a.prompts, "group": a.group, "micro_batch": a.micro_batch,
         "completion_tokens": int(tokens.shape[1]),
         "prompt_tokens_mean": float(np.mean(lens)), "prompt_tokens_max": int(max(lens)),
@@ -111,7 +110,7 @@ def main() -> None:
     print(f"[grpo_update] {a.prompts} prompts x {a.group} (prompt {res['prompt_tokens_mean']:.0f} tokens, completion "
           f"{res['completion_tokens']}): plain {res['plain_s']:.2f}s, shared prompt {res['shared_s']:.2f}s "
           f"({res['speedup']:.1f}x), max |dlogp| {res['max_abs_logprob_diff']:.1e}", flush=True)
-    write_json(Path(a.out), res)
+    write_result(Path(a.out), res)
 
 
 if __name__ == "__main__":

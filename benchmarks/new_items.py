@@ -1,6 +1,6 @@
 """Cold start for items added after training (issue #12): does a semantic SID init help rank them?
 
-    python benchmarks/new_items.py --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \
+    python -m benchmarks.new_items --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \
         --run runs/industrial --variants mean,sa_init,star --seeds 0 --layers 4 --epochs 5 ...
 
 A seeded share of the catalog (``--new-share``, default 5 %) is held out as *new items*, drawn uniformly
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,7 +49,6 @@ import pyarrow.compute as pc
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import cell, ci_bars, paired_diff, per_row, slice_summaries  # noqa: E402
 from benchmarks.quality_local import (Data, add_training_args, command, finished_run,  # noqa: E402
@@ -63,7 +61,7 @@ from raygen.io import atomic_path, read_json, read_parquet, write_json, write_pa
 
 METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "new@10"]
 SLICES = ("new", "old", "old_warm", "old_cold")
-SCRIPT = "benchmarks/new_items.py"
+SCRIPT = "benchmarks.new_items"
 
 
 # ------------------------------------------------------------------------------------------ hold-out

@@ -1,7 +1,7 @@
 """Seconds per AdamW step on a real model's parameters: torch's default (a per-tensor loop on CPU), foreach and
 fused (what :func:`raygen.train.loop.adamw` picks), with random gradients, in the parameter groups raygen trains.
 
-    python benchmarks/optimizer_step.py --model-dir ~/.cache/raygen/models/smollm2-135m-instruct --layers 4 \\
+    python -m benchmarks.optimizer_step --model-dir ~/.cache/raygen/models/smollm2-135m-instruct --layers 4 \\
         --threads 1,2 --out benchmarks/results/optimizer_step.json
 
 Why it matters: py-spy on a 4-layer SmolLM2 sequence-format SFT run (fit_local, 1 thread, 3 jobs on 2 cores)
@@ -22,12 +22,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality_local import load, machine  # noqa: E402
+from benchmarks.quality_local import load, machine  # noqa: E402
 
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.train.masks import prepare_trainable  # noqa: E402
 
 KINDS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -70,9 +68,9 @@ def main() -> None:
             rows.append({"threads": threads, "optimizer": kind, "s_per_step": round(s, 4)})
             print(f"threads {threads} {kind:8s} {s:.4f} s/step (median of {a.rounds})", flush=True)
     result = {"model": os.path.basename(a.model_dir.rstrip("/")), "layers": a.layers, "params_m": round(n / 1e6, 2),
-              "rows": rows, "command": " ".join(["python", "benchmarks/optimizer_step.py", *sys.argv[1:]]),
+              "rows": rows, "command": " ".join(["python", "-m", "benchmarks.optimizer_step", *sys.argv[1:]]),
               "machine": machine()}
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps(result, indent=1))
 
 

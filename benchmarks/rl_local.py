@@ -1,7 +1,7 @@
 """GRPO after a kept SFT model of benchmarks/quality_local.py, on the full Industrial test split: does RL
 improve the recommender? One process, no Ray (the rollouts in-process, :func:`raygen.rl.loop.run_grpo`).
 
-    python benchmarks/rl_local.py --run runs/industrial --sft runs/q7/models/star-s2 \\
+    python -m benchmarks.rl_local --run runs/industrial --sft runs/q7/models/star-s2 \\
         --sft-runs-dir benchmarks/results/quality_industrial_runs --out benchmarks/results/rl_industrial.json \\
         --rewards rule=1,ranking=0.5 rule=1,prefix=1 --seeds 0,1,2 --steps 100 --rollout-batch 16 --group 8
 
@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,11 +31,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import cell, paired_diff, summarize  # noqa: E402
-from quality_local import (Data, command, data_digest, load_run, machine, save_run, score_split,  # noqa: E402
+from benchmarks.quality import cell, paired_diff, summarize  # noqa: E402
+from benchmarks.quality_local import (Data, command, data_digest, load_run, machine, save_run, score_split,  # noqa: E402
                            write_outputs)
 
 from raygen.cli import setup_logging  # noqa: E402
@@ -388,7 +385,7 @@ def main() -> None:
                    "valid_ndcg@10": valid_before, "collapse": collapse_stats(before_topk, len(catalog.item_ids))},
            "mixes": {}, "settings": {**settings, "seeds": seeds, "test_rows_used": len(targets),
                                      "precision": f"bf16={bf16} ({reason})", "train_prompts": len(train.targets)},
-           "command": command("benchmarks/rl_local.py"), "machine": machine()}
+           "command": command("benchmarks.rl_local"), "machine": machine()}
     arms = ([(mix_name(r, c), r, c) for r in mixes for c in a.sft_coefs] +
             ([(CONTROL, None, 0.0)] if a.sft_control else []))
     by_seed: dict[str, dict[int, dict]] = {}  # arm -> seed -> per-row test metrics (for the pairing with the control)

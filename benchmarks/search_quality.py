@@ -1,7 +1,7 @@
 """Search quality (issue #12): STAR's search task (a shopper's query -> the item) next to next-item
 recommendation, per SID-token init, against text-retrieval baselines on the same test queries.
 
-    python benchmarks/search_quality.py --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \\
+    python -m benchmarks.search_quality --model-dir ~/.cache/raygen/models/smollm2-135m-instruct \\
         --run runs/industrial --out benchmarks/results/search_quality_industrial.json \\
         --variants mean,sa_init,star --seeds 0,1,2 --layers 4 --epochs 5 ...
 
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -51,7 +50,6 @@ import pyarrow as pa
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import (METRICS, baseline_rows, cell, ci_bars, cold_rows, cold_warm, differences, per_row,  # noqa: E402
                                 run_embeddings, slice_summaries, summarize)

@@ -1,6 +1,6 @@
 """Next-item SFT throughput of the two seqrec formats, 'prompt' vs 'sequence', on the Industrial train split.
 
-    .venv/bin/python benchmarks/seqrec_throughput.py [--layers 4] [--steps 10] [--rounds 2] [--threads 2]
+    .venv/bin/python -m benchmarks.seqrec_throughput [--layers 4] [--steps 10] [--rounds 2] [--threads 2]
         [--prompt-batch 16] [--seq-batch 32]
 
 Single process, no Ray; the same model, optimizer and precision for both formats, so the figures
@@ -41,10 +41,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.data.schema import SkipLog  # noqa: E402
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.train.collate import IGNORE_INDEX, pack_collate, pad_collate  # noqa: E402
 from raygen.train.loop import LossModule, TorchEngine, train_steps  # noqa: E402
 from raygen.train.masks import prepare_trainable  # noqa: E402
@@ -209,7 +208,7 @@ def main() -> None:
                       "seconds_per_epoch": e["targets_per_epoch"] / b["targets_per_s"]}
     ratio = formats["sequence"]["targets_per_s"] / formats["prompt"]["targets_per_s"]
     result = {
-        "command": " ".join([".venv/bin/python", "benchmarks/seqrec_throughput.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", "-m", "benchmarks.seqrec_throughput", *sys.argv[1:]]),
         "data": {"path": str(args.data), "train_samples": epoch["prompt"]["targets_per_epoch"],
                  "max_history": MAX_HISTORY, "sid_len": sid_len, "sid_tokens": len(sid_tokens),
                  "items_with_sid": len(sids), "distinct_sids": len(set(sids.values()))},
@@ -228,7 +227,7 @@ def main() -> None:
         "target_ratio": 10.0,
         "meets_target": ratio >= 10.0,
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
 
     print(f"\nprecision: {'bf16' if bf16 else 'fp32'} ({bf16_reason}); threads {args.threads}; best of {args.rounds} round(s)")
     head = f"{'format':<9}{'examples':>9}{'tok/epoch':>11}{'targets':>9}{'tok/s':>9}{'ex/s':>8}{'targets/s':>11}{'s/epoch':>10}"

@@ -1,6 +1,6 @@
 """Corpus + SIDs on Amazon 2018 Industrial (MiniOneRec release): collision rates and codebook use.
 
-    python benchmarks/sids_industrial.py [--run-dir runs/industrial] [section.field=value ...]
+    python -m benchmarks.sids_industrial [--run-dir runs/industrial] [section.field=value ...]
 
 Runs the data, corpus and sids stages of configs/industrial.yaml (RQ-VAE 3 x 256) and writes
 benchmarks/results/sids_industrial.json.
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.config import load_config  # noqa: E402
-from raygen.io import read_json, write_json  # noqa: E402
+from raygen.io import read_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.pipeline import run_pipeline  # noqa: E402
 
 
@@ -59,9 +59,9 @@ def main() -> None:
         "corpus": {k: corpus.get(k) for k in ("n_teacher", "n_fallback", "keyword_backend", "embed_items_per_s",
                                               "keyword_items_per_s", "seconds")},
         "sids_seconds": sids["seconds"], "wall_s": round(time.time() - t0, 1), "pinned_from": args.pin or None,
-        "command": " ".join(["python", "benchmarks/sids_industrial.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.sids_industrial", *sys.argv[1:]]),
     }
-    write_json(args.out, result)
+    write_result(args.out, result)
     print(json.dumps(result, indent=1))
 
 

@@ -1,6 +1,6 @@
 """How much sequential signal the embedded synthetic catalog carries, against popularity.
 
-    .venv/bin/python benchmarks/synthetic_signal.py [--config configs/default.yaml] [overrides ...]
+    .venv/bin/python -m benchmarks.synthetic_signal [--config configs/default.yaml] [overrides ...]
 
 Loads the config's synthetic data through raygen's loader and scores three recommenders on every
 row of the valid and test splits (all trained on the train split only, nothing excluded from
@@ -23,7 +23,6 @@ import inspect
 import json
 import os
 import platform
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -32,7 +31,6 @@ import numpy as np
 import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.config import load_config  # noqa: E402
 from raygen.data.synthetic import load_synthetic  # noqa: E402
@@ -126,7 +124,7 @@ def main() -> None:
     print(f"test markov / popularity NDCG@10: {ratio:.2f}x")
 
     out = {
-        "command": " ".join(["python benchmarks/synthetic_signal.py"] +
+        "command": " ".join(["python -m benchmarks.synthetic_signal"] +
             ([f"--config {a.config}"] if a.config != "configs/default.yaml" else []) + a.overrides
             + (["--no-sasrec"] if a.no_sasrec else []) + ([f"--threads {a.threads}"] if a.threads != 1 else [])),
         "config": a.config, "overrides": a.overrides,

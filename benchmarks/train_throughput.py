@@ -1,6 +1,6 @@
 """SFT training throughput: raygen (Ray Train + DeepSpeed, 1 and 2 workers) vs a plain PyTorch loop.
 
-    .venv/bin/python benchmarks/train_throughput.py [--layers 4] [--steps 4] [--batch-size 8] [--max-len 128] [--threads 1] [--rounds 2]
+    .venv/bin/python -m benchmarks.train_throughput [--layers 4] [--steps 4] [--batch-size 8] [--max-len 128] [--threads 1] [--rounds 2]
 
 Same model for every run: SmolLM2-135M-Instruct (``raygen.models.resolve_lm('smollm2')``), truncated
 to ``--layers`` decoder layers, with the data's SID tokens added (``raygen.lm.add_sid_tokens``);
@@ -40,10 +40,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.configbase import Resources  # noqa: E402
-from raygen.io import write_json  # noqa: E402
+from raygen.provenance import write_result  # noqa: E402
 from raygen.train.collate import make_collate, pad_collate  # noqa: E402
 from raygen.train.config import TrainConfig  # noqa: E402
 from raygen.train.loop import LossModule, TorchEngine, train_steps  # noqa: E402
@@ -200,14 +199,14 @@ def main() -> None:
         result = {k: v for k, v in read_json(args.out).items() if not k.startswith(("raygen_", "ratio_", "naive_after"))}
         naive = result["naive_tokens_per_s"]
         layout, bf16 = result["chosen_for_ray"]["pad_to"], result["chosen_for_ray"]["bf16"]
-        result["command_ray_part"] = " ".join([".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]])
+        result["command_ray_part"] = " ".join([".venv/bin/python", "-m", "benchmarks.train_throughput", *sys.argv[1:]])
     else:
         result, naive, layout, bf16 = local_ablation(args, model_dir, examples, sid_ids, common)
-    write_json(args.out, result)  # partial results survive an interrupted Ray part
+    write_result(args.out, result)  # partial results survive an interrupted Ray part
     if not args.no_ray:
         run_ray_part(args, result, naive, layout, bf16, model_dir, examples, sid_ids, common, work)
     result["loadavg_after"] = os.getloadavg()
-    write_json(args.out, result)
+    write_result(args.out, result)
     shutil.rmtree(work, ignore_errors=True)  # model copy, Ray storage and checkpoints (GBs)
     print(f"wrote {args.out}")
 
@@ -233,7 +232,7 @@ def local_ablation(args, model_dir, examples, sid_ids, common) -> tuple[dict, fl
         else "longest"
 
     result = {
-        "command": " ".join([".venv/bin/python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", "-m", "benchmarks.train_throughput", *sys.argv[1:]]),
         "model": f"SmolLM2-135M-Instruct truncated to {args.layers} layers, {len(sid_ids)} SID tokens added",
         "setup": {"batch_size": args.batch_size, "max_len": args.max_len, "timed_steps": args.steps,
                   "rounds": args.rounds, "mode": "full", "lr": LR, "threads": args.threads, "torch": torch.__version__,
@@ -261,7 +260,7 @@ def run_ray_part(args, result, naive, layout, bf16, model_dir, examples, sid_ids
         print(f"raygen {workers} worker(s) (Ray+DeepSpeed) {r['tokens_per_s']:8.1f} tok/s  "
               f"(wall {r['wall_s']} s, load {r['loadavg_1m']:.1f}), ratio {result[f'ratio_{workers}w']:.2f}",
               flush=True)
-        write_json(args.out, result)
+        write_result(args.out, result)
     ray.shutdown()
     # naive again right after the Ray runs, to bracket how loaded the host was meanwhile
     after = run_local(model_dir, examples, sid_ids, **common, **dict(ABLATION)["naive"])

@@ -7,7 +7,7 @@ native bf16 (AVX2 only) torch emulates bf16 arithmetic, and raygen's training me
 fp32 there. raygen now picks the engine dtype from the hardware (``raygen.precision.engine_dtype``,
 ``corpus.teacher_bf16`` / ``rl.rollout_bf16``); this is the measurement behind that choice.
 
-    python benchmarks/vllm_dtype.py --run runs/industrial --items 64 --batch 64 \\
+    python -m benchmarks.vllm_dtype --run runs/industrial --items 64 --batch 64 \\
         --out benchmarks/results/vllm_dtype.json
 
 ``--run`` is a run folder with a data stage (its ``items.parquet``). Engine start-up (load + compile +
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def one(run: str, dtype: str, n_items: int, batch: int) -> dict:
@@ -64,7 +63,7 @@ def main() -> None:
         return
     if not a.out:
         raise SystemExit("--out is required")
-    from raygen.io import write_json
+    from raygen.provenance import write_result
     from raygen.precision import cpu_native_bf16, engine_dtype
 
     t0 = time.time()
@@ -87,7 +86,7 @@ def main() -> None:
               "wall_s": round(time.time() - t0, 1), "command": " ".join(["python", *sys.argv])}
     if {"float32", "bfloat16"} <= set(runs):
         result["fp32_over_bf16_items_per_s"] = round(runs["float32"]["items_per_s"] / runs["bfloat16"]["items_per_s"], 2)
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps(result, indent=1))
 
 

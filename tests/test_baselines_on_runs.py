@@ -21,7 +21,7 @@ def _keep(path: Path, row_ids, targets, ndcg, seed: int, top1=None, topk=None) -
 
 
 def _run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks/baselines_on_runs.py"), *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "benchmarks.baselines_on_runs", *map(str, args)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
 
 

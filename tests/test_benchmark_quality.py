@@ -5,7 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from benchmarks.quality import cell, cold_rows, cold_warm, per_row, summarize
+from benchmarks.quality import cold_rows, cold_warm, per_row
+from raygen.eval.metrics import cell, summarize
 
 
 def test_cold_warm_summarizes_each_slice_over_seeds():

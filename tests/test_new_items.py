@@ -187,7 +187,7 @@ def make_tiny_run(path: Path) -> Path:
 def test_script_end_to_end_tiny_and_resumes(tmp_path, tiny_model_dir):
     run = make_tiny_run(tmp_path / "run")
     out = tmp_path / "res" / "new_items.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks/new_items.py"), "--model-dir", str(tiny_model_dir), "--run",
+    cmd = [sys.executable, "-m", "benchmarks.new_items", "--model-dir", str(tiny_model_dir), "--run",
            str(run), "--out", str(out), "--variants", "mean,sa_init,star", "--seeds", "0", "--new-share", "0.15",
            "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--valid-every", "2", "--valid-rows", "8",
            "--patience", "1", "--align-steps", "2", "--eval-batch", "16", "--content-last", "1,3"]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/quality_local.py"), *args], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.quality_local", *args], capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -83,7 +83,6 @@ def test_unfilled_beam_slots_are_never_a_catalog_item_and_are_counted(tiny_model
 
     import torch
 
-    sys.path.insert(0, str(ROOT))
     import benchmarks.quality_local as ql
     from raygen.eval.metrics import PAD_ITEM
     from raygen.eval.rows import Catalog
@@ -110,7 +109,6 @@ def test_data_digest_changes_with_the_sids_and_queries(tiny_run_dir):
     """A kept run is keyed by the data it trained on: another SID build (or other queries) is other data."""
     import pyarrow as pa
 
-    sys.path.insert(0, str(ROOT))
     from benchmarks.quality_local import Data, data_digest
 
     d = Data(Path(tiny_run_dir))

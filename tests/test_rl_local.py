@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script: str, args: list[str], ok: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks." + script.removesuffix(".py"), *args], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     if ok:
         assert out.returncode == 0, out.stderr[-3000:]
@@ -143,8 +143,7 @@ def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tm
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from rl_local import control_model
+    from benchmarks.rl_local import control_model
 
     from raygen.lm.vocab import add_sid_tokens
     from raygen.train.loop import LossModule
@@ -186,7 +185,7 @@ def test_a_run_cut_short_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, t
             "--work-dir", str(tmp_path / "work"), "--seeds", "0", "--steps", "30", "--rollout-batch", "2",
             "--group", "2", "--eval-every", "0", "--valid-rows", "8", "--eval-batch", "16", "--checkpoint-every", "3",
             "--out", str(tmp_path / "rl.json")]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "rl_local.py"), *args]
+    cmd = [sys.executable, "-m", "benchmarks.rl_local", *args]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

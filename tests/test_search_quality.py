@@ -191,7 +191,7 @@ def test_script_end_to_end_tiny_and_resumes(search_run, tiny_model_dir, tmp_path
     from raygen.io import read_parquet
 
     out = tmp_path / "res" / "search.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks/search_quality.py"), "--model-dir", str(tiny_model_dir), "--run",
+    cmd = [sys.executable, "-m", "benchmarks.search_quality", "--model-dir", str(tiny_model_dir), "--run",
            str(search_run), "--out", str(out), "--variants", "mean,star", "--seeds", "0,1", "--search-ratio", "1.0",
            "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--valid-every", "2", "--valid-rows", "8",
            "--patience", "1", "--align-steps", "2", "--eval-batch", "16"]

@@ -191,3 +191,46 @@ def write_predictions(path: str | Path, row_ids: Sequence[int], targets: Sequenc
                       topk_items: np.ndarray, scores: np.ndarray) -> None:
     """Write :func:`predictions_table` atomically to ``path`` (Parquet)."""
     write_parquet(path, predictions_table(row_ids, targets, topk_items, scores))
+
+
+# ---------------------------------------------------------------- statistics over seeds (benchmarks, reports)
+
+SUMMARY_METRICS = ["hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10"]
+"""The metrics a multi-seed summary reports by default."""
+
+
+def summarize(rows_per_seed: list[dict[str, np.ndarray]], metrics: list[str] = SUMMARY_METRICS) -> dict:
+    """Mean ± std over seeds, and the bootstrap CI of the seed-averaged per-row metric."""
+    out = {}
+    for m in metrics:
+        per_seed = [float(r[m].mean()) for r in rows_per_seed]
+        avg = np.mean([r[m] for r in rows_per_seed], axis=0)
+        out[m] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed)), "seeds": per_seed,
+                  "ci95": bootstrap_ci(avg)}
+    return out
+
+
+def cell(s: dict) -> str:
+    """One table cell of a :func:`summarize` entry: ``mean ± std [CI]``; the std is ``–`` when only one seed
+    ran (a spread over one seed is not 0, it is unknown)."""
+    spread = f"{s['std']:.4f}" if len(s.get("seeds", ())) > 1 else "–"
+    return f"{s['mean']:.4f} ± {spread} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"
+
+
+def paired_diff(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]], metric: str = "ndcg@10") -> dict:
+    """Bootstrap CI of mean(a) - mean(b) on the same rows (seed-averaged per row)."""
+    d = np.mean([r[metric] for r in a], axis=0) - np.mean([r[metric] for r in b], axis=0)
+    return {"diff": float(d.mean()), "ci95": bootstrap_ci(d)}
+
+
+def slice_summaries(rows: dict[str, list], masks: dict[str, np.ndarray], metrics: list[str] = SUMMARY_METRICS) -> dict:
+    """``{method: {slice: {"n", metric: summary}}}``: each method's per-seed rows restricted to each boolean
+    row mask and summarized (:func:`summarize`); a slice without rows has only ``n = 0``."""
+    out = {}
+    for name, per_seed in rows.items():
+        out[name] = {}
+        for part, mask in masks.items():
+            n = int(mask.sum())
+            out[name][part] = {"n": n, **(summarize([{m: r[m][mask] for m in metrics} for r in per_seed], metrics)
+                                          if n else {})}
+    return out

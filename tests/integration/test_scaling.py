@@ -30,7 +30,7 @@ STAGES = ["corpus_teacher", "sft_zero2", "eval"]
 
 def test_scaling_benchmark_on_a_simulated_two_node_cluster(tmp_path, tiny_model_dir):
     out = tmp_path / "scaling.json"
-    cmd = [sys.executable, "benchmarks/scaling.py", "--simulate-nodes", "2", "--cpus-per-node", "1",
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--simulate-nodes", "2", "--cpus-per-node", "1",
            "--workers", "1,2", "--stages", ",".join(STAGES), "--model", str(tiny_model_dir),
            "--teacher-items", "16", "--teacher-queries", "0", "--examples", "16", "--steps", "2",
            "--batch-size", "2", "--prompts", "4", "--catalog", "16", "--beam", "3",
