@@ -17,13 +17,14 @@ A malformed line or a missing/mistyped review field is a DataError naming file a
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from raygen.data.common import (INT64_MAX, INT64_MIN, clean_categories, clean_description, clean_text, iter_records,
-                                loo_samples, make_report, non_finite, sample)
+from raygen.data.common import (INT64_MAX, INT64_MIN, clean_categories, clean_description, clean_text, input_file,
+                                iter_records, loo_samples, make_report, non_finite, sample)
 from raygen.data.config import DataConfig
 from raygen.data.schema import DataError, SkipLog, items_table, samples_table
 
@@ -32,8 +33,11 @@ from raygen.data.schema import DataError, SkipLog, items_table, samples_table
 def find_file(root: Path, stem: str) -> Path:
     """``root/<stem>.jsonl`` or ``root/<stem>.jsonl.gz`` (plain preferred), else DataError."""
     for suffix in (".jsonl", ".jsonl.gz"):
-        if (root / f"{stem}{suffix}").is_file():
-            return root / f"{stem}{suffix}"
+        if os.path.lexists(root / f"{stem}{suffix}"):  # a broken or looping link too: input_file names it
+            return input_file(root / f"{stem}{suffix}")
+    if os.path.lexists(root) and not root.is_dir():
+        input_file(root)  # a looping or dangling link is named as such
+        raise DataError(str(root), None, "data.path", "a file, not a folder")
     raise DataError(str(root / f"{stem}.jsonl[.gz]"), None, None, "file not found")
 
 
@@ -136,17 +140,22 @@ def time_split_samples(user_names: list[str], user: np.ndarray, item: np.ndarray
     targets, below ``n*9//10`` valid, the rest test (integer cuts, no float rounding). Every interaction except a user's first becomes a sample
     whose history is all earlier interactions of that user and whose split is its target's.
     """
-    n = len(user)
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.lexsort((line, ts))] = np.arange(n)
-    cut_train, cut_valid = n * 8 // 10, n * 9 // 10
-    split = np.where(rank < cut_train, 0, np.where(rank < cut_valid, 1, 2))
+    split = time_split_labels(ts, line)
     names = ("train", "valid", "test")
     rows = []
     for u, idx in _per_user(user, ts, line):
         seq = item[idx].tolist()
         rows += [sample(user_names[u], seq[:i], seq[i], names[split[idx[i]]], max_history) for i in range(1, len(seq))]
     return rows
+
+
+def time_split_labels(ts: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Each interaction's split under the global-time 8:1:1 protocol (0 train, 1 valid, 2 test): ranked by
+    (timestamp, line), ranks below ``n*8//10`` train, below ``n*9//10`` valid, the rest test."""
+    n = len(ts)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.lexsort((line, ts))] = np.arange(n)
+    return np.where(rank < n * 8 // 10, 0, np.where(rank < n * 9 // 10, 1, 2)).astype(np.int8)
 
 
 def _per_user(user: np.ndarray, ts: np.ndarray, line: np.ndarray):

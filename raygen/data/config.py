@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from raygen.configbase import ConfigError
@@ -52,18 +52,67 @@ class SyntheticConfig:
 
 
 @dataclass
+class TableConfig:
+    """A team's own interactions table (and optional item table), for ``data.source: table``.
+
+    Each location is a file, a folder (every non-hidden file under it) or a glob, a local path or a URI
+    pyarrow.fs opens (``s3://``, ``gs://``, ``hdfs://``, ``file://``). Other columns are ignored."""
+
+    interactions: str = ""
+    """Where the interactions are (one row per user-item event)."""
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    """File format of the interactions (and the item table); auto = from the file extension
+    (.parquet/.pq, .csv/.tsv, .jsonl/.ndjson/.json)."""
+    user_column: str = "user_id"
+    """Interactions column with the user id (any type: strings or integers)."""
+    item_column: str = "item_id"
+    """Interactions column with the item id (any type: strings or integers)."""
+    timestamp_column: str = "timestamp"
+    """Interactions column with the time of the event: integer epochs (any unit, one unit per column),
+    Arrow timestamps/dates, or ISO-8601 strings (naive = UTC)."""
+    repeats: Literal["collapse", "keep"] = "collapse"
+    """Consecutive events of the same user on the same item (in time order): collapse = keep the first
+    and count the others (``consecutive_repeat``); keep = every event is an interaction."""
+    items: str = ""
+    """Where the item table is (optional; empty = items get the fallback title ``item <id>``, counted)."""
+    item_id_column: str = "item_id"
+    """Item table column with the item id (the ids of the interactions' item column)."""
+    title_column: str = "title"
+    """Item table column with the title; an empty title gets the fallback ``item <id>`` (counted)."""
+    text_columns: list[str] = field(default_factory=list)
+    """Item table columns joined (in this order) into the description, which the corpus stage embeds and
+    the teacher reads; a list value (e.g. bullet features) is joined with spaces."""
+    brand_column: str = ""
+    """Item table column with the brand (optional)."""
+    category_column: str = ""
+    """Item table column with the categories (optional): a list of strings or one string."""
+    batch_rows: int = 1_000_000
+    """Rows per read batch and interactions per written samples chunk (bounds the data stage's memory)."""
+
+    def validate(self) -> None:
+        if self.batch_rows < 1:
+            raise ConfigError(f"batch_rows must be >= 1, got {self.batch_rows}")
+        for name in ("user_column", "item_column", "timestamp_column", "item_id_column", "title_column"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} must not be empty")
+
+
+@dataclass
 class DataConfig:
-    source: Literal["synthetic", "minionerec", "amazon2023"] = "synthetic"
-    """Where items and interactions come from."""
+    source: Literal["synthetic", "minionerec", "amazon2023", "table"] = "synthetic"
+    """Where items and interactions come from: the generated catalog, the MiniOneRec release's files,
+    raw Amazon Reviews 2023 files, or a team's own tables (``data.table``)."""
     path: str = ""
     """Folder of the source files (minionerec: folder with items.json/valid.csv/test.csv;
-    amazon2023: folder with <Category>.jsonl[.gz] and meta_<Category>.jsonl[.gz])."""
+    amazon2023: folder with <Category>.jsonl[.gz] and meta_<Category>.jsonl[.gz]; table: unused, the
+    locations are in data.table)."""
     category: str = ""
     """amazon2023 only: the category name in the file names (e.g. Industrial_and_Scientific)."""
     split: Literal["loo", "time"] = "loo"
-    """amazon2023 only: leave-one-out per user, or global-time 8:1:1 over interactions."""
+    """amazon2023 and table: leave-one-out per user, or the MiniOneRec release's global-time 8:1:1 split
+    (interactions ranked by time; a sample's split is its target's)."""
     min_interactions: int = 5
-    """amazon2023 only: k of the k-core filter on users and items."""
+    """amazon2023 and table: k of the iterative k-core filter on users and items."""
     max_history: int = 20
     """Histories are truncated to the most recent max_history items."""
     max_description_chars: int = 2000
@@ -72,16 +121,22 @@ class DataConfig:
     """Seed for the synthetic generator."""
     synthetic: SyntheticConfig = None  # type: ignore[assignment]
     """Synthetic catalog sizes (source=synthetic)."""
+    table: TableConfig = None  # type: ignore[assignment]
+    """The team's own tables (source=table)."""
 
     def __post_init__(self):
         if self.synthetic is None:
             self.synthetic = SyntheticConfig()
+        if self.table is None:
+            self.table = TableConfig()
 
     def validate(self) -> None:
         for name in ("min_interactions", "max_history", "max_description_chars"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.source != "synthetic" and not self.path:
+        if self.source == "table" and not self.table.interactions:
+            raise ConfigError("data.table.interactions is required for source 'table'")
+        if self.source not in ("synthetic", "table") and not self.path:
             raise ConfigError(f"data.path is required for source {self.source!r}")
         if self.source == "amazon2023" and not self.category:
             raise ConfigError("data.category is required for source 'amazon2023' (e.g. Industrial_and_Scientific)")
