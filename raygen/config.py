@@ -25,7 +25,7 @@ from raygen.sid.config import SidConfig
 from raygen.tasks.config import TasksConfig
 from raygen.train.config import AlignConfig, SftConfig
 
-__all__ = ["RayConfig", "PipelineConfig", "load_config", "ConfigError", "to_dict"]
+__all__ = ["RayConfig", "PipelineConfig", "load_config", "check_against_data", "ConfigError", "to_dict"]
 
 log = logging.getLogger("raygen")
 
@@ -38,10 +38,15 @@ class RayConfig:
     """CPUs for a local Ray (0 = all of this machine's)."""
     dashboard: bool = False
     """Start the dashboard of a local Ray (bound to 127.0.0.1 only)."""
+    connect_timeout_s: float = 60.0
+    """Seconds to wait for the cluster at ``address`` to accept a connection (a cluster still starting is
+    retried) before failing with a one-line error; Ray itself would retry an unreachable address forever."""
 
     def validate(self) -> None:
         if self.num_cpus < 0:
             raise ConfigError(f"ray.num_cpus: must be >= 0 (0 = all of this machine's), got {self.num_cpus}")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(f"ray.connect_timeout_s: must be > 0, got {self.connect_timeout_s}")
 
 
 @dataclass
@@ -136,6 +141,49 @@ register_check(EvalConfig, _check_eval)
 register_check(LmConfig, _check_lm)
 register_check(AlignConfig, _check_train)
 register_check(SftConfig, _check_train)
+
+
+# --- checks against the data (before any stage runs) --------------------------------------------
+
+
+def catalog_size(cfg: "PipelineConfig") -> tuple[int, str] | None:
+    """``(items, where the number comes from)`` of the catalog this config's stages will see: the run's
+    finished data stage when its key matches, else ``data.synthetic.n_items`` for the synthetic source;
+    None when unknown before the data stage runs (or the run folder is not a local one)."""
+    from raygen.pipeline import stage
+    from raygen.runner import stage_key, success_key
+
+    data = Path(cfg.run_dir) / "data"
+    items = data / "items.parquet"
+    try:
+        if success_key(data) == stage_key(cfg, stage("data"), {}) and items.is_file():
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(items).metadata.num_rows, str(items)
+    except (OSError, ValueError):  # unreadable: the data stage (or the stage reading it) reports it
+        pass
+    if cfg.data.source == "synthetic":
+        return cfg.data.synthetic.n_items, "data.synthetic.n_items"
+    return None
+
+
+def check_against_data(cfg: "PipelineConfig") -> None:
+    """ConfigError (one line, naming the key) for a value shaped by the catalog that cannot fit it: a beam
+    (``eval.beam_width``, ``align/sft.valid_beam`` with validation on, ``rl.group_size`` with beam
+    rollouts) wider than the catalog has items. Before any stage runs, so a typo like
+    ``eval.beam_width=100000`` never reaches an allocation (the beam search bounds its memory too)."""
+    known = catalog_size(cfg)
+    if known is None:
+        return
+    n, where = known
+    beams = [("eval.beam_width", cfg.eval.beam_width, "items ranked per row")]
+    beams += [(f"{s}.valid_beam", getattr(cfg, s).valid_beam, "items ranked per validation row")
+              for s in ("align", "sft") if getattr(cfg, s).valid_every > 0]
+    if cfg.rl.rollout_mode == "beam":
+        beams.append(("rl.group_size", cfg.rl.group_size, "distinct items per beam-search group"))
+    for key, value, what in beams:
+        if value > n:
+            raise ConfigError(f"{key}: {value} {what}, but the catalog has {n} items ({where}): use at most {n}")
 
 
 # --- loading --------------------------------------------------------------------------------------

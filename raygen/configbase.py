@@ -7,6 +7,7 @@ so a typo in a YAML key or a wrong type is a clear error naming the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import re
 import types
@@ -14,11 +15,23 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from raygen.configyaml import YamlProblem, load_bounded
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the offending key."""
+
+
+MAX_CONFIG_BYTES = 16 * 2 ** 20
+"""Config files larger than this are refused unread (a real one is a few KiB)."""
+def os_error_text(e: OSError) -> str:
+    """An OSError as one line: the file(s), then what went wrong (ELOOP says 'symlink loop')."""
+    if e.errno == errno.ELOOP:
+        reason = "symlink loop (a symbolic link that leads back to itself)"
+    else:
+        reason = e.strerror or str(e) or type(e).__name__
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{files}: {reason}" if files else reason
 
 
 _CHECKS: dict[type, list[Callable[[Any, str], None]]] = {}
@@ -215,9 +228,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"command-line override {ov!r}: {p} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"command-line override {ov!r}: not valid YAML ({_one_line(e)})") from None
+            node[parts[-1]] = load_bounded(raw)
+        except YamlProblem as e:
+            why = f"not valid YAML ({e.msg.removeprefix('invalid YAML: ')})" if e.syntax else e.msg
+            raise ConfigError(f"command-line override {ov!r}: {why}") from None
     return data
 
 
@@ -226,86 +240,36 @@ def override_key(ov: str) -> str:
     return ov.split("=", 1)[0].strip()
 
 
-def _one_line(e: yaml.YAMLError) -> str:
-    """A YAML error as one line: its problem and where (line/column are 1-based)."""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    mark = getattr(e, "problem_mark", None)
-    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-    context = getattr(e, "context", None)
-    return f"{problem}{where}" + (f" ({context})" if context else "")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' may be overridden by explicit keys
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                dup = key in seen
-            except TypeError:  # an unhashable key: let PyYAML report it
-                continue
-            if dup:
-                raise _DuplicateKey(key, key_node.start_mark.line + 1, node)
-            seen[key] = True
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key, line: int, node):
-        super().__init__(key)
-        self.key, self.line, self.node = key, line, node
-
-
-def _dotted(root, node, key) -> str:
-    """Dotted path of ``key`` in mapping ``node`` under the document's root node."""
-    def walk(cur, path):
-        if cur is node:
-            return path
-        if isinstance(cur, yaml.MappingNode):
-            for k, v in cur.value:
-                found = walk(v, path + [str(k.value)])
-                if found is not None:
-                    return found
-        elif isinstance(cur, yaml.SequenceNode):
-            for i, v in enumerate(cur.value):
-                found = walk(v, path[:-1] + [f"{path[-1]}[{i}]"] if path else [f"[{i}]"])
-                if found is not None:
-                    return found
-        return None
-
-    path = walk(root, []) if root is not None else None
-    return ".".join((path or []) + [str(key)])
-
-
 def load_yaml(path: str | Path) -> dict:
-    """A config file as a dict; every problem (missing, a directory, not UTF-8, invalid YAML, empty,
-    a duplicated key, not a mapping) is a one-line ConfigError naming the file (and line)."""
+    """A config file as a dict; every problem (missing, a directory or other non-file, over
+    :data:`MAX_CONFIG_BYTES`, unreadable, not UTF-8, invalid YAML, aliases expanding past
+    :data:`raygen.configyaml.MAX_YAML_VALUES`, empty, a duplicated key, not a mapping) is a one-line
+    ConfigError naming the file (and line)."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {os_error_text(e)}") from None
     if path.is_dir():
         raise ConfigError(f"{path} is a directory, not a config file")
+    if not path.is_file():  # a device or a pipe may never end
+        raise ConfigError(f"{path} is not a regular file, not a config file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {st.st_size:,} bytes, larger than {MAX_CONFIG_BYTES} bytes: not a raygen config")
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = raw[: e.start].count(b"\n") + 1
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} on line {line})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    loader = _UniqueKeyLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except _DuplicateKey as e:
-        raise ConfigError(f"{path}:{e.line}: duplicate key {_dotted(root, e.node, e.key)!r}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {_one_line(e)}") from None
-    finally:
-        loader.dispose()
+        data = load_bounded(text)
+    except YamlProblem as e:
+        raise ConfigError(f"{path}:{e.line}: {e.msg}" if e.line and not e.syntax else f"{path}: {e.msg}") from None
     if data is None:
         raise ConfigError(f"{path}: the config file is empty (write at least one section, e.g. 'run_dir: runs/x')")
     if not isinstance(data, dict):

@@ -7,10 +7,15 @@ truncation and the leave-one-out split are written once.
 from __future__ import annotations
 
 import ast
+import codecs
+import errno
 import gzip
 import json
+import logging
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -18,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raygen.data.schema import SPLITS, DataError, SkipLog
+
+log = logging.getLogger("raygen")
 
 MAX_LITERAL_CHARS = 65_536
 """List literals longer than this are never given to ``ast.literal_eval`` (a 4 MiB literal of ints takes
@@ -91,19 +98,44 @@ def clean_text(value, skips: SkipLog | None = None, where: str = "", field: str 
 def iter_lines(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for each line of a text file (``.gz`` decompressed transparently).
 
-    Lines are decoded one by one as UTF-8; a line with invalid bytes is decoded with
-    ``errors='replace'`` and counted under ``non_utf8_line`` with its ``file:line``.
+    Lines are decoded one by one as UTF-8 (a UTF-8 byte-order mark opening the file is dropped); a line
+    with invalid bytes is decoded with ``errors='replace'`` and counted under ``non_utf8_line`` with its
+    ``file:line``.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):  # spreadsheet exports start with a BOM
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = raw.decode("utf-8", errors="replace")
                 skips.add("non_utf8_line", f"{path.name}:{lineno}")
             yield lineno, text
+
+
+def input_file(path: str | Path, hint: str = "") -> Path:
+    """``path`` when it is a readable regular file, else a DataError saying what it is instead: missing,
+    a dangling link, a symlink loop, a directory, unreadable. ``hint`` (what the folder must hold) is
+    added to 'file not found'."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(str(path), None, None, f"dangling symlink (to {os.readlink(path)})") from None
+        raise DataError(str(path), None, None, "file not found" + (f" ({hint})" if hint else "")) from None
+    except OSError as e:
+        what = ("symlink loop (a symbolic link that leads back to itself)" if e.errno == errno.ELOOP
+                else e.strerror or str(e))
+        raise DataError(str(path), None, None, what) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(str(path), None, None, "is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(str(path), None, None, "not a regular file")
+    return path
 
 
 def iter_records(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, dict]]:
@@ -246,6 +278,31 @@ def split_counts(samples: pa.Table) -> dict:
     vc = pc.value_counts(samples["split"]).to_pylist() if samples.num_rows else []
     counts = {d["values"]: d["counts"] for d in vc}
     return {s: int(counts.get(s, 0)) for s in SPLITS}
+
+
+def split_warnings(samples: pa.Table) -> list[str]:
+    """Warnings (each also logged) about evaluation splits that load but mislead: an empty 'valid' split
+    (nothing for early stopping, keep-best validation or the eval's serving choice to select on) and a
+    'valid' split holding the same rows as 'test' (model selection on the test set)."""
+    split = samples["split"]
+    valid = samples.filter(pc.equal(split, "valid"))
+    test = samples.filter(pc.equal(split, "test"))
+    out = []
+    if valid.num_rows == 0:
+        out.append("the valid split is empty: early stopping, keep-best validation and the eval's serving "
+                   "choice have no validation rows")
+    elif valid.num_rows == test.num_rows and _rows(valid) == _rows(test):
+        out.append(f"the valid and test splits hold the same {valid.num_rows} rows: whatever is selected on "
+                   "valid is selected on the test set")
+    for w in out:
+        log.warning("data: %s", w)
+    return out
+
+
+def _rows(table: pa.Table) -> list[tuple]:
+    """The (user, history, target) rows of a samples table, sorted (a multiset to compare)."""
+    cols = (table["user_id"].to_pylist(), table["history"].to_pylist(), table["target"].to_pylist())
+    return sorted((u, tuple(h), t) for u, h, t in zip(*cols))
 
 
 def make_report(source: str, items: pa.Table, samples: pa.Table, skips: SkipLog, **extra) -> dict:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raygen.data.common import (clean_categories, clean_description, clean_text, make_report, parse_int64,
-                                parse_int_list, prefix_samples, read_text, sample)
+from raygen.data.common import (clean_categories, clean_description, clean_text, input_file, make_report,
+                                parse_int64, parse_int_list, prefix_samples, read_text, sample)
 from raygen.data.config import DataConfig
 from raygen.data.schema import DataError, SkipLog, items_table, samples_table
 
@@ -170,8 +170,7 @@ def load_minionerec(cfg: DataConfig) -> tuple[pa.Table, pa.Table, dict]:
     """Items and train/valid/test samples from a MiniOneRec-format folder."""
     root = Path(cfg.path)
     for name in ("items.json", "valid.csv", "test.csv"):
-        if not (root / name).is_file():
-            raise DataError(str(root / name), None, None, "file not found (data.path must hold items.json, valid.csv, test.csv)")
+        input_file(root / name, "data.path must hold items.json, valid.csv, test.csv")
     skips = SkipLog()
     item_rows, no_title = read_items(root / "items.json", cfg.max_description_chars, skips)
     known = {r["item_id"] for r in item_rows}

@@ -13,14 +13,81 @@ disallowed tokens get ``-inf``. With ``beam_width >= n_items`` the search is exh
 """
 from __future__ import annotations
 
+import logging
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
+from raygen.configbase import ConfigError
 from raygen.generation.trie import SidTrie
 
 NEG_INF = float("-inf")
+MAX_GIB_ENV = "RAYGEN_BEAM_MAX_GIB"
+"""Environment variable: GiB one beam search may use (default: 90 % of the GPU's free memory, 80 % of the
+machine's available memory on a CPU)."""
+
+log = logging.getLogger("raygen")
+
+
+class BeamMemoryError(ConfigError):
+    """A beam search whose estimated memory exceeds the budget even one prompt row at a time."""
+
+
+def _model_dims(model) -> tuple[int, int]:
+    """``(vocabulary size, KV-cache bytes per token of one sequence)`` of a causal LM."""
+    conf = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = conf.num_attention_heads
+    kv_heads = getattr(conf, "num_key_value_heads", None) or heads
+    head_dim = getattr(conf, "head_dim", None) or conf.hidden_size // heads
+    elt = next(model.parameters()).element_size()
+    return model.get_output_embeddings().weight.shape[0], 2 * conf.num_hidden_layers * kv_heads * head_dim * elt
+
+
+def search_bytes(model, beam_width: int, prompt_len: int, n_items: int, n_levels: int) -> int:
+    """Estimated peak bytes of one prompt row's search: ``min(beam_width, n_items)`` sequences (a catalog
+    fills no more beams), each with a KV cache of ``prompt_len + n_levels`` tokens (counted twice:
+    reordering the cache copies it) and three vocabulary-wide float32 rows (logits, log-probabilities,
+    candidates)."""
+    vocab, kv_per_token = _model_dims(model)
+    beams = min(beam_width, n_items)
+    return beams * (2 * kv_per_token * (prompt_len + n_levels) + 3 * 4 * vocab)
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), else free physical pages; None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def memory_budget(device: torch.device) -> tuple[int, str]:
+    """``(bytes, where the number comes from)`` one beam search may use on ``device`` (see MAX_GIB_ENV)."""
+    env = os.environ.get(MAX_GIB_ENV, "").strip()
+    if env:
+        try:
+            gib = float(env)
+        except ValueError:
+            raise ConfigError(f"{MAX_GIB_ENV}={env!r}: expected a number of GiB") from None
+        return int(gib * 2 ** 30), MAX_GIB_ENV
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9), "90% of the GPU's free memory"
+    avail = _available_bytes()
+    return (int(avail * 0.8), "80% of the available memory") if avail else (2 ** 62, "unknown memory")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2 ** 30:.2f} GiB"
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +191,8 @@ def _search_batch(model, rows: list[list[int]], trie: SidTrie, beam_width: int, 
 def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torch.Tensor, beam_width: int,
                             pad_id: int, batch_size: int = 16, *, autocast_dtype: torch.dtype | None = None,
                             sort_by_length: bool = True, trie: SidTrie | None = None, sid_only: bool = False,
-                            eos_id: int | list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            eos_id: int | list[int] | None = None, max_bytes: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``beam_width`` catalog items for each prompt by constrained beam search.
 
     Args:
@@ -141,6 +209,9 @@ def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torc
         sid_only: score with the head restricted to the SID tokens (+ ``eos_id``): log-probabilities
             normalised over those tokens, as a model trained with ``sid_only_head`` was; far less head
             work. Within one beam the ranking of allowed tokens is the same as with the full head.
+        max_bytes: memory the search may use (default :func:`memory_budget`). No more beams than the
+            catalog has items are kept; fewer rows than ``batch_size`` go into a forward pass when the
+            estimate (:func:`search_bytes`) needs it; BeamMemoryError when one row alone does not fit.
 
     Returns:
         ``(items, scores)``: LongTensor [B, beam_width] of item row indices into ``sid_matrix`` and
@@ -156,18 +227,39 @@ def constrained_beam_search(model, prompt_ids: list[list[int]], sid_matrix: torc
     trie = (trie or SidTrie.build(sid_matrix)).to(device)
     extra = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
     head = SidHead.build(model, trie, extra) if sid_only else None
-    n = len(prompt_ids)
+    n, n_items = len(prompt_ids), len(trie.leaf_item)
+    k = min(beam_width, n_items)  # more beams than items stay empty (-1): never searched, never allocated
+    budget, source = (max_bytes, "max_bytes") if max_bytes is not None else memory_budget(device)
+    budget -= n * beam_width * 12  # the results
+    if budget <= 0:
+        raise BeamMemoryError(f"beam search: the results of {n} rows x beam_width {beam_width} alone need "
+                              f"{_gib(n * beam_width * 12)}, over the budget ({source}): lower the beam width")
     items = torch.full((n, beam_width), -1, dtype=torch.long)
     scores = torch.full((n, beam_width), NEG_INF)
     order = sorted(range(n), key=lambda i: len(prompt_ids[i])) if sort_by_length else list(range(n))
     was_training = model.training
     model.eval()
     try:
-        for s in range(0, n, batch_size):
+        s, warned = 0, False
+        while s < n:
             idx = order[s:s + batch_size]
-            it, sc = _search_batch(model, [list(prompt_ids[i]) for i in idx], trie, beam_width, pad_id,
-                                   autocast_dtype, head)
-            items[idx], scores[idx] = it.cpu(), sc.cpu()
+            plen = max(len(prompt_ids[i]) for i in idx)
+            per_row = search_bytes(model, k, plen, n_items, trie.n_levels)
+            if per_row > budget:
+                raise BeamMemoryError(
+                    f"beam search: beam_width {beam_width} ({k} beams over {n_items} items) with a {plen}-token "
+                    f"prompt needs ~{_gib(per_row)} per prompt row (KV cache and vocabulary-wide log-probabilities), "
+                    f"over the budget of {_gib(budget)} ({source}): lower the beam width (eval.beam_width, "
+                    f"rl.group_size, valid_beam) or set {MAX_GIB_ENV}")
+            if per_row * len(idx) > budget:
+                idx = idx[:budget // per_row]
+                if not warned:
+                    log.warning("beam search: %d rows per forward pass instead of batch_size %d, to stay within "
+                                "%s (%s; ~%s per row)", len(idx), batch_size, _gib(budget), source, _gib(per_row))
+                    warned = True
+            it, sc = _search_batch(model, [list(prompt_ids[i]) for i in idx], trie, k, pad_id, autocast_dtype, head)
+            items[idx, :k], scores[idx, :k] = it.cpu(), sc.cpu()
+            s += len(idx)
     finally:
         model.train(was_training)
     return items, scores
