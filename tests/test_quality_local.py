@@ -120,3 +120,44 @@ def test_data_digest_changes_with_the_sids_and_queries(tiny_run_dir):
     assert data_digest(other) != base
     queries = pa.table({"item_id": [1], "query": ["red bolt"]})
     assert data_digest(d, queries) not in (base, data_digest(d, queries.slice(0, 0)))
+
+
+def test_with_valid_as_train_relabels_only_the_valid_rows(tiny_run_dir):
+    from benchmarks.quality_local import Data, with_valid_as_train
+
+    samples = Data(Path(tiny_run_dir)).samples
+    out = with_valid_as_train(samples)
+    before, after = samples["split"].to_pylist(), out["split"].to_pylist()
+    assert "valid" in before and "valid" not in after
+    assert [a for b, a in zip(before, after) if b == "valid"] == ["train"] * before.count("valid")
+    assert [a for b, a in zip(before, after) if b != "valid"] == [b for b in before if b != "valid"]
+    assert out.column("history").equals(samples.column("history"))
+
+
+def test_the_refit_supervises_every_valid_target_too(tiny_run_dir):
+    """Sequence-format SFT on train + valid trains one more target per valid row (the chains continue)."""
+    from benchmarks.quality_local import Data, sft_examples, with_valid_as_train
+    from raygen.tasks.config import TasksConfig
+
+    d = Data(Path(tiny_run_dir))
+    tasks = TasksConfig(seqrec_format="sequence", max_history=10, align_ratio=0.0, token_ratio=0.0)
+
+    def targets(data) -> int:
+        return sum(len(ex["sids"]) - ex["first_target"] for ex in sft_examples(data, tasks))
+
+    refit = Data.of(d.items, with_valid_as_train(d.samples), d.codes, d.tokens, d.token_rows)
+    n_valid = d.samples["split"].to_pylist().count("valid")
+    assert n_valid and targets(refit) == targets(d) + n_valid
+
+
+def test_refit_valid_trains_on_more_rows_without_validation(tmp_path, tiny_model_dir, tiny_run_dir):
+    common = ["--model-dir", str(tiny_model_dir), "--run", str(tiny_run_dir), "--variants", "mean", "--seeds", "0",
+              "--epochs", "1", "--batch-size", "2", "--valid-every", "2", "--valid-rows", "8", "--patience", "2",
+              "--eval-batch", "16", "--checkpoint-dir", str(tmp_path / "ck"), "--train-only"]
+    _run([*common, "--runs-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.json")])
+    _run([*common, "--runs-dir", str(tmp_path / "b"), "--out", str(tmp_path / "b.json"), "--refit-valid"])
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    ra, rb = a["variants"]["mean"]["runs"][0], b["variants"]["mean"]["runs"][0]
+    assert "refit_valid" in b["settings"] and "refit_valid" not in a["settings"]
+    assert rb["best_step"] is None and rb["final_step"] > 0 and ra["best_step"] is not None  # nothing validated: the last step
+    assert rb["n_rows"] == ra["n_rows"]  # scored on the same test rows

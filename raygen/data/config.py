@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from raygen.configbase import ConfigError
 
@@ -119,6 +119,9 @@ class DataConfig:
     """Longer descriptions are truncated (and counted in metrics.json)."""
     seed: int = 0
     """Seed for the synthetic generator."""
+    KEY_NEUTRAL: ClassVar[tuple[str, ...]] = ("table",)
+    """Fields that enter the stage key only once changed from their default (see raygen.runner)."""
+
     synthetic: SyntheticConfig = None  # type: ignore[assignment]
     """Synthetic catalog sizes (source=synthetic)."""
     table: TableConfig = None  # type: ignore[assignment]
