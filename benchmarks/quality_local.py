@@ -173,14 +173,15 @@ def score_test(d: Data, lm, tok, catalog, ssum: dict, a) -> tuple:
     return score_split(d, lm, tok, catalog, ssum["precision"]["bf16"], a, "test", a.test_rows)
 
 
-def score_split(d: Data, lm, tok, catalog, bf16: bool, a, split: str, max_rows: int) -> tuple:
-    """Constrained beam search (SID-only head, top 10) on ``split`` (``max_rows``: 0 = all, else the first
-    rows of a fixed seed-0 sample): (per-row metrics, top-k item ids, the scored rows)."""
+def score_split(d: Data, lm, tok, catalog, bf16: bool, a, split: str, max_rows: int, width: int = 10) -> tuple:
+    """Constrained beam search (SID-only head, ``width`` beams, the top 10 kept) on ``split`` (``max_rows``: 0 =
+    all, else the first rows of a fixed seed-0 sample): (per-row metrics, top-k item ids, the scored rows)."""
     tasks = TasksConfig(seqrec_format="sequence", max_history=a.max_history)
     rows = split_rows(d.samples, d.codes, tok, tasks, split, max_rows, 0)
-    idx, _ = constrained_beam_search(lm, rows.prompt_ids, catalog.sid_matrix, 10, tok.pad_token_id, a.eval_batch,
+    idx, _ = constrained_beam_search(lm, rows.prompt_ids, catalog.sid_matrix, width, tok.pad_token_id, a.eval_batch,
                                      autocast_dtype=torch.bfloat16 if bf16 else None,
                                      sid_only=True, eos_id=[tok.eos_token_id])
+    idx = idx[:, :10]
     # a slot the beam search could not fill (fewer complete catalog paths than 10) is -1: kept as PAD_ITEM
     # (never a hit, counted by count_invalid in the report), not mapped onto the catalog's last item
     topk = indices_to_item_ids(idx.numpy(), catalog.item_ids)
