@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from raygen.provenance import cpu_flags, write_result  # noqa: E402
 
@@ -90,7 +89,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--split", choices=["loo", "time"], default="loo")
     ap.add_argument("--batch-rows", type=int, default=1_000_000)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/data_scale.json"))
+    ap.add_argument("--out", required=True)
     ap.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
