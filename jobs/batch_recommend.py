@@ -6,14 +6,12 @@
 
 The same as `raygen recommend --histories` (``--workers N``: the beam search on N actors of the generation
 pool, each reserving the run's ``eval.resources``; under ``ray job submit`` the job joins the cluster through
-RAY_ADDRESS). Give absolute paths on shared storage: a relative one lands in the job's copy of the working dir.
+RAY_ADDRESS). raygen must be installed in the job's interpreter (scripts/setup.sh, cluster.yaml's setup
+commands). Give absolute paths or URIs: a relative one lands in the job's copy of the working dir.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-from raygen.cli import main  # noqa: E402
+from raygen.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["recommend", *sys.argv[1:]]))

@@ -117,6 +117,10 @@ def add_items(run_dir: str | Path, items_path: str | Path, embedder: Any = None)
     from raygen.sid.quantizer import load_quantizer
     from raygen.sid.stage import load_codes
 
+    from raygen.storage import is_uri
+
+    if is_uri(run_dir):
+        return _add_items_uri(str(run_dir), items_path, embedder)
     run = Path(run_dir)
     cfg = load_run_config(run)
     for stage, name in (("data", "items.parquet"), ("corpus", "embeddings.parquet"), ("sids", "codes.parquet")):
@@ -158,3 +162,28 @@ def add_items(run_dir: str | Path, items_path: str | Path, embedder: Any = None)
     batches = [*batches, batch]
     write_parquet(run / ADDITIONS_FILE, table.replace_schema_metadata({META_KEY: json.dumps(batches).encode()}))
     return {**batch, "n_additions_total": table.num_rows}
+
+
+def _add_items_uri(location: str, items_path: str | Path, embedder: Any = None) -> dict:
+    """:func:`add_items` on a URI run: holding the run lock, work on a local copy (the run's read-only
+    snapshot linked in, its additions copied), then write the new additions file back in one PUT (atomic
+    on an object store): a failed batch changes nothing in the run."""
+    import os
+    import shutil
+    import tempfile
+
+    from raygen import storage
+    from raygen.recommend import local_run
+    from raygen.runlock import RunLock
+
+    with RunLock(location), tempfile.TemporaryDirectory(prefix="raygen-add-items-") as tmp:
+        snap, work = local_run(location), Path(tmp) / "run"
+        work.mkdir()
+        for entry in snap.iterdir():
+            if entry.name == "additions":
+                shutil.copytree(entry, work / entry.name)
+            else:
+                os.symlink(entry, work / entry.name)
+        report = add_items(work, items_path, embedder)
+        storage.write_bytes(storage.join(location, ADDITIONS_FILE.as_posix()), (work / ADDITIONS_FILE).read_bytes())
+    return report

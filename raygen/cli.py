@@ -24,7 +24,7 @@ def cmd_run(args) -> int:
         from raygen.pin import install_pin
 
         print(f"pinned stages {install_pin(cfg, args.pin)} copied from {args.pin}", flush=True)
-    summary = run_pipeline(cfg, only=args.stages or None, force=args.force or None)
+    summary = run_pipeline(cfg, only=args.stages or None, force=args.force or None, wait_lock=args.wait_lock)
     print(json.dumps({k: v.get("status") for k, v in summary.items()}, indent=1))
     return 0
 
@@ -33,11 +33,13 @@ def _csv(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
-def _ids(text: str) -> list[int]:
-    try:
-        return [int(t) for t in _csv(text.replace(" ", ""))]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integer item ids, got {text!r}") from None
+def _ids(text: str) -> list[str]:
+    """Item ids as given (the run's own ids: integers, or strings when its data came from a table of string
+    ids); the run turns them into its internal ids (raygen.data.idmap.ItemIds) and names any it lacks."""
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"expected comma-separated item ids, got {text!r}")
+    return ids
 
 
 def cmd_recommend(args) -> int:
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", type=_csv, default=None, help="comma-separated: re-run these stages even if up to date")
     r.add_argument("--pin", default="", help="a pin folder (`raygen pin`): run its upstream stages, then copy its "
                                              "pinned stages in (checked) instead of computing them")
+    r.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another run holds the run folder, wait up to this long for it (default 0: refuse)")
     r.add_argument("overrides", nargs="*", help="section.field=value")
     r.set_defaults(fn=cmd_run)
     pn = sub.add_parser("pin", help="copy finished stages (default corpus,sids: the SID build) of a run into a new "
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recommend", help="top-K items for a user history (or a search query), from the final "
                                           "model of a finished run")
     rc.add_argument("--run", required=True, help="run folder of a finished `raygen run` (its run_dir)")
-    rc.add_argument("--history", type=_ids, default=None, help="comma-separated item ids, oldest first")
+    rc.add_argument("--history", type=_ids, default=None, help="comma-separated item ids (the run's own ids), oldest first")
     rc.add_argument("--query", default=None, help="a free-text search query instead of a history")
     rc.add_argument("-k", type=int, default=10, help="number of items to return (default 10)")
     rc.add_argument("--exclude-history", action="store_true", help="do not recommend items of the history")
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    from raygen.configbase import ConfigError
+    from raygen.configbase import ConfigError, os_error_text
     from raygen.data.schema import DataError
     from raygen.pin import PinError
     from raygen.recommend import RecommendError
@@ -165,10 +169,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, PinError, RecommendError, RunnerError, FileNotFoundError) as e:
-        msg = " ".join(str(e).splitlines())  # one line, whatever the message holds
-        print(f"raygen: error: {msg}", file=sys.stderr)
-        return 2
+    except (ConfigError, DataError, PinError, RecommendError, RunnerError) as e:
+        return _error(str(e))
+    except OSError as e:  # permissions, read-only, not a directory, disk full, a symlink loop, Ray unreachable
+        return _error(os_error_text(e))
+
+
+MAX_ERROR_CHARS = 500
+"""Longest error message the CLI prints (a message quoting a huge value is cut, saying by how much)."""
+
+
+def _error(text: str) -> int:
+    """Print ``text`` as one ``raygen: error:`` line, cut to :data:`MAX_ERROR_CHARS`; the CLI's exit code 2."""
+    msg = " ".join(text.splitlines())  # one line, whatever the message holds
+    if len(msg) > MAX_ERROR_CHARS:
+        msg = f"{msg[:MAX_ERROR_CHARS]}... ({len(msg) - MAX_ERROR_CHARS} more chars)"
+    print(f"raygen: error: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -37,3 +37,21 @@ def write_ref(out: str | Path, target: str | Path, reason: str) -> None:
     rel = os.path.relpath(target, run_dir)
     ref = target if rel.startswith("..") else Path(rel)
     write_json(Path(out) / "model_ref.json", {"model_dir": str(ref), "reason": reason})
+
+
+def model_location(ctx, stage: str) -> tuple[str, str | None]:
+    """``(location, key)`` of the model the finished ``stage`` hands on, for Ray workers (and a driver that
+    does not hold it): ``<stage>/model``, or the target of its ``model_ref.json`` (relative to the run, or
+    absolute), under the run's location (:meth:`raygen.runner.StageContext.location`: its URI, or the
+    absolute local run folder). ``key`` is the cache key of the stage that wrote the model (None when the
+    runner did not set the keys), for :func:`raygen.storage.materialize`."""
+    local = Path(ctx.input(stage))
+    ref = local / "model_ref.json"
+    if ref.exists():
+        target = Path(read_json(ref)["model_dir"])
+        if target.is_absolute():  # a model outside the run (e.g. a pinned one): as the reference stores it
+            return str(target), None
+        parts = target.parts
+    else:
+        parts = (stage, "model")
+    return ctx.location(*parts), (getattr(ctx, "keys", None) or {}).get(parts[0])

@@ -6,6 +6,12 @@ Two real models ship as PyPI packages so nothing is downloaded at run time:
   de-quantizes it (~20 s), so the first use converts it once to a safetensors folder in the cache
   (``$RAYGEN_CACHE``, default ``~/.cache/raygen``) and later loads take well under a second.
 Anything else is passed through as an HF model id or a local path.
+
+Downloads: off by default. raygen sets ``HF_HUB_OFFLINE=1`` in the driver and on every Ray worker
+(:func:`raygen.ray_utils.worker_env`) unless the user set ``HF_HUB_OFFLINE`` to a false value (``0``)
+themselves: that is the one switch that lets HF hub model ids load (:func:`hub_downloads_allowed`).
+The ``lm`` stage additionally needs ``lm.allow_download: true`` before it fetches ``lm.model`` from the
+Hub, so a config never downloads by accident. ``trust_remote_code`` stays off unless the config turns it on.
 """
 from __future__ import annotations
 
@@ -24,6 +30,28 @@ MINILM_ALIASES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RAYGEN_CACHE", Path.home() / ".cache" / "raygen"))
+
+
+_FALSE = {"0", "false", "no", "off"}
+
+
+def hub_downloads_allowed() -> bool:
+    """True when the user set ``HF_HUB_OFFLINE`` to a false value (``0``/``false``/``no``/``off``) in
+    raygen's environment: HF hub ids may then be downloaded (by the driver and by every worker).
+    Unset or anything else: offline, raygen's default."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _FALSE
+
+
+def hub_id_error(spec: str, field: str, allow_download: bool) -> str:
+    """The one-line message for an HF hub id that cannot be loaded offline: names the config field and
+    the switches that allow downloading it."""
+    need = [] if allow_download else [f"set {field.split('.')[0]}.allow_download: true"]
+    if not hub_downloads_allowed():
+        need.append("start the driver with HF_HUB_OFFLINE=0 (under `ray job submit`: "
+                    "--runtime-env-json '{\"env_vars\": {\"HF_HUB_OFFLINE\": \"0\"}}')")
+    return (f"{field}: {spec!r} is neither a packaged model nor a local folder, and raygen does not download "
+            f"models by default; to fetch it from the Hugging Face Hub, {' and '.join(need)}; or pass a local "
+            "folder holding the model")
 
 
 def package_dir(dist_module: str) -> Path | None:

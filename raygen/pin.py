@@ -13,6 +13,10 @@ A pin is a folder holding copies of finished stage folders (each with its ``_SUC
 this run's config gives the same stage keys, that its upstream tables have the same content and that
 the pinned files are intact; the runner then skips the pinned stages (their keys match). Pure Python
 + pyarrow, no Ray.
+
+Locations: a pin may be read from a URI (``--pin s3://bucket/pins/x``: materialized read-only into the
+node's cache), a pin may be saved from a URI run, and a URI run receives pinned stages through the
+run's commit protocol (:mod:`raygen.runstore`) while holding its run lock.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raygen import runstore, storage
 from raygen.io import read_json, write_json
 from raygen.runner import STAGE_MARKER, check_replaceable, stage_done, stage_keys
 
@@ -90,11 +95,16 @@ def save_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages: list[st
     from raygen.pipeline import STAGES
 
     stages_all = stages_all or STAGES
-    run_dir, pin_dir = Path(run_dir), Path(pin_dir)
     keys = stage_keys(cfg, stages_all)
     unknown = [s for s in stages if s not in keys]
     if unknown:
         raise PinError(f"unknown stage(s) {unknown}; stages are {list(keys)}")
+    if storage.is_uri(pin_dir):
+        raise PinError(f"{pin_dir}: a pin is written to a local folder (upload it with any tool; runs read pins "
+                       "from URIs)")
+    if storage.is_uri(run_dir):  # the finished stages and their upstream, read-only from the bucket
+        run_dir = runstore.snapshot(str(run_dir), stages=(*stages, *_upstream(stages_all, stages)))
+    run_dir, pin_dir = Path(run_dir), Path(pin_dir)
     for s in stages:
         if not stage_done(run_dir, s, keys[s]):
             raise PinError(f"{run_dir / s} is not finished with this config (key {keys[s]}): run the stage first")
@@ -121,6 +131,17 @@ def save_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages: list[st
     return manifest
 
 
+def local_pin(pin_dir: str | Path) -> Path:
+    """The pin as a local folder: a path as is; a URI materialized read-only (keyed by its pin.json)."""
+    if not storage.is_uri(pin_dir):
+        return Path(pin_dir)
+    try:
+        manifest = storage.read_bytes(storage.join(str(pin_dir), PIN_FILE))
+    except OSError as e:
+        raise PinError(f"{storage.join(str(pin_dir), PIN_FILE)}: not a readable pin manifest ({e})") from None
+    return storage.materialize(str(pin_dir), key=hashlib.sha256(manifest).hexdigest()[:16])
+
+
 def read_manifest(pin_dir: str | Path) -> dict:
     """``pin.json`` of ``pin_dir``; PinError naming the file when it is missing or not a pin manifest."""
     path = Path(pin_dir) / PIN_FILE
@@ -139,18 +160,50 @@ def install_pin(cfg: Any, pin_dir: str | Path) -> list[str]:
     ``raygen run --pin DIR`` does before running the stages asked for."""
     from raygen.pipeline import run_pipeline
 
+    pin_dir = local_pin(pin_dir)
     upstream = list(read_manifest(pin_dir)["upstream"])
     if upstream:
         run_pipeline(cfg, only=upstream)
-    return use_pin(cfg, cfg.run_dir, pin_dir)
+    if storage.is_uri(cfg.run_dir):
+        return _use_pin_uri(cfg, str(cfg.run_dir), pin_dir)
+    from raygen.runlock import RunLock
+
+    with RunLock(str(cfg.run_dir)):  # no other run writes the folder while the pinned stages go in
+        return use_pin(cfg, cfg.run_dir, pin_dir)
 
 
-def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list | None = None) -> list[str]:
+def _use_pin_uri(cfg: Any, location: str, pin_dir: Path) -> list[str]:
+    """:func:`use_pin` into a URI run: holding its lock, on the driver's mirror (the upstream and pinned
+    stages pulled into it), then each pinned stage the run does not already hold committed to the bucket."""
+    from raygen.pipeline import STAGES
+    from raygen.runlock import RunLock
+
+    manifest, keys = read_manifest(pin_dir), stage_keys(cfg, STAGES)
+    with RunLock(location) as lock:
+        mirror = runstore.mirror_of(location)
+        for s in [*manifest["upstream"], *manifest["stages"]]:
+            try:
+                runstore.pull(location, s, keys.get(s), mirror)
+            except FileNotFoundError:  # use_pin names a missing upstream stage; a missing pinned one is copied
+                pass
+        before = {s: _file_hashes(mirror / s) if (mirror / s).is_dir() else None for s in manifest["stages"]}
+        names = use_pin(cfg, mirror, pin_dir, present=lambda d: (mirror / d).exists()
+                        or storage.exists(storage.join(location, d)))
+        for s in names:
+            if runstore.done_key(location, s) != keys[s] or _file_hashes(mirror / s) != before[s]:
+                lock.check()
+                runstore.commit(location, s, mirror / s, keys[s])
+    return names
+
+
+def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list | None = None,
+            present: Any = None) -> list[str]:
     """Copy the pinned stage folders of ``pin_dir`` into ``run_dir`` (replacing folders raygen wrote
     there, never anything else; a folder already equal to the pinned one is left as it is); returns the
     stage names. PinError, before anything is copied, when this config's key of a pinned stage differs, an
     upstream stage is not done in ``run_dir`` or its tables differ from the pin's, a pinned file is missing
-    or changed, or ``run_dir`` holds a stage downstream of a pinned stage the pin would replace."""
+    or changed, or ``run_dir`` holds a stage downstream of a pinned stage the pin would replace
+    (``present(stage)`` says whether the run holds a stage; default: its folder exists in ``run_dir``)."""
     from raygen.pipeline import STAGES
 
     stages_all = stages_all or STAGES
@@ -181,7 +234,8 @@ def use_pin(cfg: Any, run_dir: str | Path, pin_dir: str | Path, stages_all: list
                or {f: h for f, h in _file_hashes(run_dir / s).items() if f != STAGE_MARKER}
                != {f: h for f, h in manifest["files"][s].items() if f != STAGE_MARKER}]
     below = _downstream(stages_all, changed)
-    built = [d for d in below if d not in manifest["stages"] and (run_dir / d).exists()]
+    present = present or (lambda d: (run_dir / d).exists())
+    built = [d for d in below if d not in manifest["stages"] and present(d)]
     if built:
         raise PinError(f"{run_dir} has finished stages built on the outputs the pin would replace "
                        f"({', '.join(built)} after {', '.join(changed)}): use a new run_dir, or move them away")

@@ -59,36 +59,114 @@ def stage(name: str) -> Stage:
     raise KeyError(f"no stage {name!r}; stages are {stage_names()}")
 
 
+CONFIG_HEADER = "# Resolved config of the latest `raygen run` in this folder (written by raygen)."
+"""First line of every config.yaml raygen writes: a config.yaml without it is the user's own and is never
+overwritten."""
+
+SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/proc",
+               "/root", "/run", "/sbin", "/srv", "/sys", "/usr", "/var", "/home", "/mnt", "/media", "/tmp")
+"""Refused as run folders (and, for the first ten-odd, anything under them that the OS owns: see
+:func:`check_run_dir`): a run writes and deletes stage folders at its top level."""
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin", "/sys",
+                 "/usr")
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """RunnerError (one line) when ``run_dir`` is a system folder, the home folder itself, or a local path
+    that cannot be a writable folder (a file on the way, read-only, permission denied). Creates it."""
+    import os
+
+    from raygen import storage
+    from raygen.runner import RunnerError
+
+    if storage.is_uri(run_dir):
+        return
+    path = Path(os.path.abspath(os.path.expanduser(str(run_dir))))
+    real = Path(os.path.realpath(path))
+    for p in {path, real}:
+        under = [t for t in _SYSTEM_TREES if p == Path(t) or Path(t) in p.parents]
+        if str(p) in SYSTEM_DIRS or p == Path.home() or under:
+            raise RunnerError(f"run_dir {run_dir} is a system folder{' (' + str(p) + ')' if p != path else ''} "
+                              f"or lies in one ({under[0] if under else p}); choose a folder of its own, e.g. "
+                              "runs/<name>")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except FileExistsError:
+        raise RunnerError(f"run_dir {run_dir} exists and is not a folder") from None
+    except OSError as e:
+        raise RunnerError(f"run_dir {run_dir} cannot be used as a run folder: {e.strerror or e}") from None
+
+
+def check_config_file(run_dir: str | Path) -> None:
+    """RunnerError when ``<run_dir>/config.yaml`` exists and was not written by raygen (the user's own)."""
+    from raygen import storage
+    from raygen.runner import RunnerError
+
+    path = storage.join(str(run_dir), CONFIG_FILE)
+    try:
+        head = storage.read_bytes(path)[:len(CONFIG_HEADER)]
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RunnerError(f"{path} cannot be read: {e}") from None
+    if head != CONFIG_HEADER.encode():
+        raise RunnerError(f"{path} exists and was not written by raygen (it lacks raygen's header line); raygen "
+                          "never overwrites it: move it away or choose another run_dir")
+
+
 def save_config(cfg, run_dir: str | Path) -> Path:
-    """Write the resolved config (every field, defaults included) to ``<run_dir>/config.yaml``, atomically.
+    """Write the resolved config (every field, defaults included) to ``<run_dir>/config.yaml``, atomically
+    (``run_dir`` may be a URI: an object store's PUT is atomic). Returns the local path, or for a URI
+    the local mirror's copy.
 
     ``load_config`` of that file rebuilds the same config, hence the same stage keys.
     """
     import yaml
 
+    from raygen import runstore, storage
     from raygen.configbase import to_dict
     from raygen.io import atomic_path
 
-    path = Path(run_dir) / CONFIG_FILE
     plain = json.loads(json.dumps(to_dict(cfg), default=str))  # tuples -> lists: safe_dump-able
-    with atomic_path(path) as tmp:
-        tmp.write_text("# Resolved config of the latest `raygen run` in this folder (written by raygen).\n"
-                       + yaml.safe_dump(plain, sort_keys=False))
-    return path
+    text = CONFIG_HEADER + "\n" + yaml.safe_dump(plain, sort_keys=False)
+    local_dir = runstore.mirror_of(str(run_dir)) if storage.is_uri(run_dir) else Path(run_dir)
+    with atomic_path(local_dir / CONFIG_FILE) as tmp:
+        tmp.write_text(text)
+    if storage.is_uri(run_dir):
+        storage.write_bytes(storage.join(str(run_dir), CONFIG_FILE), text.encode())
+    return local_dir / CONFIG_FILE
 
 
-def run_pipeline(cfg, only: list[str] | None = None, force: list[str] | None = None) -> dict:
-    """Run the stage graph (or ``only`` some stages) into ``cfg.run_dir``; save the config there first."""
+def run_pipeline(cfg, only: list[str] | None = None, force: list[str] | None = None, wait_lock: float = 0.0) -> dict:
+    """Run the stage graph (or ``only`` some stages) into ``cfg.run_dir`` (a path or a URI) holding its run
+    lock (``wait_lock`` seconds to wait for another run to finish; 0: refuse at once). The run's
+    config.yaml is written each time a stage commits, never by a run that commits nothing (a failed or
+    refused run leaves what a finished run serves as it was)."""
     from raygen.configbase import ConfigError
     from raygen.ray_utils import init_ray
+    from raygen.runlock import RunLock
+    from raygen.runner import RunnerError, clean_leftovers
 
     only = only or cfg.stages or None
     unknown = set(only or []) | set(force or [])
     unknown -= set(stage_names())
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages are {stage_names()}")
-    if Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
-        raise ConfigError(f"run_dir {cfg.run_dir} exists and is not a folder")
-    save_config(cfg, cfg.run_dir)
-    init_ray(cfg.ray)
-    return run_stages(cfg, STAGES, cfg.run_dir, only=only, force=force)
+    check_run_dir(cfg.run_dir)
+    from raygen.config import check_against_data
+
+    check_against_data(cfg)  # a beam wider than the catalog: refused before the lock, Ray or any stage
+    try:
+        lock = RunLock(str(cfg.run_dir), wait_s=wait_lock).acquire()
+    except OSError as e:
+        raise RunnerError(f"run_dir {cfg.run_dir}: cannot write its run lock: {e.strerror or e}") from None
+    try:
+        check_config_file(cfg.run_dir)
+        clean_leftovers(cfg.run_dir, stage_names())
+        init_ray(cfg.ray)
+        return run_stages(cfg, STAGES, cfg.run_dir, only=only, force=force, lock=lock,
+                          on_commit=lambda _stage: save_config(cfg, cfg.run_dir))
+    finally:
+        lock.release()

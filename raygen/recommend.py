@@ -41,11 +41,28 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
+def local_run(run_dir: str | Path) -> Path:
+    """The run as a local folder: a path as is; a URI run (``s3://...``) materialized read-only into the
+    node's cache (what serving reads: :func:`raygen.runstore.snapshot`), once per content version."""
+    from raygen import runstore, storage
+
+    if not storage.is_uri(run_dir):
+        return Path(run_dir)
+    try:
+        if not storage.exists(str(run_dir)):
+            raise RecommendError(f"run folder {run_dir} does not exist")
+        return runstore.snapshot(str(run_dir))
+    except OSError as e:
+        raise RecommendError(f"run folder {run_dir} cannot be read: {_first_line(e)}") from None
+
+
 def load_run_config(run_dir: str | Path):
-    """The resolved :class:`~raygen.config.PipelineConfig` a run saved in ``<run_dir>/config.yaml``."""
+    """The resolved :class:`~raygen.config.PipelineConfig` a run saved in ``<run_dir>/config.yaml``
+    (``run_dir`` may be a URI: see :func:`local_run`)."""
     from raygen.config import load_config
     from raygen.configbase import ConfigError
 
+    run_dir = local_run(run_dir)
     if not Path(run_dir).is_dir():
         raise RecommendError(f"run folder {run_dir} does not exist")
     path = Path(run_dir) / CONFIG_FILE
@@ -115,7 +132,10 @@ class Recommender:
 
         if workers < 0:
             raise RecommendError(f"workers must be >= 0 (0 = this process), got {workers}")
-        self.run_dir = Path(run_dir)
+        self.location = str(run_dir)
+        """The run as given (a path or a URI)."""
+        self.run_dir = local_run(run_dir)
+        """The run's local folder (for a URI: its read-only copy in the node's cache)."""
         self.cfg = load_run_config(self.run_dir)
         mdir = check_final_model(self.run_dir, self.cfg)
         self.model_dir = Path(mdir)
@@ -131,6 +151,11 @@ class Recommender:
                 raise RecommendError(f"{path} is unreadable ({_first_line(e)}): the run folder is damaged") from e
         items, codes = tables["items.parquet"], tables["codes.parquet"]
         self.titles = dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist()))
+        from raygen.data.idmap import ItemIds
+
+        self.ids = ItemIds.read(self.run_dir / "data")
+        """The team's own item ids (``data/item_ids.parquet``, written by the table source), or the identity:
+        histories come in and recommendations go out in these ids."""
         self.added, _ = read_additions(self.run_dir)
         """Items added after training (``raygen add-items``), or None."""
         self.content_only: set[int] = set()
@@ -177,30 +202,33 @@ class Recommender:
         reachable = added.filter(pa.array(ok)).select(["item_id", "codes"]).cast(codes.select(["item_id", "codes"]).schema)
         return pa.concat_tables([codes.select(["item_id", "codes"]), reachable])
 
-    def check_history(self, history: Sequence[int]) -> list[int]:
-        """``history`` as ints; RecommendError naming every item this run does not know."""
-        history = [int(h) for h in history]
+    def check_history(self, history: Sequence) -> list[int]:
+        """``history`` (the run's own item ids: :attr:`ids`) as internal ints; RecommendError naming every item
+        this run does not know."""
         problem = self.history_problem(history)
         if problem is not None:
             raise RecommendError(problem[1])
-        return history
+        return [self.ids.internal(h) for h in history]
 
-    def history_problem(self, history: list[int]) -> tuple[str, str] | None:
-        """Why ``history`` (ints) cannot be ranked: ``(kind, message)``, or None when it can. Kinds:
-        ``empty_history``, ``unknown_items``, ``content_only_items``, ``items_without_sid``."""
+    def history_problem(self, history: Sequence) -> tuple[str, str] | None:
+        """Why ``history`` (the run's own item ids) cannot be ranked: ``(kind, message)``, or None when it can.
+        Kinds: ``empty_history``, ``unknown_items``, ``content_only_items``, ``items_without_sid``."""
         if not history:
             return "empty_history", "the history is empty: give at least one item id"
-        unknown = sorted({h for h in history if h not in self.titles})
+        internal = [self.ids.internal(h) for h in history]
+        unknown = sorted({i if self.ids.identity and i is not None else h for h, i in zip(history, internal)
+                          if i is None or i not in self.titles}, key=lambda x: (isinstance(x, str), x))
         if unknown:
             return "unknown_items", (f"unknown item id(s) {unknown}: not in this run's catalog "
                                      f"({self.run_dir / 'data' / 'items.parquet'}, {len(self.titles)} items)")
-        late = sorted({h for h in history if h in self.content_only})
+        history = internal
+        late = self.ids.externals(sorted({h for h in history if h in self.content_only}))
         if late:
             return "content_only_items", (
                 f"item id(s) {late} were added after training with SID tokens the model does not have: they can "
                 "be recommended (the hybrid's content ranking) but cannot be part of a history until the next "
                 "training run")
-        no_sid = sorted({h for h in history if h not in self.sids})
+        no_sid = self.ids.externals(sorted({h for h in history if h not in self.sids}))
         if no_sid:
             return "items_without_sid", f"item id(s) {no_sid} have no semantic ID in {self.run_dir / 'sids' / 'codes.parquet'}"
         return None
@@ -265,7 +293,15 @@ class Recommender:
             return []
         seens = [set(h) if exclude_history else set() for h in histories]
         ranked = self._ranked_many([self.prompt_ids(h) for h in histories], k, seens)
-        return self.fuse_content(histories, ranked, k, seens) if self.use_hybrid(hybrid) else ranked
+        return self._external(self.fuse_content(histories, ranked, k, seens) if self.use_hybrid(hybrid) else ranked)
+
+    def _external(self, rows: list[list[dict]]) -> list[list[dict]]:
+        """Records with ``item_id`` in the run's own ids (:attr:`ids`)."""
+        if not self.ids.identity:
+            for recs in rows:
+                for r in recs:
+                    r["item_id"] = self.ids.external(r["item_id"])
+        return rows
 
     def fuse_content(self, histories: list[list[int]], ranked: list[list[dict]], k: int,
                      seens: list[set[int]]) -> list[list[dict]]:
@@ -318,7 +354,8 @@ class Recommender:
         if self.cfg.tasks.search_ratio <= 0:
             log.warning("this run did not train the search task (tasks.search_ratio = 0): results are the "
                         "model's guess from its other tasks")
-        return self._ranked_many([encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks))], k, [set()])[0]
+        return self._external(self._ranked_many([encode_prompt(self.tokenizer, search_prompt(query, self.cfg.tasks))],
+                                                k, [set()]))[0]
 
     def _ranked_many(self, prompts: list[list[int]], k: int, seens: list[set[int]]) -> list[list[dict]]:
         """The model's top ``k`` items after each prompt, the items of its ``seens`` entry left out."""

@@ -3,7 +3,8 @@
     raygen recommend --run runs/industrial --histories users.jsonl --out recs.parquet -k 10
 
 Input: JSON Lines (``.gz`` too), one user per line: ``{"user_id": "A1B2", "history": [12, 40, 7]}`` (history
-oldest first; other keys are ignored). An optional ``"target": 99`` (the item the user went on to pick) makes
+oldest first, in the run's own item ids: integers, or the strings of a table source with string ids, see
+:mod:`raygen.data.idmap`; other keys are ignored). An optional ``"target": 99`` (the item the user went on to pick) makes
 the job an evaluation as well: the summary then has HR@K / NDCG@K over the ranked rows with a target, with
 95 % bootstrap intervals (:func:`raygen.eval.metrics.confidence`), and the rows keep their ``target``. A line that is not such an object is a :class:`DataError` naming the
 file, line and field: the file is malformed and nothing is written. A well-formed history the run cannot
@@ -41,6 +42,20 @@ from raygen.recommend import Recommender, RecommendError
 
 OUT_SCHEMA = pa.schema([("line", pa.int64()), ("user_id", pa.string()), ("item_ids", pa.list_(pa.int64())),
                         ("scores", pa.list_(pa.float64())), ("skipped", pa.string()), ("target", pa.int64())])
+"""The output of a run with integer item ids; a run whose table source had string ids writes them as strings
+(:func:`out_schema`)."""
+
+
+def out_schema(rec: Recommender) -> pa.Schema:
+    """:data:`OUT_SCHEMA`, with string ``item_ids`` / ``target`` where the run's own item ids are strings."""
+    if rec.ids.identity or rec.ids.kind == "int64":
+        return OUT_SCHEMA
+    return OUT_SCHEMA.set(2, pa.field("item_ids", pa.list_(pa.string()))).set(5, pa.field("target", pa.string()))
+
+
+def _item_id(value) -> bool:
+    """An item id as a history or target may give it: an integer, or a non-empty string (a table source's ids)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip() != "")
 META_KEY = "raygen.recommend"
 """Parquet metadata key of the run summary (JSON)."""
 FORMATS = (".parquet", ".jsonl")
@@ -57,25 +72,26 @@ def read_histories(path: str | Path, skips: SkipLog) -> Iterator[tuple[int, str,
         if isinstance(user, bool) or not isinstance(user, (str, int)) or user == "":
             raise DataError(path.name, line, "user_id", f"a non-empty string or an integer is required, got {user!r}")
         history = rec.get("history")
-        if not isinstance(history, list) or any(isinstance(h, bool) or not isinstance(h, int) for h in history):
-            raise DataError(path.name, line, "history", f"a list of integer item ids is required, got {history!r}")
+        if not isinstance(history, list) or not all(_item_id(h) for h in history):
+            raise DataError(path.name, line, "history", f"a list of item ids (integers or strings) is required, "
+                                                        f"got {history!r}")
         target = rec.get("target")
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
-            raise DataError(path.name, line, "target", f"an integer item id is required, got {target!r}")
+        if target is not None and not _item_id(target):
+            raise DataError(path.name, line, "target", f"an item id (integer or string) is required, got {target!r}")
         yield line, str(user), history, target
 
 
 class _Writer:
     """Output rows streamed to a temporary file (Parquet row groups or JSON lines)."""
 
-    def __init__(self, tmp: Path, suffix: str):
-        self.suffix = suffix
-        self.parquet = pq.ParquetWriter(tmp, OUT_SCHEMA) if suffix == ".parquet" else None
+    def __init__(self, tmp: Path, suffix: str, schema: pa.Schema = OUT_SCHEMA):
+        self.suffix, self.schema = suffix, schema
+        self.parquet = pq.ParquetWriter(tmp, schema) if suffix == ".parquet" else None
         self.text = None if self.parquet else tmp.open("w", encoding="utf-8")
 
     def write(self, rows: list[dict]) -> None:
         if self.parquet:
-            self.parquet.write_table(pa.Table.from_pylist(rows, schema=OUT_SCHEMA))
+            self.parquet.write_table(pa.Table.from_pylist(rows, schema=self.schema))
         else:
             self.text.writelines(json.dumps(r) + "\n" for r in rows)
 
@@ -113,7 +129,7 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
     scored: list[tuple[list[int], int]] = []  # (top k, target) of the ranked rows with a target
     t0 = time.perf_counter()
     with atomic_path(out) as tmp, tqdm(desc="recommend", unit="user", disable=None if progress else True) as bar:
-        writer = _Writer(tmp, out.suffix)
+        writer = _Writer(tmp, out.suffix, out_schema(rec))
 
         def flush() -> None:
             if not pending:
@@ -123,8 +139,10 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
                 recs = rec.top_k_many([r.pop("history") for r in todo], k, exclude_history, use_hybrid)
                 for r, top in zip(todo, recs):
                     r["item_ids"], r["scores"] = [x["item_id"] for x in top], [x["score"] for x in top]
-                    if r["target"] is not None:
-                        scored.append((r["item_ids"] + [PAD_ITEM] * (k - len(r["item_ids"])), r["target"]))
+                    if r["target"] is not None:  # scored in the run's internal ids (an unknown target: a miss)
+                        top_int = [rec.ids.internal(x) for x in r["item_ids"]]
+                        target = rec.ids.internal(r["target"])
+                        scored.append((top_int + [PAD_ITEM] * (k - len(top_int)), PAD_ITEM - 1 if target is None else target))
             writer.write(pending)
             counts["ranked"] += len(todo)
             counts["pending_ranked"] = 0
@@ -132,8 +150,12 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
             pending.clear()
 
         try:
+            int_ids = pa.types.is_integer(writer.schema.field("target").type)
             for line, user, history, target in read_histories(histories, input_skips):
                 counts["lines"] += 1
+                if target is not None and int_ids and not isinstance(target, int):
+                    raise DataError(histories.name, line, "target", f"an integer item id is required (this run's "
+                                                                    f"item ids are integers), got {target!r}")
                 row = {"line": line, "user_id": user, "item_ids": [], "scores": [], "skipped": None, "target": target}
                 problem = rec.history_problem(history)
                 if problem is None:
@@ -149,7 +171,8 @@ def recommend_file(rec: Recommender, histories: str | Path, out: str | Path, k: 
             if counts["lines"] == 0:
                 raise DataError(str(histories), None, None, "no histories (the file has no non-blank line)")
             seconds = time.perf_counter() - t0
-            summary = {"run": str(rec.run_dir), "histories": str(histories), "out": str(out), "k": k,
+            summary = {"run": getattr(rec, "location", str(rec.run_dir)),  # a URI run: as given, not its cache copy
+                       "histories": str(histories), "out": str(out), "k": k,
                        "exclude_history": exclude_history, "ranking": HYBRID if use_hybrid else "raygen",
                        "users": counts["lines"], "ranked": counts["ranked"], "skipped": skipped.to_dict(),
                        "input_repairs": input_skips.to_dict(), "precision": rec.precision,

@@ -4,6 +4,11 @@ Each actor class loads its model once in ``__init__`` and is called on Arrow bat
 ``Dataset.map_batches``. Results come back as one Arrow table sorted by ``item_id``, checked
 to hold exactly the input ids (Ray Data does not keep order, and a lost row is an error).
 
+Node-agnostic: the items go to the actors as Arrow blocks through Ray's object store (no worker reads a
+path), models resolve on each node (packaged models, or the HF cache), and every output batch carries the
+Ray node id of the actor that made it (:data:`NODE_COLUMN`), which :func:`_collect` removes and reports:
+the corpus stage's metrics list the nodes each pool ran on.
+
 CPU threads: Ray sets ``OMP_NUM_THREADS`` to the CPUs an actor reserves (1 by default), so
 an embedding actor on a CPU node would run torch on one thread while the node idles. Actors
 therefore reserve ``resources.cpus`` CPUs (auto: the cluster's CPUs split over the pool) and set
@@ -34,6 +39,19 @@ QUERY_FIELDS = pa.schema([("queries", pa.list_(pa.string())), ("query_source", p
                           ("query_n_teacher", pa.int32()), ("query_malformed", pa.bool_())])
 """Per-item query columns the teacher actors add when ``corpus.n_queries > 0``."""
 _ITEM_FIELDS = ("title", "description", "brand", "categories")
+NODE_COLUMN = "_ray_node_id"
+"""Column the actors add to each output batch: the Ray node id they run on (dropped by :func:`_collect`)."""
+
+
+def node_id() -> str:
+    """The Ray node id of this process (a worker's, or the driver's)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _with_node(table: pa.Table, node: str) -> pa.Table:
+    return table.append_column(NODE_COLUMN, pa.array([node] * table.num_rows, pa.string()))
 
 
 def ensure_ray() -> None:
@@ -82,11 +100,12 @@ class EmbedActor:
         t0 = time.perf_counter()
         self.model = load_embedder(model, _device(num_gpus))
         self.batch_size, self.normalize = batch_size, normalize
+        self.node = node_id()
         log.info("EmbedActor loaded %s in %.1fs (%d torch threads)", model, time.perf_counter() - t0, num_threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         emb = embed_texts(self.model, batch.column("text").to_pylist(), self.batch_size, self.normalize)
-        return embeddings_table(batch.column("item_id").to_numpy(), emb)
+        return _with_node(embeddings_table(batch.column("item_id").to_numpy(), emb), self.node)
 
 
 class KeywordActor:
@@ -101,6 +120,7 @@ class KeywordActor:
         self.cfg = cfg
         self.backend = make_teacher(cfg)
         self.batches = 0
+        self.node = node_id()
         log.info("KeywordActor loaded %s backend in %.1fs (%s)", cfg.keyword_backend, time.perf_counter() - t0,
                  getattr(self.backend, "precision", {}).get("reason", "no LLM"))
 
@@ -114,14 +134,14 @@ class KeywordActor:
                                    grounded=c.keyword_grounded, use_teacher=batch.column("use_teacher").to_pylist())
         out = pa.table(keywords_rows(batch.column("item_id").to_pylist(), results), schema=KEYWORDS_SCHEMA)
         if c.n_queries == 0:
-            return out
+            return _with_node(out, self.node)
         qs = extract_queries(self.backend, rows, c.n_queries, max_new_tokens=c.query_max_new_tokens,
                              max_chars=c.keyword_max_chars, use_teacher=batch.column("ask_queries").to_pylist())
         cols = {"queries": [q["queries"] for q in qs], "query_source": [q["source"] for q in qs],
                 "query_n_teacher": [q["n_teacher"] for q in qs], "query_malformed": [q["malformed"] for q in qs]}
         for f in QUERY_FIELDS:
             out = out.append_column(f, pa.array(cols[f.name], f.type))
-        return out
+        return _with_node(out, self.node)
 
 
 BLOCKS_PER_ACTOR = 16
@@ -143,12 +163,17 @@ def _by_length(table: pa.Table, lengths: list[int], first: np.ndarray | None = N
     return table.take(pa.array(order))
 
 
-def _collect(ds, ids: pa.Array, what: str) -> pa.Table:
-    """Materialise ``ds`` into one table sorted by item_id; it must hold exactly ``ids``."""
+def _collect(ds, ids: pa.Array, what: str, nodes: list[str] | None = None) -> pa.Table:
+    """Materialise ``ds`` into one table sorted by item_id; it must hold exactly ``ids``. The actors' node
+    ids (:data:`NODE_COLUMN`) are dropped and, when ``nodes`` is given, appended to it (distinct, sorted)."""
     import ray
 
     parts = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
     out = pa.concat_tables(parts) if parts else None
+    if out is not None and NODE_COLUMN in out.column_names:
+        if nodes is not None:
+            nodes.extend(sorted(set(out.column(NODE_COLUMN).to_pylist()) - set(nodes)))
+        out = out.drop_columns([NODE_COLUMN])
     if out is None or out.num_rows != len(ids):
         raise RuntimeError(f"{what}: {0 if out is None else out.num_rows} rows came back for {len(ids)} items")
     out = out.sort_by("item_id")
@@ -181,22 +206,23 @@ def embed_dataset(items: pa.Table, cfg: CorpusConfig):
         udf_modifying_row_count=False)
 
 
-def embed_items(items, cfg: CorpusConfig) -> pa.Table:
-    """(item_id, embedding fixed_size_list<float32>[D]) for every item, sorted by item_id."""
+def embed_items(items, cfg: CorpusConfig, nodes: list[str] | None = None) -> pa.Table:
+    """(item_id, embedding fixed_size_list<float32>[D]) for every item, sorted by item_id; the Ray node
+    ids of the embedding actors are appended to ``nodes`` when given."""
     items = _as_table(items)
-    return _collect(embed_dataset(items, cfg), items.column("item_id").combine_chunks(), "embedding")
+    return _collect(embed_dataset(items, cfg), items.column("item_id").combine_chunks(), "embedding", nodes)
 
 
-def keyword_items(items, cfg: CorpusConfig) -> pa.Table:
+def keyword_items(items, cfg: CorpusConfig, nodes: list[str] | None = None) -> pa.Table:
     """(item_id, keywords, source) for every item, sorted by item_id, plus the :data:`QUERY_FIELDS`
     columns when ``cfg.n_queries > 0``.
 
     With ``cfg.keyword_max_items > 0`` only the first N items by item_id are sent to the
     teacher; the rest get fallback keywords (source 'fallback'); likewise ``cfg.query_max_items``
-    for the queries.
+    for the queries. The teacher actors' Ray node ids are appended to ``nodes`` when given.
     """
     items = _as_table(items)
-    return _collect(keyword_dataset(items, cfg), items.column("item_id").combine_chunks(), "keywords")
+    return _collect(keyword_dataset(items, cfg), items.column("item_id").combine_chunks(), "keywords", nodes)
 
 
 def keyword_dataset(items, cfg: CorpusConfig):

@@ -68,7 +68,10 @@ def keyword_metrics(keywords: pa.Table, cfg: CorpusConfig) -> dict:
 
 
 def run_corpus(ctx: StageContext) -> dict:
-    """Embed every item and extract its keywords through Ray Data actor pools; return metrics."""
+    """Embed every item and extract its keywords through Ray Data actor pools; return metrics.
+
+    The items are read here, in the driver (an items table is small: one row per item), and reach the
+    actors as Arrow blocks through Ray's object store, so no worker reads a path of the driver."""
     cfg: CorpusConfig = ctx.cfg.corpus
     path = ctx.input("data") / "items.parquet"
     items = read_parquet(path).sort_by("item_id")
@@ -78,13 +81,14 @@ def run_corpus(ctx: StageContext) -> dict:
         raise DataError(str(path), None, "item_id", "duplicate item ids")
     ensure_ray()
 
+    nodes: dict[str, list[str]] = {"corpus_embed": [], "corpus_keywords": []}
     t0 = time.perf_counter()
-    emb = embed_items(items, cfg)
+    emb = embed_items(items, cfg, nodes["corpus_embed"])
     embed_s = time.perf_counter() - t0
     write_parquet(ctx.out / "embeddings.parquet", emb)
 
     t0 = time.perf_counter()
-    kw = keyword_items(items, cfg)
+    kw = keyword_items(items, cfg, nodes["corpus_keywords"])
     keyword_s = time.perf_counter() - t0
     write_parquet(ctx.out / "keywords.parquet", kw.select(KEYWORDS_SCHEMA.names))
     query_metrics = {}
@@ -104,6 +108,7 @@ def run_corpus(ctx: StageContext) -> dict:
         "keyword_items_per_s": round(n / keyword_s, 2),
         **keyword_metrics(kw, cfg),
         **query_metrics,
+        "nodes": nodes,  # Ray node ids each actor pool ran on
     }
 
 

@@ -21,9 +21,10 @@ from raygen.eval.search import BM25, SEARCH_KS, search_rows, search_table
 from raygen.eval.slices import cold_mask, slice_metrics, training_targets
 from raygen.io import read_parquet
 from raygen.lm.vocab import pad_id_of
-from raygen.modelref import model_dir
+from raygen.modelref import model_location
 from raygen.precision import resolve_bf16
 from raygen.runner import StageContext
+from raygen.storage import materialize
 
 log = logging.getLogger("raygen")
 
@@ -38,11 +39,16 @@ def _note_precision(precision: dict | None, info: dict) -> None:
 
 
 def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id: int,
-              model=None, precision: dict | None = None, eos_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              model=None, precision: dict | None = None, eos_id: int | None = None,
+              location: tuple[str, str | None] | None = None,
+              nodes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Item-id rankings [N, beam_width] and scores of the model in ``mdir`` (or the given ``model``).
 
     ``cfg.bf16`` ('auto', true, false) is resolved for the device the search runs on (the model's, or
     each Ray actor's); ``precision``, if given, receives ``{"bf16": bool, "reason": str}``.
+    ``location`` = ``(location, key)`` of the same model for the Ray actors (they materialize it on their
+    node; :func:`raygen.modelref.model_location`); without it they get ``mdir``, which must then be a path
+    every node sees. The actors' Ray node ids are appended to ``nodes`` when given.
     """
     if model is not None or cfg.resources.count == 0:
         if model is None:
@@ -58,9 +64,11 @@ def beam_rank(mdir: Path, rows: Rows, catalog: Catalog, cfg: EvalConfig, pad_id:
         from raygen.eval.ray_layer import evaluate_distributed
 
         info: dict = {}
-        idx, scores = evaluate_distributed(str(mdir), rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
+        where, key = location or (str(mdir), None)
+        idx, scores = evaluate_distributed(where, rows.prompt_ids, catalog.sid_matrix, cfg.beam_width, pad_id,
                                            cfg.batch_size, resources=cfg.resources, bf16=cfg.bf16,
-                                           precision=info, sid_only=cfg.sid_only_head, eos_id=eos_id)
+                                           precision=info, sid_only=cfg.sid_only_head, eos_id=eos_id,
+                                           model_key=key, nodes=nodes)
         _note_precision(precision, info)
     return indices_to_item_ids(idx.numpy(), catalog.item_ids), scores.numpy()
 
@@ -122,8 +130,11 @@ def content_top(catalog: Catalog, rows: Rows, cfg: EvalConfig, cache: dict, k: i
 
 def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, split: str, out: Path | None,
                    skips: SkipLog | None = None, cache: dict | None = None, model=None,
-                   baselines: bool = True, intervals: dict | None = None) -> dict[str, dict]:
+                   baselines: bool = True, intervals: dict | None = None,
+                   location: tuple[str, str | None] | None = None) -> dict[str, dict]:
     """{method: metrics} for ``split``; writes predictions_<split>.parquet into ``out`` when given.
+    ``location``: the model's location for Ray actors (see :func:`beam_rank`); ``cache["nodes"]``, when
+    ``cache`` is given, collects the beam-search actors' Ray node ids.
     ``intervals``, if given, receives ``{split: {metric: confidence(...)}}`` for NDCG and HR at max(ks):
     every method's 95 % bootstrap interval and the paired differences of the model and the hybrid with
     the others (:func:`raygen.eval.metrics.confidence`)."""
@@ -134,7 +145,8 @@ def evaluate_split(mdir, samples, codes, tokenizer, tasks_cfg, cfg: EvalConfig, 
     pad = pad_id_of(tokenizer)
     topk, scores = beam_rank(mdir, rows, catalog, cfg, pad, model=model,
                              precision=None if cache is None else cache.setdefault("precision", {}),
-                             eos_id=tokenizer.eos_token_id)
+                             eos_id=tokenizer.eos_token_id, location=location,
+                             nodes=None if cache is None else cache.setdefault("nodes", []))
     if out is not None:
         write_predictions(out / f"predictions_{split}.parquet", rows.row_ids, rows.targets, topk, scores)
     cold = cold_mask(rows.targets, training_targets(samples))
@@ -165,7 +177,8 @@ def _with_slices(metrics: dict, topk, targets, cold, ks) -> dict:
 
 
 def search_rankings(mdir, queries: pa.Table, codes: pa.Table, tokenizer, tasks_cfg, cfg: EvalConfig,
-                    skips: SkipLog | None = None, cache: dict | None = None, model=None
+                    skips: SkipLog | None = None, cache: dict | None = None, model=None,
+                    location: tuple[str, str | None] | None = None
                     ) -> tuple[Rows, list[str], Catalog, np.ndarray, np.ndarray]:
     """The test queries as rows (:func:`~raygen.eval.search.search_rows`: the first ``query2sid`` template,
     at most ``cfg.search_max_rows``), their texts, the catalog, and the model's item rankings
@@ -176,18 +189,19 @@ def search_rankings(mdir, queries: pa.Table, codes: pa.Table, tokenizer, tasks_c
         raise ValueError("search: the queries have no test-split rows of items with a SID")
     topk, scores = beam_rank(mdir, rows, catalog, cfg, pad_id_of(tokenizer), model=model,
                              precision=None if cache is None else cache.setdefault("precision", {}),
-                             eos_id=tokenizer.eos_token_id)
+                             eos_id=tokenizer.eos_token_id, location=location,
+                             nodes=None if cache is None else cache.setdefault("nodes", []))
     return rows, texts, catalog, topk, scores
 
 
 def evaluate_search(mdir, queries: pa.Table, items: pa.Table, codes: pa.Table, tokenizer, tasks_cfg,
                     cfg: EvalConfig, out: Path | None, skips: SkipLog | None = None, cache: dict | None = None,
-                    model=None) -> dict:
+                    model=None, location: tuple[str, str | None] | None = None) -> dict:
     """STAR's search task on the test queries: ``{method: {"recall@K", "ndcg@K", "n", ...}}`` for the model
     (constrained beam search on the trained ``query2sid`` prompt: :func:`search_rankings`) and the BM25
     baseline on the same queries; writes ``predictions_search.parquet`` into ``out`` when given."""
     rows, texts, catalog, topk, scores = search_rankings(mdir, queries, codes, tokenizer, tasks_cfg, cfg, skips, cache,
-                                                         model)
+                                                         model, location)
     if out is not None:
         write_predictions(out / "predictions_search.parquet", rows.row_ids, rows.targets, topk, scores)
     ks = [k for k in SEARCH_KS if k <= cfg.beam_width]
@@ -201,7 +215,10 @@ def run_eval(ctx: StageContext) -> dict:
     cfg: EvalConfig = ctx.cfg.eval
     samples = read_parquet(ctx.input("data") / "samples.parquet")
     codes = read_parquet(ctx.input("sids") / "codes.parquet")
-    mdir = model_dir(ctx.input("rl"))
+    # The model rl hands on, for the beam-search actors (they materialize it on their node) and for this
+    # driver (a URI run's model may live under a stage the driver never pulled: materialize it too).
+    location = model_location(ctx, "rl")
+    mdir = materialize(*location)
     tokenizer = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
     skips, cache, per_split, intervals = SkipLog(), {}, {}, {}
     if "content" in cfg.baselines or cfg.fusion:
@@ -210,22 +227,24 @@ def run_eval(ctx: StageContext) -> dict:
         cache["embeddings"] = read_embeddings(ctx.input("corpus") / "embeddings.parquet")
     for split in cfg.splits:
         per_split[split] = evaluate_split(mdir, samples, codes, tokenizer, ctx.cfg.tasks, cfg, split, ctx.out,
-                                          skips, cache, intervals=intervals)
+                                          skips, cache, intervals=intervals, location=location)
         log.info("eval %s: %s", split, {m: round(v["ndcg@10"], 4) if "ndcg@10" in v else v
                                         for m, v in per_split[split].items()})
     main = "test" if "test" in per_split else cfg.splits[-1]
     slim = {m: {k: v for k, v in r.items() if k.startswith(("hr@", "ndcg@")) or k == "invalid"}
             for m, r in per_split[main].items()}
-    out = {"model_dir": str(mdir), "split": main, "n_rows": per_split[main]["raygen"]["n"],
+    out = {"model_dir": location[0], "split": main, "n_rows": per_split[main]["raygen"]["n"],
            "invalid": per_split[main]["raygen"].get("invalid", 0), "table": slim, "splits": per_split,
            "slices": {m: r["slices"] for m, r in per_split[main].items() if "slices" in r},
            "skips": skips.to_dict(), "precision": cache.get("precision", {}), "intervals": intervals,
-           "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}", intervals)}  # what `raygen recommend` serves
+           "serving": serving_choice(per_split, f"ndcg@{max(cfg.ks)}", intervals),  # what `raygen recommend` serves
+           "nodes": {"eval_actors": sorted(cache.get("nodes", []))}}  # Ray nodes of the beam-search actors
     log.info("eval serving: %s (%s)", out["serving"]["ranking"], out["serving"]["why"])
     queries = ctx.input("corpus") / "queries.parquet"
     if cfg.search and ctx.cfg.tasks.search_ratio > 0 and queries.exists():  # only a model trained to search
         out["search"] = evaluate_search(mdir, read_parquet(queries), read_parquet(ctx.input("data") / "items.parquet"),
-                                        codes, tokenizer, ctx.cfg.tasks, cfg, ctx.out, skips, cache)
+                                        codes, tokenizer, ctx.cfg.tasks, cfg, ctx.out, skips, cache,
+                                        location=location)
         log.info("eval search: %s", {m: round(v["ndcg@10"], 4) if "ndcg@10" in v else v
                                      for m, v in out["search"].items()})
         out["skips"] = skips.to_dict()

@@ -8,6 +8,10 @@ evaluation (:mod:`raygen.eval.ray_layer`), with one-put weight broadcast.
   store; on one node the actors read the same shared-memory copy) and hands every actor that reference.
 * :class:`LocalPool` is the same interface over an in-process backend (``rl.rollout_resources.count = 0``).
 
+Node-agnostic: the model comes as a *location* (a path every node sees, or a URI); each actor calls
+:func:`raygen.storage.materialize` on it where it runs (``model_key``, e.g. the stage key that wrote the model,
+names the content so a node never reuses a stale copy). :meth:`RolloutPool.nodes` lists the actors' Ray nodes.
+
 Fault tolerance: an actor that dies (node lost, OOM, ``os._exit``) is restarted by Ray from its model
 folder; the pool then re-sends the weights of the last broadcast to it (a restarted actor must not
 generate with the initial weights) and resubmits only that actor's shard, so every row is generated
@@ -42,14 +46,21 @@ def shard_bounds(n: int, parts: int) -> list[tuple[int, int]]:
 class RolloutActor:
     """Ray actor body: one rollout backend. Create through :class:`RolloutPool` (``ray.remote`` there)."""
 
-    def __init__(self, backend: str, model_dir: str, sid_matrix: np.ndarray, pad_id: int, backend_kwargs: dict):
+    def __init__(self, backend: str, model_location: str, sid_matrix: np.ndarray, pad_id: int, backend_kwargs: dict,
+                 model_key: str | None = None):
         from raygen.ray_utils import worker_env
+        from raygen.storage import materialize
 
         os.environ.update(worker_env())
         sid = torch.from_numpy(np.array(sid_matrix, dtype=np.int64))   # own copy: the object store's is read-only
-        self.backend: RolloutBackend = make_backend(backend, model_dir, sid, pad_id,
+        self.backend: RolloutBackend = make_backend(backend, str(materialize(model_location, model_key)), sid, pad_id,
                                                     **backend_kwargs)
         self.calls = 0
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def generate(self, prompt_ids: list[list[int]], group_size: int, mode: str, temperature: float,
                  seed: int | None) -> Rollouts:
@@ -96,10 +107,12 @@ class _PoolBase:
 
 
 class RolloutPool(_PoolBase):
-    """N :class:`RolloutActor` s on Ray; rows are split evenly and gathered in order."""
+    """N :class:`RolloutActor` s on Ray; rows are split evenly and gathered in order. ``model_dir`` is a
+    location (a path every node sees, or a URI; see the module doc), ``model_key`` its content's name."""
 
     def __init__(self, num_actors: int, backend: str, model_dir: str, sid_matrix, pad_id: int,
-                 num_gpus: float = 0.0, num_cpus: float = 1.0, backend_kwargs: dict | None = None):
+                 num_gpus: float = 0.0, num_cpus: float = 1.0, backend_kwargs: dict | None = None,
+                 model_key: str | None = None):
         import ray
 
         if num_actors < 1:
@@ -107,8 +120,8 @@ class RolloutPool(_PoolBase):
         sid = np.ascontiguousarray(torch.as_tensor(sid_matrix).cpu().numpy().astype(np.int64))
         cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=0)(RolloutActor)
         sid_ref = self._sid_ref = ray.put(sid)  # held while the pool lives: a restarted actor needs it again
-        self.actors = [cls.options(**fault_options()).remote(backend, model_dir, sid_ref, pad_id,
-                                                             dict(backend_kwargs or {}))
+        self.actors = [cls.options(**fault_options()).remote(backend, str(model_dir), sid_ref, pad_id,
+                                                             dict(backend_kwargs or {}), model_key)
                        for _ in range(num_actors)]
         self._weights: tuple[Any, int] | None = None  # (ref, version) of the last broadcast
         self.recoveries = 0
@@ -200,6 +213,12 @@ class RolloutPool(_PoolBase):
 
         return ray.get([a.weights_version.remote() for a in self.actors])
 
+    def nodes(self) -> list[str]:
+        """The distinct Ray node ids the actors run on (sorted)."""
+        import ray
+
+        return sorted(set(ray.get([a.node_id.remote() for a in self.actors])))
+
     def checksums(self) -> list[str]:
         import ray
 
@@ -221,8 +240,12 @@ class RolloutPool(_PoolBase):
 class LocalPool(_PoolBase):
     """The pool interface over one backend in this process (no Ray): debugging and unit tests."""
 
-    def __init__(self, backend: str, model_dir: str, sid_matrix, pad_id: int, backend_kwargs: dict | None = None):
-        self.backend = make_backend(backend, model_dir, sid_matrix, pad_id, **(backend_kwargs or {}))
+    def __init__(self, backend: str, model_dir: str, sid_matrix, pad_id: int, backend_kwargs: dict | None = None,
+                 model_key: str | None = None):
+        from raygen.storage import materialize
+
+        self.backend = make_backend(backend, str(materialize(model_dir, model_key)), sid_matrix, pad_id,
+                                    **(backend_kwargs or {}))
 
     def __len__(self) -> int:
         return 1
@@ -238,6 +261,12 @@ class LocalPool(_PoolBase):
 
     def weights_versions(self) -> list[int]:
         return [self.backend.weights_version]
+
+    def nodes(self) -> list[str]:
+        """This process's Ray node id when Ray is up (else none): the pool runs in the caller."""
+        import ray
+
+        return [ray.get_runtime_context().get_node_id()] if ray.is_initialized() else []
 
     def checksums(self) -> list[str]:
         return [self.backend.checksum()]

@@ -8,8 +8,9 @@ from typing import Iterator
 
 import torch
 
+from raygen.configbase import ConfigError
 from raygen.lm.config import LmConfig
-from raygen.models import resolve_lm
+from raygen.models import hub_downloads_allowed, hub_id_error, resolve_lm
 
 log = logging.getLogger("raygen")
 
@@ -17,7 +18,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def load_backbone(cfg: LmConfig):
-    """Return ``(model, tokenizer)`` for ``cfg.model``, loaded without network access.
+    """Return ``(model, tokenizer)`` for ``cfg.model``, loaded without network access unless both
+    ``cfg.allow_download`` and the user's ``HF_HUB_OFFLINE=0`` allow the Hub (:mod:`raygen.models`); an HF
+    id that is not in the local HF cache otherwise fails with a ConfigError naming both switches.
 
     ``cfg.num_layers > 0`` keeps the first N decoder layers: the config is edited before loading,
     so transformers only materialises those layers (the checkpoint's deeper weights are skipped).
@@ -26,9 +29,15 @@ def load_backbone(cfg: LmConfig):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_lm(cfg.model)
+    local = Path(source).is_dir()
     opts = {"trust_remote_code": cfg.trust_remote_code,
-            "local_files_only": Path(source).is_dir() or not cfg.allow_download}
-    config = AutoConfig.from_pretrained(source, **opts)
+            "local_files_only": local or not (cfg.allow_download and hub_downloads_allowed())}
+    try:
+        config = AutoConfig.from_pretrained(source, **opts)
+    except OSError as e:  # not a folder, not in the HF cache, and the Hub not allowed
+        if local or not opts["local_files_only"]:
+            raise
+        raise ConfigError(hub_id_error(cfg.model, "lm.model", cfg.allow_download)) from e
     if cfg.num_layers > 0:
         truncate_config(config, cfg.num_layers)
     with _quiet(cfg.num_layers > 0):  # the skipped deeper layers would be listed as "unexpected" weights

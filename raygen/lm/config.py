@@ -20,7 +20,10 @@ class LmConfig:
     trust_remote_code: bool = False
     """Allow model code shipped with a checkpoint to run (off: only architectures transformers knows)."""
     allow_download: bool = False
-    """Let from_pretrained fetch an HF model id from the Hub (off: runs never download; local files only)."""
+    """Let the lm stage fetch ``model`` (an HF hub id) from the Hugging Face Hub. Needs the user's own
+    ``HF_HUB_OFFLINE=0`` in the driver's environment too (raygen sets HF_HUB_OFFLINE=1 otherwise, see
+    raygen.models); the stage saves the model into the run, so no worker downloads it. Off: runs never
+    download; an HF id must then already be in the local HF cache."""
     init: Literal["random", "mean", "sa_init"] = "sa_init"
     """How new SID embedding rows start: 'random' N(0, init_std), 'mean' of the pretrained vocabulary rows,
     'sa_init' mean of the LM's own embeddings of the token's cluster keywords (STAR's SA-Init)."""

@@ -89,8 +89,16 @@ class GrpoLearner:
     in SFT), the checkpoint format and the atomic model export (:mod:`raygen.train.checkpoint`). What
     is RL's own is the GRPO step: :meth:`train_step`."""
 
-    def __init__(self, model_dir: str, cfg: RlConfig, pad_id: int, work_dir: str, sid_ids: Sequence[int]):
+    def __init__(self, model_dir: str, cfg: RlConfig, pad_id: int, work_dir: str, sid_ids: Sequence[int],
+                 model_key: str | None = None):
+        """``model_dir``: a location (a path, or a URI this process materializes on its node, ``model_key``
+        naming its content), so the learner may run as a Ray actor on any node."""
         from transformers import AutoModelForCausalLM
+
+        from raygen.storage import materialize
+
+        self.model_location = (str(model_dir), model_key)
+        model_dir = str(materialize(model_dir, model_key))
 
         self.cfg, self.pad_id = cfg, int(pad_id)
         self.mode, self.sid_ids = ("lora" if cfg.lora else "full"), [int(i) for i in sid_ids]
@@ -108,6 +116,9 @@ class GrpoLearner:
             model = AutoPeftModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).merge_and_unload()
             self.plain_dir = str(Path(work_dir) / "init_model")
             save_model_atomic(model, Path(self.plain_dir), str(model_dir))
+            # A folder on this process's node only: the rollout actors must see work_dir (one node or a
+            # shared run folder) in this LoRA case.
+            self.model_location = (self.plain_dir, None)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
             self.plain_dir = str(model_dir)
@@ -217,6 +228,11 @@ class GrpoLearner:
     def actor_model_dir(self) -> str:
         return self.plain_dir
 
+    def actor_model(self) -> tuple[str, str | None]:
+        """``(location, key)`` of the plain model the rollout actors start from: the input's location (they
+        materialize it on their nodes), or the LoRA-merged folder in ``work_dir``."""
+        return self.model_location
+
     def eos_token_ids(self) -> list[int]:
         """The EOS ids of the policy's SID-only head (what the rollout beam search must normalise over too)."""
         return list(self.eos_ids)
@@ -277,7 +293,8 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
              item_embeddings, cfg: RlConfig, out_dir: str, *, pad_id: int | None = None,
              eval_prompts: Sequence[Sequence[int]] | None = None, eval_targets: Sequence[int] | None = None,
              backend_kwargs: dict | None = None, verify_sync: bool = False,
-             checkpoint_dir: str | None = None) -> dict[str, Any]:
+             checkpoint_dir: str | None = None, model_location: tuple[str, str | None] | None = None
+             ) -> dict[str, Any]:
     """GRPO-refine the causal LM in ``model_dir`` (see module doc); returns summary metrics.
 
     Args:
@@ -294,6 +311,9 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
             folder outside its temporary output folder so a crashed run can resume.
         verify_sync: also return ``learner_checksum`` and every actor's ``actor_checksums`` (a SHA-256 of
             all weights) after the last sync, to check the actors hold exactly the trained policy.
+        model_location: ``(location, key)`` of the same model for Ray actors (the learner actor and the
+            rollout actors materialize it on their nodes); default ``(model_dir, None)``, which must then be
+            a path every node sees. ``model_dir`` itself is read in this process only.
     """
     from raygen.rl.remote import make_learner, make_pool, sync_weights
 
@@ -301,13 +321,13 @@ def run_grpo(model_dir: str, prompts: Sequence[Sequence[int]], targets: Sequence
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     task = _Task.build(model_dir, prompts, targets, sid_matrix, item_embeddings, cfg, pad_id)
-    learner, handle = make_learner(model_dir, cfg, task.pad_id, out, task.sid_ids)
+    learner, handle = make_learner(model_location or (model_dir, None), cfg, task.pad_id, out, task.sid_ids)
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     start, history, resumed = _resume(learner, ckpt_root)
     bkw = {"batch_size": cfg.rollout_batch_size, "bf16": cfg.rollout_bf16, **(backend_kwargs or {})}
     if cfg.sid_only_head and cfg.rollout_backend == "hf":  # rollout beam scores = the learner's distribution
         bkw = {"sid_only": True, "eos_id": learner.eos_token_ids(), **bkw}
-    pool = make_pool(cfg, learner.actor_model_dir(), task.sid, task.pad_id, bkw)
+    pool = make_pool(cfg, learner.actor_model(), task.sid, task.pad_id, bkw)
     try:
         sync = sync_weights(pool, learner, handle, version=start)  # actors start from the learner's weights
         log.info("rl: initial weight sync %.2fs to %d actor(s)", sync["sync_s"], len(pool))
@@ -458,7 +478,7 @@ def _finish(out: Path, model_dir: str, learner, pool, cfg: RlConfig, history: li
     learner.save_final(final_dir, model_dir)
     summary = {"steps": cfg.steps, "resumed_from": resumed_from, "model_dir": final_dir,
                "actor_versions": pool.weights_versions(), "rollout_actor_recoveries": pool.recoveries,
-               "rollout_precision": pool.precision(), "history": history}
+               "rollout_precision": pool.precision(), "rollout_nodes": pool.nodes(), "history": history}
     if history:
         summary["final"] = history[-1]
     if verify_sync:

@@ -20,9 +20,10 @@ from raygen.eval.rows import Catalog, split_rows
 from raygen.eval.stage import evaluate_split
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
-from raygen.modelref import model_dir, pass_through, write_ref
+from raygen.modelref import model_dir, model_location, pass_through, write_ref
 from raygen.rl.prompts import rl_prompt_rows
 from raygen.runner import StageContext
+from raygen.storage import materialize
 
 log = logging.getLogger("raygen")
 REJECTED = "rejected_rl_model"
@@ -45,6 +46,19 @@ def selection_metric(ks) -> str:
     return f"ndcg@{max(ks)}"
 
 
+def _shared(ctx: StageContext, local_dir) -> tuple[str, str | None]:
+    """``(location, key)`` of ``local_dir`` (a folder this stage just wrote on the driver) for Ray actors: in a
+    URI run it is uploaded under ``<run>/rl_checkpoints/<key>/`` (beside the RL checkpoints); otherwise the
+    run folder is local or a shared mount and its absolute path is the location."""
+    if not ctx.remote:
+        return str(local_dir.resolve()), None
+    from raygen.storage import upload_folder
+
+    where = ctx.location("rl_checkpoints", ctx.key, local_dir.name)
+    upload_folder(local_dir, where)
+    return where, ctx.key
+
+
 def run_rl(ctx: StageContext) -> dict:
     from transformers import AutoTokenizer
 
@@ -54,7 +68,10 @@ def run_rl(ctx: StageContext) -> dict:
     upstream = ctx.input("sft")
     if not cfg.enabled:
         return pass_through(ctx.out, upstream, "rl.enabled is false")
-    sft_dir = model_dir(upstream)
+    # The SFT model for the Ray actors (rollouts, evaluation, a learner actor: each materializes it on its
+    # node) and for this driver (a URI run's model may sit under a stage this driver never pulled).
+    sft_location = model_location(ctx, "sft")
+    sft_dir = materialize(*sft_location)
     samples = read_parquet(ctx.input("data") / "samples.parquet")
     codes = read_parquet(ctx.input("sids") / "codes.parquet")
     tok = AutoTokenizer.from_pretrained(sft_dir, local_files_only=True)
@@ -70,13 +87,16 @@ def run_rl(ctx: StageContext) -> dict:
 
     ecfg = replace(ctx.cfg.eval, max_rows=cfg.eval_rows, baselines=[], fusion=False, splits=[cfg.eval_split])
     metric = selection_metric(ecfg.ks)
-    before = evaluate_split(sft_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
+    eval_cache: dict = {}  # collects the evaluation actors' nodes
+    before = evaluate_split(sft_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None,
+                            cache=eval_cache, baselines=False, location=sft_location)["raygen"]
     log.info("rl: %s %s before RL %.4f", cfg.eval_split, metric, before[metric])
     summary = run_grpo(str(sft_dir), train.prompt_ids, [index[int(t)] for t in train.targets],
                        catalog.sid_matrix, emb, cfg, str(ctx.out), pad_id=pad,
-                       checkpoint_dir=str(ctx.run_dir / "rl_checkpoints" / ctx.key))
+                       checkpoint_dir=str(ctx.run_dir / "rl_checkpoints" / ctx.key), model_location=sft_location)
     rl_dir = ctx.out / "model"
-    after = evaluate_split(rl_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None)["raygen"]
+    after = evaluate_split(rl_dir, samples, codes, tok, ctx.cfg.tasks, ecfg, cfg.eval_split, None,
+                           cache=eval_cache, baselines=False, location=_shared(ctx, rl_dir))["raygen"]
     log.info("rl: %s %s after RL %.4f", cfg.eval_split, metric, after[metric])
     history = summary.pop("history", [])
     chosen, handed_on = "rl", f"{ctx.stage}/model"  # relative to the run (ctx.out is renamed at the end)
@@ -84,10 +104,12 @@ def run_rl(ctx: StageContext) -> dict:
         # one model on disk per meaning: rl/model is never a model downstream stages do not use
         chosen = "sft"
         rl_dir.rename(ctx.out / REJECTED)
-        write_ref(ctx.out, sft_dir, f"rl.keep_best: RL lowered validation {metric}")
+        # the reference names the SFT folder in the run (not this driver's materialized copy of it)
+        write_ref(ctx.out, model_dir(upstream), f"rl.keep_best: RL lowered validation {metric}")
         handed_on = read_json(ctx.out / "model_ref.json")["model_dir"]  # as the reference stores it
     first, last = (history[0], history[-1]) if history else ({}, {})
-    return {**{k: v for k, v in summary.items() if k not in ("final",)}, "model_dir": handed_on,
+    nodes = {"rollout_actors": summary.pop("rollout_nodes", []), "rl_eval_actors": sorted(eval_cache.get("nodes", []))}
+    return {"nodes": nodes, **{k: v for k, v in summary.items() if k not in ("final",)}, "model_dir": handed_on,
             "rejected_model_dir": f"{ctx.stage}/{REJECTED}" if chosen == "sft" else None,
             "valid_before": before, "valid_after": after, "chosen": chosen, "selection_metric": metric,
             "valid_metric_before": before[metric], "valid_metric_after": after[metric],

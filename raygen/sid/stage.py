@@ -6,6 +6,7 @@ description), ``quantizer.safetensors`` + ``quantizer.json``.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from raygen.sid.metrics import perplexity, recon_error, recon_rel, utilization
 from raygen.sid.quantizer import ResidualQuantizer, build_quantizer, load_quantizer, save_quantizer
 from raygen.sid.token_keywords import token_keyword_rows, tokens_table
 
-__all__ = ["run_sids", "fit_unique_codes", "load_quantizer", "read_embeddings", "read_keywords", "codes_table", "load_codes",
+log = logging.getLogger("raygen")
+
+__all__ = ["run_sids", "compute_sids", "fit_unique_codes", "load_quantizer", "read_embeddings", "read_keywords", "codes_table", "load_codes",
            "CODES_SCHEMA"]
 
 CODES_SCHEMA = pa.schema([("item_id", pa.int64()), ("codes", pa.list_(pa.int32()))])
@@ -109,8 +112,64 @@ def fit_unique_codes(cfg, ids: np.ndarray, X: np.ndarray) -> tuple[ResidualQuant
 
 
 def run_sids(ctx: StageContext) -> dict:
+    """The sids stage. In a pipeline (Ray is up) or with a CUDA device asked for, the work runs as ONE Ray task
+    on a worker holding the device (``sids.device: cuda`` reserves a GPU there; the driver needs none): the
+    task gets the corpus stage's location, materializes it on its node, fits in a scratch folder and sends
+    the files back to be written here. Otherwise (a direct call without Ray) it runs in this process."""
     cfg = ctx.cfg.sids
-    corpus = ctx.input("corpus")
+    if not _remote_wanted(cfg):
+        return compute_sids(cfg, ctx.input("corpus"), ctx.out)
+    import ray
+
+    from raygen.ray_utils import init_ray
+
+    init_ray()
+    gpus = _task_gpus(cfg.device)
+    task = ray.remote(_sids_task).options(num_cpus=max(1, cfg.num_threads), num_gpus=gpus, max_retries=0)
+    log.info("sids: fitting on a Ray worker (%s GPU, device %s)", gpus, cfg.device)
+    files, metrics, node = ray.get(task.remote(cfg, ctx.input_location("corpus"), (ctx.keys or {}).get("corpus")))
+    for name, data in files.items():
+        (ctx.out / name).write_bytes(data)
+    return {**metrics, "nodes": {"sids": [node]}}
+
+
+def _remote_wanted(cfg) -> bool:
+    """Run as a Ray task when Ray is already up (a pipeline run) or a CUDA device is asked for."""
+    import ray
+
+    return ray.is_initialized() or cfg.device.startswith("cuda")
+
+
+def _task_gpus(device: str) -> float:
+    """GPUs the sids task reserves: 1 for 'cuda'/'cuda:N'; for 'auto' 1 when the cluster has a GPU, else 0."""
+    import ray
+
+    if device.startswith("cuda"):
+        return 1.0
+    return 1.0 if device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def _sids_task(cfg, corpus_location: str, corpus_key: str | None) -> tuple[dict[str, bytes], dict, str]:
+    """The Ray task body: ``({file name: bytes}, metrics, node id)`` of :func:`compute_sids` on the corpus at
+    ``corpus_location``, materialized on this node."""
+    import tempfile
+
+    import ray
+
+    from raygen.storage import materialize
+
+    corpus = materialize(corpus_location, corpus_key)
+    with tempfile.TemporaryDirectory(prefix="raygen-sids-") as tmp:
+        out = Path(tmp)
+        metrics = compute_sids(cfg, corpus, out)
+        files = {f.name: f.read_bytes() for f in sorted(out.iterdir()) if f.is_file()}
+    return files, metrics, ray.get_runtime_context().get_node_id()
+
+
+def compute_sids(cfg, corpus: Path, out: Path) -> dict:
+    """The sids stage's work: ``corpus``'s embeddings and keywords -> codes, tokens and the quantizer in
+    ``out``; returns the metrics."""
+    corpus = Path(corpus)
     ids, X = read_embeddings(corpus / "embeddings.parquet")
     order = np.argsort(ids, kind="stable")  # item-id order: results do not depend on file order
     ids, X = ids[order], X[order]
@@ -120,9 +179,9 @@ def run_sids(ctx: StageContext) -> dict:
     X_hat = q.decode(codes)
     token_rows = token_keyword_rows(codes, keywords, cfg.n_token_keywords)
 
-    write_parquet(ctx.out / "codes.parquet", codes_table(ids, codes))
-    write_parquet(ctx.out / "tokens.parquet", tokens_table(token_rows))
-    save_quantizer(q, ctx.out, extra={"levels_final": codes.shape[1], "extra_level_added": rep.extra_level_added})
+    write_parquet(out / "codes.parquet", codes_table(ids, codes))
+    write_parquet(out / "tokens.parquet", tokens_table(token_rows))
+    save_quantizer(q, out, extra={"levels_final": codes.shape[1], "extra_level_added": rep.extra_level_added})
 
     base = codes[:, :q.levels]
     return {

@@ -15,8 +15,13 @@ import re
 import shutil
 from pathlib import Path
 
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
+from raygen import storage
 from raygen.io import load_tensors, read_json, save_tensors, write_json
 
 log = logging.getLogger("raygen")
@@ -113,3 +118,44 @@ def save_model_atomic(model, out: Path, tokenizer_dir: str | Path | None = None)
 def has_tokenizer(model_dir: str | Path) -> bool:
     d = Path(model_dir)
     return any((d / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+@contextmanager
+def export_location(location: str) -> Iterator[Path]:
+    """Yield the local folder to export a model into for ``location``: a local path is used as is; for a
+    URI a temporary folder on this node, uploaded to ``location`` (replacing what an earlier attempt left
+    there) when the block succeeds."""
+    if not storage.is_uri(location):
+        yield Path(location)
+        return
+    with tempfile.TemporaryDirectory(prefix="raygen-export-") as tmp:
+        yield Path(tmp) / "model"
+        storage.delete_folder(location)
+        n = storage.upload_folder(Path(tmp) / "model", location)
+        log.info("final model uploaded to %s (%d files)", location, n)
+
+
+def fetch_model(location: str, out: Path) -> Path:
+    """Download the model folder ``location`` (uploaded by :func:`export_location`) into the local
+    ``out`` atomically (a temporary folder renamed onto it), then delete the uploaded copy."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.fetch-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if storage.download_folder(location, tmp) == 0:
+        raise FileNotFoundError(f"no exported model at {location}")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    storage.delete_folder(location)
+    return out
+
+
+def run_storage(location: str) -> dict:
+    """``RunConfig`` storage arguments: for a URI, the driver's pyarrow filesystem and the path in it, so the
+    controller and workers on every node reach the same endpoint (pickled with its endpoint, not with any
+    secret: each process resolves credentials from its own environment or instance role)."""
+    if not storage.is_uri(location):
+        return {"storage_path": location}
+    fs, path = storage.filesystem(location)
+    return {"storage_path": path, "storage_filesystem": fs}

@@ -11,6 +11,13 @@ and resumes from ``ray.train.get_checkpoint()`` after a failure or when the same
 (``storage_path``/``name``) is started again. Rank 0 finally writes a plain transformers folder
 (``out_dir/model``: fp32 safetensors + tokenizer).
 
+Locations: ``model_dir`` and ``storage_path`` may be URIs (``s3://...``): Ray Train keeps its run and
+checkpoints under ``storage_path`` through pyarrow.fs (every node sees them), and each worker
+materializes ``model_dir`` on its own node (:func:`raygen.storage.materialize`). With a URI
+``storage_path`` rank 0 exports the final model on its node, uploads it to
+``<storage_path>/<name>/final_model`` and the driver downloads it into ``out_dir/model``, so the model
+reaches the driver whichever node rank 0 ran on.
+
 Checkpoint layout (one folder per report, merged by Ray over ranks):
 ``trainable.safetensors`` (rank 0: trainable params, SID rows only in 'embeddings' mode, gathered
 under ZeRO-3), ``state.json`` (step), and either ``optimizer.pt`` (torch path; tensors only, loaded
@@ -18,15 +25,14 @@ with ``weights_only=True``) or ``deepspeed/`` (DeepSpeed's own per-rank ZeRO sha
 ``engine.save_checkpoint`` and read back by ``engine.load_checkpoint``, which unpickles them: they
 are files this run wrote into its own storage).
 
-``out_dir`` and ``storage_path`` must be visible to every worker (a shared file system on a
-multi-node cluster).
+With local paths, ``model_dir``, ``out_dir`` and ``storage_path`` must be visible to every worker (a
+shared file system on a multi-node cluster).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +43,7 @@ import torch
 from raygen.configbase import from_dict
 from raygen.faults import fault_env, maybe_fault
 from raygen.io import load_tensors, save_tensors
+from raygen import storage as st
 from raygen.lm.vocab import config_pad_id, eos_ids
 from raygen.train import checkpoint as ckpt
 from raygen.train.checkpoint import has_tokenizer
@@ -57,7 +64,7 @@ log = logging.getLogger("raygen")
 
 def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: TrainConfig, out_dir: str | Path,
           storage_path: str | Path, resume: bool = True, name: str = "train",
-          callbacks: list | None = None, stop_step: int = 0, valid: Any = None) -> dict:
+          callbacks: list | None = None, stop_step: int = 0, valid: Any = None, model_key: str | None = None) -> dict:
     """Train ``model_dir`` on encoded ``examples`` with Ray Train; return a summary dict.
 
     ``resume=True`` continues the run ``storage_path/name`` from its latest checkpoint when one
@@ -70,6 +77,9 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     ``valid`` (a :class:`raygen.train.validation.ValidSet`) with ``cfg.valid_every > 0`` validates
     every N steps on rank 0, stops on ``cfg.patience`` and exports the best state (``cfg.keep_best``);
     the summary then holds ``learning_curve``, ``best_step`` and ``best_valid``.
+
+    ``model_dir`` and ``storage_path`` are locations (paths or URIs; ``model_key`` names the model's
+    content for :func:`raygen.storage.materialize`); ``out_dir`` is a local folder of the driver.
     """
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -92,15 +102,17 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     spe = steps_per_epoch(n, res.count, cfg.batch_size, cfg.grad_accum)
     total = cfg.max_steps or cfg.epochs * spe
     stop = min(stop_step, total) if stop_step > 0 else total
-    storage = Path(storage_path).resolve()
-    if not resume and (storage / name).exists():
-        shutil.rmtree(storage / name)
+    storage = str(storage_path) if st.is_uri(storage_path) else str(Path(storage_path).resolve())
+    if not resume:
+        st.delete_folder(st.join(storage, name))
     # Materialised up front so no Ray Data task competes with the workers for CPUs mid-training.
     ds = ds.materialize()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    loop_config = {"model_dir": str(Path(model_dir).resolve()), "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
-                   "out_dir": str(out_dir), "total_steps": total, "stop_step": stop, "steps_per_epoch": spe,
+    export_to = st.join(storage, name, "final_model") if st.is_uri(storage) else str(out_dir / "model")
+    loop_config = {"model_dir": str(model_dir) if st.is_uri(model_dir) else str(Path(model_dir).resolve()),
+                   "model_key": model_key, "sid_ids": ids, "cfg": dataclasses.asdict(cfg),
+                   "export_to": export_to, "total_steps": total, "stop_step": stop, "steps_per_epoch": spe,
                    "valid": valid.to_dict() if valid is not None and cfg.valid_every > 0 else None}
     per_worker = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus > 0 else {})}
     trainer = TorchTrainer(
@@ -108,7 +120,7 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=dist_backend(cfg)),
         scaling_config=ScalingConfig(num_workers=res.count, use_gpu=res.gpus > 0, resources_per_worker=per_worker),
-        run_config=RunConfig(name=name, storage_path=str(storage),
+        run_config=RunConfig(name=name, **ckpt.run_storage(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
                              worker_runtime_env={"env_vars": {**worker_env(cfg), **fault_env()}},
@@ -120,9 +132,11 @@ def train(model_dir: str | Path, examples: Any, sid_ids: Sequence[int], cfg: Tra
     if result.error is not None:
         raise result.error
     summary = dict(result.return_value or {})
+    if st.is_uri(storage):  # rank 0 uploaded the model (it may have run on another node): fetch it here
+        summary["model_dir"] = str(ckpt.fetch_model(export_to, out_dir / "model"))
     summary.update(wall_s=round(time.time() - t0, 2), examples=n, total_steps=total, steps_per_epoch=spe,
                    checkpoint=result.checkpoint.path if result.checkpoint else None,
-                   metrics=dict(result.metrics or {}), run_path=str(storage / name))
+                   metrics=dict(result.metrics or {}), run_path=st.join(storage, name))
     return summary
 
 
@@ -164,6 +178,19 @@ def _ray_collate(pad_to: str, pad_id: int, max_len: int):
     return Collate()
 
 
+def _worker_nodes() -> list[str]:
+    """The distinct Ray node ids of the worker group (a collective: call it on every rank)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [node]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, node)
+    return sorted(set(everyone))
+
+
 def _worker_loop(config: dict) -> dict:
     import ray.train
     import ray.train.torch
@@ -177,7 +204,8 @@ def _worker_loop(config: dict) -> dict:
     torch.set_num_threads(int(cfg.resources.cpus))
     torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device()
-    model_dir, sid_ids, total = config["model_dir"], config["sid_ids"], config["total_steps"]
+    model_dir = str(st.materialize(config["model_dir"], config.get("model_key")))  # a location: local on this node
+    sid_ids, total = config["sid_ids"], config["total_steps"]
     stop = config.get("stop_step", total)  # last step of this call; the lr schedule spans `total`
     lora_kw = dict(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    lora_target_modules=cfg.lora_target_modules)
@@ -269,16 +297,20 @@ def _worker_loop(config: dict) -> dict:
     exported_step = step
     if validator is not None and cfg.keep_best and validator.best_state is not None:
         state, exported_step = validator.best_state, validator.best_step
+    nodes = _worker_nodes()  # a collective: every rank takes part
     summary = {}
     if rank == 0:
-        out = export_model(state, model_dir, Path(config["out_dir"]) / "model", cfg.mode, sid_ids, lora=lora_kw)
-        summary = {"model_dir": str(out), "has_tokenizer": has_tokenizer(out), "start_step": start_step,
+        with ckpt.export_location(config["export_to"]) as local_out:
+            out = export_model(state, model_dir, local_out, cfg.mode, sid_ids, lora=lora_kw)
+            tokenizer_saved = has_tokenizer(out)
+        summary = {"model_dir": config["export_to"], "has_tokenizer": tokenizer_saved, "start_step": start_step,
                    "final_step": step, "loss": last_report.get("loss"), "tokens_per_s": stats.run_tokens_per_s(),
                    "setup_seconds": round(setup_s, 2), "train_seconds": round(t_export - t0, 2),
                    "export_seconds": round(time.time() - t_export, 2), "frozen_rows_changed": changed,
                    "trainable_params": count_trainable(lm, cfg.mode, sid_ids), "world_size": world,
                    "exported_step": exported_step, "examples_seen": step * examples_per_step,
-                   "precision": {"bf16": use_bf16, "reason": precision_reason}}
+                   "precision": {"bf16": use_bf16, "reason": precision_reason},
+                   "nodes": {"train_workers": nodes}}  # Ray node ids of the worker group
         if validator is not None:
             summary.update(learning_curve=validator.curve, best_step=validator.best_step,
                            best_valid={"ndcg@10": validator.best}, stopped_early=validator.should_stop)

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from pathlib import Path
 
 from raygen.data.schema import SkipLog
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
-from raygen.modelref import model_dir, pass_through
+from raygen.modelref import model_location, pass_through
 from raygen.rl.prompts import sft_samples
 from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
@@ -25,23 +24,26 @@ def _inputs(ctx: StageContext):
             read_parquet(sids / "codes.parquet"), read_parquet(sids / "tokens.parquet"))
 
 
-def _fit(ctx: StageContext, upstream: Path, examples: list[dict], cfg: TrainConfig, skips: SkipLog) -> dict:
+def _fit(ctx: StageContext, upstream: str, examples: list[dict], cfg: TrainConfig, skips: SkipLog) -> dict:
     from transformers import AutoTokenizer
 
+    from raygen.storage import materialize
     from raygen.tracking import tensorboard_callback
     from raygen.train.ray_trainer import train
 
-    mdir = model_dir(upstream)
+    # the upstream model as a location for the workers (they materialize it on their node) and locally here
+    location, key = model_location(ctx, upstream)
+    mdir = materialize(location, key)
     tok = AutoTokenizer.from_pretrained(mdir, local_files_only=True)
     encoded = encode_examples(tok, examples, cfg.max_len, skips)
     if not encoded:
         raise ValueError(f"stage {ctx.stage}: no training examples left after encoding (see skips)")
     sid_ids = read_json(ctx.input("lm") / "sid_ids.json")["ids"]
-    storage = ctx.run_dir / "ray_train"
+    storage = ctx.location("ray_train")  # under the run: a URI run keeps checkpoints where every node sees them
     base = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})  # stage-only keys dropped
     tb = tensorboard_callback(ctx.run_dir / "tensorboard" / ctx.stage, prefix=ctx.stage)  # live loss/lr/tokens/s
     valid = _valid_set(ctx, tok, cfg) if cfg.valid_every > 0 else None
-    summary = train(mdir, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage,
+    summary = train(location, encoded, sid_ids, base, out_dir=ctx.out, storage_path=storage, model_key=key,
                     resume=True, name=f"{ctx.stage}-{ctx.key}", callbacks=[tb] if tb else None, valid=valid,
                     stop_step=ctx.stop_step)
     # stopped at the runner's stop_step before the schedule's end (not by validation): unfinished
@@ -82,7 +84,7 @@ def _training_stage(ctx: StageContext, cfg, upstream_stage: str, build) -> dict:
         return pass_through(ctx.out, upstream, f"{ctx.stage}.enabled is false")
     skips = SkipLog()
     examples = build(*_inputs(ctx), skips)
-    return _fit(ctx, upstream, examples, cfg, skips)
+    return _fit(ctx, upstream_stage, examples, cfg, skips)
 
 
 def run_align(ctx: StageContext) -> dict:
