@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ray-num-cpus", type=float, default=0.0,
                     help="corpus.embed_resources.cpus for the Ray path (0 = auto: all CPUs, torch threads to match; "
                          "1 = one CPU and one torch thread, Ray's default for an actor)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "corpus_throughput.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = ap.parse_args(argv)
 
     path = Path(args.items)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bf16", action="store_true", help="raygen under bf16 autocast (baseline stays fp32)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/amazon18-industrial")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/eval_throughput.json")
+    ap.add_argument("--out", type=Path, required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.threads:

@@ -314,7 +314,7 @@ def main() -> None:
     p.add_argument("--teacher-items", type=int, default=200, help="(c) items of the keyword pass")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     p.add_argument("--work", default="/tmp/raygen_fault_bench", help="scratch folder (emptied first)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fault_tolerance.json"))
+    p.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = p.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -35,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/default.yaml")
     p.add_argument("--run-dir", default="runs/bench_full")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/full_pipeline.json"))
+    p.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     p.add_argument("--pin", default="", help="a pin folder (`raygen run --pin`): its stages are copied in, checked")
     p.add_argument("overrides", nargs="*", help="section.field=value, passed on to the job")
     args = p.parse_args()

@@ -34,7 +34,8 @@ from raygen.tasks.config import TasksConfig  # noqa: E402
 from raygen.tasks.encode import encode_examples  # noqa: E402
 from raygen.tasks.sequence import sequence_examples  # noqa: E402
 from raygen.train.collate import pack_collate  # noqa: E402
-from raygen.train.loop import LossModule, TorchEngine, linear_schedule, train_steps  # noqa: E402
+from raygen.train.engine import TorchEngine, linear_schedule, train_steps  # noqa: E402
+from raygen.train.loss import LossModule  # noqa: E402
 from raygen.train.masks import prepare_trainable  # noqa: E402
 from raygen.train.validation import ValidSet, Validator  # noqa: E402
 
@@ -66,7 +67,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64, help="user rows per step (packed into rows of 512)")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--valid-rows", type=int, default=1000)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gpu_check.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     a = ap.parse_args()
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -3,7 +3,7 @@ runs) against the plain prompt+completion batch (``sequence_logprobs`` over ``bu
 
 Real prompts (the first ``--prompts`` train prompts of a run folder, as ``rl_local.py`` builds them) and a
 real SFT model; each prompt gets ``--group`` catalog SIDs as completions (random rows: the update's cost
-does not depend on which). One timed "update" is what :meth:`raygen.rl.loop.GrpoLearner.train_step`
+does not depend on which). One timed "update" is what :meth:`raygen.rl.learner.GrpoLearner.train_step`
 does with ``kl_beta > 0``: a no-grad reference pass, then forward + backward of the policy, in
 micro-batches of ``--micro-batch`` sequences. Also checks that both give the same log-probs.
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=32, help="sequences per forward/backward (rl.micro_batch)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/grpo_update.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     a = ap.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -366,7 +366,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/new_items_industrial.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     ap.add_argument("--variants", default="mean,sa_init,star")
     add_training_args(ap)
     ap.add_argument("--new-share", type=float, default=0.05, help="share of the catalog held out as new items")

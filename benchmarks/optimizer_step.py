@@ -1,5 +1,5 @@
 """Seconds per AdamW step on a real model's parameters: torch's default (a per-tensor loop on CPU), foreach and
-fused (what :func:`raygen.train.loop.adamw` picks), with random gradients, in the parameter groups raygen trains.
+fused (what :func:`raygen.train.engine.adamw` picks), with random gradients, in the parameter groups raygen trains.
 
     python -m benchmarks.optimizer_step --model-dir ~/.cache/raygen/models/smollm2-135m-instruct --layers 4 \\
         --threads 1,2 --out benchmarks/results/optimizer_step.json
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=3, help="steps per timing")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the median is reported)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/optimizer_step.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     a = ap.parse_args()
     lm, tok = load(a.model_dir, a.layers, torch.device("cpu"))
     lm, groups = prepare_trainable(lm, "full", [], weight_decay=0.01)

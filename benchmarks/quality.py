@@ -332,7 +332,7 @@ def main() -> None:
     p.add_argument("--base-run", default=str(ROOT / "runs/industrial"),
                    help="run folder whose data/corpus/sids stages are reused")
     p.add_argument("--runs", default=str(ROOT / "runs/quality"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/quality_industrial.json"))
+    p.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--layers", type=int, default=4, help="decoder layers kept (SmolLM2 has 30)")

@@ -40,7 +40,7 @@ from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.generation.beam import constrained_beam_search  # noqa: E402
 from raygen.eval.metrics import collapse_stats, count_invalid, indices_to_item_ids  # noqa: E402
 from raygen.eval.rows import Catalog, split_rows  # noqa: E402
-from raygen.rl.prompts import hold_out_last_train  # noqa: E402
+from raygen.tasks.holdout import hold_out_last_train  # noqa: E402
 from raygen.io import atomic_path, read_parquet  # noqa: E402
 from raygen.provenance import write_result  # noqa: E402
 from raygen.provenance import machine as provenance_machine  # noqa: E402
@@ -481,7 +481,7 @@ def main() -> None:
                          "--epochs schedule: the step count the train-only runs' valid split chose); test as usual")
     ap.add_argument("--rl-holdout-share", type=float, default=0.0,
                     help="withhold the last train target of this share of users from SFT (split 'rl', seed 0: "
-                         "raygen.rl.prompts), for benchmarks/rl_local.py's prompts; use its own --runs-dir")
+                         "raygen.tasks.holdout), for benchmarks/rl_local.py's prompts; use its own --runs-dir")
     a = ap.parse_args()
     setup_logging(False)  # the trainer's validation lines
     t0 = time.time()

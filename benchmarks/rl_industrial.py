@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--variant", default="", help="default: best mean test NDCG@10 in --quality")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default=str(ROOT / "runs/rl_industrial"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/rl_industrial_stages.json"))
+    p.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rollout-batch", type=int, default=8)
     p.add_argument("--group", type=int, default=4)

@@ -8,7 +8,7 @@ improve the recommender? One process, no Ray (the rollouts in-process, :func:`ra
 For each reward mix (``--rewards``: ``name=weight,...`` of :mod:`raygen.rl.rewards`, ``prefix`` being the
 token-level semantic reward) x RL seed: GRPO from ``--sft`` on the train split's prompts (sequence format, as
 the SFT model was trained; SID-only policy, ``rl.sid_only_head``; with ``--rl-holdout-share`` on the positions
-an SFT model trained with the same option never saw: :mod:`raygen.rl.prompts`), valid NDCG@10 on ``--valid-rows`` valid
+an SFT model trained with the same option never saw: :mod:`raygen.tasks.holdout`), valid NDCG@10 on ``--valid-rows`` valid
 rows every ``--eval-every`` steps (the learning curve), then the final policy scored on every test row with the
 same constrained beam search as quality_local.py. "before" is the SFT model's own kept test scoring (the
 ``--sft-runs-dir`` file of the same name: the same rows), so the paired differences are exact. Reported per
@@ -43,7 +43,7 @@ from raygen.eval.rows import Catalog, split_rows  # noqa: E402
 from raygen.lm.vocab import pad_id_of  # noqa: E402
 from raygen.precision import resolve_bf16  # noqa: E402
 from raygen.rl.config import RlConfig  # noqa: E402
-from raygen.rl.prompts import rl_prompt_rows  # noqa: E402
+from raygen.tasks.holdout import rl_prompt_rows  # noqa: E402
 from raygen.rl.rewards import registered_rewards  # noqa: E402
 from raygen.rl.stage import item_embeddings  # noqa: E402
 from raygen.tasks.config import TasksConfig  # noqa: E402
@@ -142,7 +142,8 @@ def control_model(a, tok, catalog, task, seed: int):
 
     from raygen.rl.loop import batch_indices
     from raygen.train.collate import pad_collate
-    from raygen.train.loop import LossModule, adamw
+    from raygen.train.engine import adamw
+    from raygen.train.loss import LossModule
     from raygen.train.masks import prepare_trainable
 
     sid = np.asarray(catalog.sid_matrix)

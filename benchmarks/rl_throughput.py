@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--vllm-dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                     help="dtype of the vLLM engines (--backend vllm); auto = bf16 only where the hardware does it "
                          "natively (raygen.precision.engine_dtype)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rl_throughput.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer

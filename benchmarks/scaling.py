@@ -441,7 +441,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep-work", action="store_true", help="keep the run's work folder (models, checkpoints)")
     ap.add_argument("--note", default="", help="a note on the machine's state, recorded in the JSON")
     ap.add_argument("--verbose", action="store_true", help="forward the workers' logs to this process")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.address:

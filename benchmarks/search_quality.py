@@ -285,7 +285,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/search_quality_industrial.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     ap.add_argument("--variants", default="mean,sa_init,star")
     add_training_args(ap)
     ap.add_argument("--search-ratio", type=float, default=1.0,

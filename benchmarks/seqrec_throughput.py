@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from raygen.data.schema import SkipLog  # noqa: E402
 from raygen.provenance import write_result  # noqa: E402
 from raygen.train.collate import IGNORE_INDEX, pack_collate, pad_collate  # noqa: E402
-from raygen.train.loop import LossModule, TorchEngine, train_steps  # noqa: E402
+from raygen.train.engine import TorchEngine, train_steps  # noqa: E402
+from raygen.train.loss import LossModule  # noqa: E402
 from raygen.train.masks import prepare_trainable  # noqa: E402
 
 LR = 1e-4
@@ -170,7 +171,7 @@ def main() -> None:
     ap.add_argument("--seq-batch", type=int, default=32, help="sequence-format user rows per step (packed)")
     ap.add_argument("--pack-len", type=int, default=256, help="row length of the packed sequence format")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/amazon18-industrial")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/seqrec_throughput.json")
+    ap.add_argument("--out", type=Path, required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = ap.parse_args()
 
     from raygen.precision import cpu_native_bf16, resolve_bf16

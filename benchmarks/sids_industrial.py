@@ -30,7 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default=str(ROOT / "configs/industrial.yaml"))
     p.add_argument("--run-dir", default=str(ROOT / "runs/industrial"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/sids_industrial.json"))
+    p.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     p.add_argument("--pin", default="", help="use this pinned corpus + sids build (raygen.pin.use_pin)")
     p.add_argument("--save-pin", default="", help="pin the corpus and sids stages into this new folder")
     p.add_argument("overrides", nargs="*")

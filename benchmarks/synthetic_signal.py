@@ -63,7 +63,7 @@ def split(samples, name: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/default.yaml")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/synthetic_signal.json"))
+    ap.add_argument("--out", required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     ap.add_argument("--no-sasrec", action="store_true", help="skip SASRec (seconds instead of a minute)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for SASRec (1: on a shared 2-core machine 2 threads ran ~18x slower)")

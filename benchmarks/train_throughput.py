@@ -45,7 +45,8 @@ from raygen.configbase import Resources  # noqa: E402
 from raygen.provenance import write_result  # noqa: E402
 from raygen.train.collate import make_collate, pad_collate  # noqa: E402
 from raygen.train.config import TrainConfig  # noqa: E402
-from raygen.train.loop import LossModule, TorchEngine, train_steps  # noqa: E402
+from raygen.train.engine import TorchEngine, train_steps  # noqa: E402
+from raygen.train.loss import LossModule  # noqa: E402
 from raygen.train.masks import prepare_trainable  # noqa: E402
 
 SID_TOKEN = re.compile(r"<[a-z]_\d+>")
@@ -186,7 +187,7 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs")
     ap.add_argument("--reuse-ablation", action="store_true",
                     help="keep the naive/ablation results already in --out and only run the Ray part")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_throughput.json")
+    ap.add_argument("--out", type=Path, required=True, help="the result file (JSON; committed results live in benchmarks/results/)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raygen-bench-"))
     model_dir, sid_ids, histories, targets = prepare_model(args.layers, args.data, work)

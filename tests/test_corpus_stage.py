@@ -78,7 +78,7 @@ def test_actor_cpus_explicit_and_gpu_defaults():
 def test_teacher_actor_adds_counted_queries_and_the_stage_splits_them():
     """One teacher actor call writes keywords and queries; queries.parquet is long, split per item, and
     its metrics count every item's source (a fallback-only backend: all 'fallback', none malformed)."""
-    from raygen.corpus.ray_layer import QUERY_FIELDS, KeywordActor
+    from raygen.corpus.ray_layer import NODE_COLUMN, QUERY_FIELDS, KeywordActor
     from raygen.corpus.stage import queries_metrics, queries_table
 
     cfg = CorpusConfig(keyword_backend="fallback", n_queries=5)
@@ -86,7 +86,10 @@ def test_teacher_actor_adds_counted_queries_and_the_stage_splits_them():
                       "brand": ["Bolty", ""], "categories": [["Tools"], ["Bags"]],
                       "use_teacher": [True, True], "ask_queries": [True, False]})
     out = KeywordActor(cfg, num_threads=1)(items)
-    assert out.column_names == KEYWORDS_SCHEMA.names + QUERY_FIELDS.names
+    # the actor tags its batch with the node it ran on (the stage's metrics list the nodes; _collect drops it)
+    assert out.column_names == KEYWORDS_SCHEMA.names + QUERY_FIELDS.names + [NODE_COLUMN]
+    assert len(set(out.column(NODE_COLUMN).to_pylist())) == 1
+    out = out.drop_columns([NODE_COLUMN])
     assert all(len(q) == 5 for q in out.column("queries").to_pylist())
     queries = queries_table(out, cfg)
     assert queries.num_rows == 10 and set(queries.column("item_id").to_pylist()) == {1, 3}
@@ -94,4 +97,4 @@ def test_teacher_actor_adds_counted_queries_and_the_stage_splits_them():
     assert m["query_items_fallback"] == 2 and m["query_items_malformed"] == 0 and m["queries_from_teacher"] == 0
     assert m["queries_by_split"] == {"train": 6, "valid": 2, "test": 2} and m["query_items_teacher_asked"] == 0
     assert KeywordActor(CorpusConfig(keyword_backend="fallback", n_queries=0), 1)(items).column_names == \
-        KEYWORDS_SCHEMA.names
+        KEYWORDS_SCHEMA.names + [NODE_COLUMN]

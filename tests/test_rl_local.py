@@ -146,7 +146,7 @@ def test_sft_control_learns_the_prompts_targets(tiny_model_dir, tiny_run_dir, tm
     from benchmarks.rl_local import control_model
 
     from raygen.lm.vocab import add_sid_tokens
-    from raygen.train.loop import LossModule
+    from raygen.train.loss import LossModule
     from raygen.eval.rows import Catalog
     from benchmarks.quality_local import Data
 

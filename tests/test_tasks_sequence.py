@@ -14,7 +14,7 @@ from raygen.tasks.encode import encode_examples
 from raygen.tasks.sequence import (IGNORE_INDEX, SidIds, encode_sequence, sequence_examples, supervised_pairs,
                                    user_sequences, windows)
 from raygen.train.collate import pack_collate
-from raygen.train.loop import LossModule
+from raygen.train.loss import LossModule
 
 REAL = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon18-industrial").resolve()
 

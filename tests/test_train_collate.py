@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from raygen.train.collate import IGNORE_INDEX, make_collate, pack_bins, pack_collate, pad_collate
-from raygen.train.loop import LossModule
+from raygen.train.loss import LossModule
 
 EX = [
     {"input_ids": [1, 2, 3, 4, 5], "labels": [-100, -100, -100, 4, 5]},

@@ -10,8 +10,9 @@ from raygen.configbase import ConfigError, Resources, from_dict
 from raygen.train.collate import pad_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, worker_env
-from raygen.train.loop import (LossModule, TorchEngine, adamw, export_model, linear_schedule, steps_per_epoch,
-                               train_steps)
+from raygen.train.engine import TorchEngine, adamw, linear_schedule, steps_per_epoch, train_steps
+from raygen.train.export import export_model
+from raygen.train.loss import LossModule
 from raygen.train.masks import prepare_trainable, trainable_state_dict
 
 V = 96

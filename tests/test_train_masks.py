@@ -7,7 +7,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from raygen.train.collate import pad_collate
 from raygen.train.config import TrainConfig
-from raygen.train.loop import LossModule, TorchEngine, linear_schedule, train_steps
+from raygen.train.engine import TorchEngine, linear_schedule, train_steps
+from raygen.train.loss import LossModule
 from raygen.train.masks import (apply_lora, freeze_all_but_sid_rows, load_trainable_state, prepare_trainable,
                                 sid_weights, trainable_state_dict)
 

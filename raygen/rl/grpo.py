@@ -133,7 +133,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                     logits_to_keep=keep, use_cache=False)
         logits = out.logits[:, :-1, :].float()             # predicts positions first .. T-1
     else:
-        from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
+        from raygen.train.loss import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
 
         head_ids = head_ids.to(input_ids.device)
         local = head_positions(head_ids, targets, completion_mask[:, first:].bool())
@@ -175,7 +175,7 @@ def completion_logprobs(model, prompts: list[list[int]], completions: torch.Tens
     targets = completions.long()
     weight = None
     if head_ids is not None:
-        from raygen.train.loop import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
+        from raygen.train.loss import sid_head_weight  # the head rows, LoRA/trainable-token deltas included
 
         head_ids = head_ids.to(device)
         targets = head_positions(head_ids, targets, torch.ones_like(targets, dtype=torch.bool))

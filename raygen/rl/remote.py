@@ -28,7 +28,7 @@ def make_learner(model: tuple[str, str | None], cfg: RlConfig, pad_id: int, out:
     :class:`_Remote`. ``model`` = ``(location, key)`` of the policy to start from (materialized where the
     learner runs). The learner writes its checkpoints and final model to ``out`` where it runs: a learner
     actor needs ``out`` on storage the driver sees (one node, or a shared run folder)."""
-    from raygen.rl.loop import GrpoLearner
+    from raygen.rl.learner import GrpoLearner
 
     location, key = model
     res = cfg.learner_resources

@@ -21,7 +21,7 @@ from raygen.eval.stage import evaluate_split
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_dir, model_location, pass_through, write_ref
-from raygen.rl.prompts import rl_prompt_rows
+from raygen.tasks.holdout import rl_prompt_rows
 from raygen.runner import StageContext
 from raygen.storage import materialize
 

@@ -45,7 +45,7 @@ class TasksConfig:
     rl_holdout_share: float = 0.0
     """RL prompts the SFT model never trained on: the last train target of this share of the users (a fixed
     seeded choice) is withheld from SFT and the rl stage's prompts are exactly those positions
-    (raygen.rl.prompts). 0 = SFT on every train target and RL on the train split's positions, which the
+    (raygen.tasks.holdout). 0 = SFT on every train target and RL on the train split's positions, which the
     SFT model has largely memorised. Evaluation and its baselines are unchanged (they see every train row)."""
     seed: int = 0
     """Seed of template choice, sampling and shuffling."""

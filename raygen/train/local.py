@@ -23,8 +23,8 @@ from raygen.precision import resolve_bf16
 from raygen.train import checkpoint as ckpt
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
-from raygen.train.loop import (LossModule, StepResult, TorchEngine, adamw, linear_schedule, steps_per_epoch,
-                               train_steps)
+from raygen.train.engine import StepResult, TorchEngine, adamw, linear_schedule, steps_per_epoch, train_steps
+from raygen.train.loss import LossModule
 from raygen.train.masks import load_trainable_state, prepare_trainable, trainable_state_dict
 from raygen.train.validation import Progress, ValidSet, Validator
 
@@ -36,7 +36,7 @@ def fit_local(lm: torch.nn.Module, encoded: list[dict], sid_ids: Sequence[int], 
               checkpoint_dir: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """Train ``lm`` (a causal LM with the SID tokens) on ``encoded`` rows; return the trained model (the
     best validation state when ``cfg.keep_best``) and a summary like the Ray trainer's. LoRA is not
-    merged here (use :func:`raygen.train.loop.export_model` for a plain folder).
+    merged here (use :func:`raygen.train.export.export_model` for a plain folder).
 
     ``checkpoint_dir``: after every validation (that does not end the run) the trainable state, optimizer,
     schedule, validation progress, best state and step go to ``<checkpoint_dir>/step_NNNNNNN`` (atomically,

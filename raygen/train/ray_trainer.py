@@ -5,7 +5,7 @@
 ``examples`` (a Ray Dataset or a list of ``{"input_ids", "labels"}`` dicts) is sharded over the
 workers by Ray Train (``datasets={"train": ds}``); each worker collates its shard with
 :mod:`raygen.train.collate` inside ``iter_torch_batches`` (a background thread), runs
-:func:`raygen.train.loop.train_steps` on a DeepSpeed engine (or a DDP-wrapped module), reports
+:func:`raygen.train.engine.train_steps` on a DeepSpeed engine (or a DDP-wrapped module), reports
 loss / tokens/s / lr with ``ray.train.report`` and a checkpoint every ``checkpoint_every`` steps,
 and resumes from ``ray.train.get_checkpoint()`` after a failure or when the same run
 (``storage_path``/``name``) is started again. Rank 0 finally writes a plain transformers folder
@@ -50,8 +50,9 @@ from raygen.train.checkpoint import has_tokenizer
 from raygen.train.collate import make_collate
 from raygen.train.config import TrainConfig
 from raygen.train.deepspeed_cfg import deepspeed_config, dist_backend, worker_env
-from raygen.train.loop import (LossModule, StepResult, TorchEngine, adamw, export_model, linear_schedule,
-                               steps_per_epoch, train_steps)
+from raygen.train.engine import StepResult, TorchEngine, adamw, linear_schedule, steps_per_epoch, train_steps
+from raygen.train.export import export_model
+from raygen.train.loss import LossModule
 from raygen.precision import resolve_bf16
 from raygen.train.validation import Progress, ValidSet, Validator
 from raygen.train.masks import as_ids, count_trainable, load_trainable_state, prepare_trainable, sid_weights, \

@@ -8,7 +8,7 @@ from raygen.data.schema import SkipLog
 from raygen.io import read_json, read_parquet
 from raygen.lm.vocab import pad_id_of
 from raygen.modelref import model_location, pass_through
-from raygen.rl.prompts import sft_samples
+from raygen.tasks.holdout import sft_samples
 from raygen.runner import StageContext
 from raygen.tasks.builders import (alignment_examples, build_sft_examples, mix, sids_by_item,
                                    token_align_examples)

@@ -174,7 +174,7 @@ def test_keep_best_hands_on_sft_when_rl_lowers_valid_ndcg(tiny_run, monkeypatch)
 def test_rl_prompts_held_out_of_sft(tiny_run):
     """tasks.rl_holdout_share: SFT and RL rerun; RL's prompts are exactly the withheld positions. (Last in this
     module: it changes the run's sft and rl stages.)"""
-    from raygen.rl.prompts import hold_out_last_train
+    from raygen.tasks.holdout import hold_out_last_train
 
     run_dir, _ = tiny_run
     cfg = load_config(str(run_dir / "config.yaml"), ["tasks.rl_holdout_share=0.5"])

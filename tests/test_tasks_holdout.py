@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from raygen.data.schema import samples_table
-from raygen.rl.prompts import RL_SPLIT, hold_out_last_train, rl_prompt_rows, sft_samples
+from raygen.tasks.holdout import RL_SPLIT, hold_out_last_train, rl_prompt_rows, sft_samples
 from raygen.tasks.sequence import user_sequences
 
 

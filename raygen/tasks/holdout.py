@@ -1,4 +1,5 @@
-"""RL prompts the SFT model has not been trained on.
+"""Samples held out of SFT for RL: prompts the SFT model has not been trained on (a tasks-layer rule that
+the SFT and RL stages both read).
 
 GRPO on the train split's positions asks the SFT model for targets it was fitted to: on Industrial a beam of
 8 hits the target in 43-48 % of those prompts against HR@10 0.12 on test, and 100 GRPO steps there left test
