@@ -249,6 +249,12 @@ def tiny_run_dir(tmp_path, tiny_catalog) -> Path:
     return run
 
 
+@pytest.fixture
+def fixture_stages():
+    """:func:`_fixture_stages` as a fixture (an import of conftest may get tests/integration's)."""
+    return _fixture_stages
+
+
 def _fixture_stages(tables):
     """The pipeline's stages, with data/corpus/sids writing the fixture tables instead of computing them."""
     import dataclasses

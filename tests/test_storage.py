@@ -234,10 +234,8 @@ def test_pin_from_and_into_uri_runs(s3, cache, tmp_path):
     assert "b/.raygen_lock.json" not in s3.keys()
 
 
-def test_recommend_from_a_uri_run(s3, tmp_path, monkeypatch, capsys, tiny_model_dir, tiny_catalog):
+def test_recommend_from_a_uri_run(s3, tmp_path, monkeypatch, capsys, tiny_model_dir, tiny_catalog, fixture_stages):
     """A finished run in the bucket serves `raygen recommend --run s3://...` from a fresh node's cache."""
-    from conftest import _fixture_stages
-
     from raygen.cli import main
     from raygen.config import load_config
     from raygen.pipeline import save_config
@@ -246,7 +244,7 @@ def test_recommend_from_a_uri_run(s3, tmp_path, monkeypatch, capsys, tiny_model_
     monkeypatch.setenv("RAYGEN_CACHE", str(tmp_path / "driver"))
     cfg = load_config(None, [f"run_dir={run}", f"lm.model={tiny_model_dir}", "lm.init=random", "align.enabled=false",
                              "sft.enabled=false", "rl.enabled=false", "eval.bf16=false"])
-    stages = [s for s in _fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
+    stages = [s for s in fixture_stages(tiny_catalog) if s.name not in ("eval", "report")]
     assert run_stages(cfg, stages, run, on_commit=lambda _: save_config(cfg, run))["rl"]["status"] == "ran"
     monkeypatch.setenv("RAYGEN_CACHE", str(tmp_path / "serving-node"))  # nothing of the driver's mirror
     history = ",".join(map(str, tiny_catalog["samples"].column("history")[0].as_py()))
