@@ -293,3 +293,12 @@ def tiny_run(tmp_path_factory, tiny_model_dir, tiny_catalog):
     assert summary["rl"]["status"] == "ran"
     save_config(cfg, run_dir)
     return run_dir
+
+
+@pytest.fixture
+def s3():
+    """A local S3-compatible server on 127.0.0.1 for one test (tests/_s3.py; skipped without moto[server])."""
+    from _s3 import local_s3
+
+    with local_s3() as server:
+        yield server

@@ -6,13 +6,6 @@ from pathlib import Path
 import pytest
 
 from raygen import storage
-from _s3 import local_s3
-
-
-@pytest.fixture
-def s3():
-    with local_s3() as server:
-        yield server
 
 
 @pytest.fixture

@@ -155,14 +155,6 @@ def _config(run: str, model_dir: Path) -> dict:
 
 
 @pytest.fixture
-def s3():
-    from tests._s3 import local_s3
-
-    with local_s3() as server:
-        yield server
-
-
-@pytest.fixture
 def cluster(s3, tmp_path):
     if RAY is None:
         pytest.skip("the `ray` CLI is not installed")
